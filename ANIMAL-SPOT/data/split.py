@@ -1,0 +1,176 @@
+"""Train/val/test split by recording (YEAR_TAPE), stored as the original's CSV files.
+
+Layout (compatible with the original): ``<data_dir>/<folder>/{train,val,test}.csv`` list
+data_dir-relative wav paths of that folder, and the index files ``<data_dir>/train``,
+``val`` and ``test`` list those CSV files (relative to data_dir). An existing split is
+reused unchanged.
+
+Fixes against the original (see CHANGES.md): index files are rewritten, not appended to;
+all three index files are always written, so a split with an empty partition is still
+reused; relative data folders work; a tape keeps one partition across all folders.
+"""
+
+import csv
+import logging
+import os
+import random
+from collections import OrderedDict, defaultdict
+from typing import Dict, List, Optional, Sequence
+
+from data.filenames import class_name, tape_key
+
+log = logging.getLogger("ANIMAL-SPOT")
+
+PARTITIONS = ("train", "val", "test")
+FRACTIONS = (0.7, 0.15, 0.15)
+
+
+def split_exists(data_dir: str) -> bool:
+    return all(os.path.isfile(os.path.join(data_dir, p)) for p in PARTITIONS)
+
+
+def load_split(data_dir: str) -> Dict[str, List[str]]:
+    """Read an existing split: partition -> data_dir-relative wav paths."""
+    result = {}
+    for partition in PARTITIONS:
+        index_path = os.path.join(data_dir, partition)
+        log.debug(f"Found dataset split file {index_path}")
+        files = []
+        with open(index_path, newline="") as index:
+            for line in index:
+                entry = line.strip()
+                if not entry or entry.startswith("#"):
+                    continue
+                csv_path = os.path.join(data_dir, entry)
+                if not os.path.isfile(csv_path):
+                    log.error(f"{csv_path} is listed in {index_path} but does not exist")
+                    raise ValueError(
+                        f"Split file found, but csv files are missing ({csv_path}). Aborting..."
+                    )
+                folder = os.path.dirname(entry)
+                with open(csv_path, newline="") as rows:
+                    for row in csv.reader(rows):
+                        if row and row[0].strip():
+                            files.append(os.path.join(folder, os.path.basename(row[0].strip())))
+        result[partition] = files
+    log.info(f"Found csv files in {data_dir}")
+    return result
+
+
+def assign_tapes(
+    files: Sequence[str],
+    rng: random.Random,
+    fixed: Optional[Dict[str, str]] = None,
+    fractions: Sequence[float] = FRACTIONS,
+) -> Dict[str, str]:
+    """Tape key -> partition for one folder's files.
+
+    Each tape in order of first appearance goes to a partition drawn with probability
+    proportional to how many files that partition still misses (``n * fraction -
+    assigned``). Tapes present in ``fixed`` (decided in an earlier folder) keep their
+    partition and count towards it.
+    """
+    fixed = fixed or {}
+    counts: "OrderedDict[str, int]" = OrderedDict()
+    for path in files:
+        key = tape_key(path)
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    n = sum(counts.values())
+    assigned = dict.fromkeys(PARTITIONS, 0)
+    result = {}
+    for key, count in counts.items():
+        if key in fixed:
+            chosen = fixed[key]
+        else:
+            missing = [n * f - assigned[p] for p, f in zip(PARTITIONS, fractions)]
+            r = rng.uniform(0, sum(missing))
+            chosen = PARTITIONS[-1]
+            for partition, miss in zip(PARTITIONS, missing):
+                r -= miss
+                if r < 0:
+                    chosen = partition
+                    break
+        assigned[chosen] += count
+        result[key] = chosen
+    return result
+
+
+def create_split(data_dir: str, files: Sequence[str], rng: random.Random) -> Dict[str, List[str]]:
+    """Split ``files`` (data_dir-relative) folder by folder and write the CSV/index files."""
+    by_folder: "OrderedDict[str, List[str]]" = OrderedDict()
+    for path in files:
+        by_folder.setdefault(os.path.dirname(path), []).append(path)
+    tape_partition: Dict[str, str] = {}
+    result = {p: [] for p in PARTITIONS}
+    index_lines = {p: [] for p in PARTITIONS}
+    for folder, folder_files in by_folder.items():
+        tape_partition.update(assign_tapes(folder_files, rng, fixed=tape_partition))
+        per_partition = defaultdict(list)
+        for path in folder_files:
+            key = tape_key(path)
+            if key is not None:
+                per_partition[tape_partition[key]].append(path)
+        for partition in PARTITIONS:
+            if not per_partition[partition]:
+                continue
+            csv_rel = os.path.join(folder, partition + ".csv")
+            log.debug(f"Generating {os.path.join(data_dir, csv_rel)}")
+            _write_atomic_csv(os.path.join(data_dir, csv_rel), per_partition[partition])
+            index_lines[partition].append(csv_rel)
+            result[partition].extend(per_partition[partition])
+    for partition in PARTITIONS:
+        _write_atomic_lines(os.path.join(data_dir, partition), index_lines[partition])
+    return result
+
+
+def get_split(data_dir: str, files: Sequence[str], rng: random.Random) -> Dict[str, List[str]]:
+    """Reuse the split in ``data_dir`` or create one from ``files``."""
+    if split_exists(data_dir):
+        return load_split(data_dir)
+    return create_split(data_dir, files, rng)
+
+
+def missing_partitions(split: Dict[str, List[str]], classes: Sequence[str]) -> Dict[str, List[str]]:
+    """class -> partitions that hold none of its files."""
+    present = {p: {class_name(f) for f in split.get(p, [])} for p in PARTITIONS}
+    missing = {}
+    for name in classes:
+        absent = [p for p in PARTITIONS if name not in present[p]]
+        if absent:
+            missing[name] = absent
+    return missing
+
+
+def report_split(split: Dict[str, List[str]], classes: Sequence[str]) -> None:
+    """Warn, before training, about classes too small to reach every partition; fail
+    when a whole partition is empty."""
+    for name, absent in missing_partitions(split, classes).items():
+        tapes = sorted({tape_key(f) for p in PARTITIONS for f in split.get(p, []) if class_name(f) == name})
+        log.warning(
+            f"Class {name} has no files in partition(s) {', '.join(absent)} "
+            f"({len(tapes)} tape(s): {', '.join(tapes) or 'none'}); "
+            "its accuracy there cannot be measured"
+        )
+    empty = [p for p in PARTITIONS if not split.get(p)]
+    if empty:
+        raise ValueError(
+            f"partition(s) {', '.join(empty)} of the split received no file; the data needs "
+            "more YEAR_TAPE groups (delete the train/val/test index files to split again)"
+        )
+
+
+def _write_atomic_csv(path: str, rows: Sequence[str]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        for row in rows:
+            writer.writerow([row])
+    os.replace(tmp, path)
+
+
+def _write_atomic_lines(path: str, lines: Sequence[str]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        handle.writelines(line + "\n" for line in lines)
+    os.replace(tmp, path)
