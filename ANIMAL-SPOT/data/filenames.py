@@ -80,7 +80,7 @@ def find_audio_files(data_dir: str) -> List[str]:
         for name in sorted(files):
             if name.endswith(".wav") and not name.startswith("."):
                 found.append(os.path.relpath(os.path.join(root, name), data_dir))
-    return found
+    return sorted(found)
 
 
 def usable_files(rel_paths: Iterable[str]) -> List[str]:
@@ -122,3 +122,39 @@ def class_index_map(classes: Sequence[str], num_classes: int) -> Dict[str, int]:
             )
         return {name: int(name == "target") for name in classes}
     return {name: index for index, name in enumerate(classes)}
+
+
+def peak_amplitude(path: str) -> float:
+    """Largest absolute sample value of a file (read in blocks)."""
+    import soundfile as sf
+
+    peak = 0.0
+    for block in sf.blocks(path, blocksize=1 << 18, dtype="float32", always_2d=True):
+        if block.size:
+            peak = max(peak, float(abs(block).max()))
+    return peak
+
+
+def filter_broken_audio(data_dir: str, rel_paths: Sequence[str], threshold: float = 1e-3) -> List[str]:
+    """Move near-silent files (absolute peak below ``threshold``) and unreadable ones to a
+    ``bkp`` folder beside them, where discovery no longer finds them. Returns the moved
+    relative paths."""
+    moved = []
+    for rel in rel_paths:
+        path = os.path.join(data_dir, rel)
+        try:
+            broken = peak_amplitude(path) < threshold
+        except Exception as error:
+            log.warning(f"{path}: unreadable ({error}); moving it aside")
+            broken = True
+        if broken:
+            target_dir = os.path.join(os.path.dirname(path), BKP_DIR)
+            os.makedirs(target_dir, exist_ok=True)
+            os.replace(path, os.path.join(target_dir, os.path.basename(path)))
+            moved.append(rel)
+    if moved:
+        log.debug("Moving possibly broken audio files to bkp:")
+        for rel in moved:
+            log.debug(rel)
+        log.info(f"Moved {len(moved)} near-silent or unreadable file(s) to bkp folders")
+    return moved

@@ -41,7 +41,7 @@ def call_signal(shape: str, n: int, sr: int, rng: np.random.Generator) -> np.nda
 
 def write_clip(path: str, signal: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    sf.write(path, signal.astype(np.float32), sr, subtype=subtype)
+    sf.write(path, np.asarray(signal, dtype=np.float32), sr, subtype=subtype)
 
 
 def make_call_set(

@@ -1,0 +1,26 @@
+"""Shared test set-up: the framework folder on sys.path, quiet threads, small data."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "ANIMAL-SPOT")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def call_set(tmp_path):
+    """A small 4-class set (K1, K2, K3, noise) at 16 kHz, 4 tapes per class."""
+    from utils.synthetic import make_call_set
+
+    root = tmp_path / "data"
+    make_call_set(str(root), {"K1": 8, "K2": 8, "K3": 8, "noise": 8}, tapes_per_class=4,
+                  sr=16000, duration=0.3, seed=1)
+    return root
