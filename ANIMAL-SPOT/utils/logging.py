@@ -1,0 +1,34 @@
+"""Log lines as the original writes them: ``HH:MM:SS|<L>|message`` (L = level initial)."""
+
+import logging
+import os
+import sys
+from typing import Optional
+
+FORMAT = logging.Formatter("%(asctime)s|%(levelname).1s|%(message)s", datefmt="%H:%M:%S")
+
+
+def setup_logger(name: str = "ANIMAL-SPOT", log_dir: Optional[str] = None, file_name: str = "TRAIN.log",
+                 debug: bool = False, console: bool = True) -> logging.Logger:
+    """A logger writing to stderr and, with ``log_dir``, to ``<log_dir>/<file_name>``
+    (truncated). Calling it again replaces the handlers, so each run gets its own file."""
+    logger = logging.getLogger(name)
+    close_logger(logger)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False
+    if console:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(FORMAT)
+        logger.addHandler(stream)
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+        handler = logging.FileHandler(os.path.join(log_dir, file_name), mode="w")
+        handler.setFormatter(FORMAT)
+        logger.addHandler(handler)
+    return logger
+
+
+def close_logger(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        handler.close()
+        logger.removeHandler(handler)
