@@ -24,3 +24,14 @@ def call_set(tmp_path):
     make_call_set(str(root), {"K1": 8, "K2": 8, "K3": 8, "noise": 8}, tapes_per_class=4,
                   sr=16000, duration=0.3, seed=1)
     return root
+
+
+@pytest.fixture
+def train_set(tmp_path):
+    """A 4-class set with 10 tapes per class, so every class reaches every partition."""
+    from utils.synthetic import make_call_set
+
+    root = tmp_path / "train_data"
+    make_call_set(str(root), {"K1": 20, "K2": 20, "K3": 20, "noise": 20}, tapes_per_class=10,
+                  sr=16000, duration=0.3, seed=2)
+    return root
