@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) tools/demo.py --out demo_output
+	$(PY) ANIMAL-SPOT/demo.py --out demo_output
 
 bench: $(STAMP)
 	$(PY) bench/predict_bench.py

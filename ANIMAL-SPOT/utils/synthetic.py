@@ -75,7 +75,10 @@ def make_call_set(
             start = 1000 * i
             file_name = f"{name}-synth_{i:04d}_{year}_{tape}_{start}_{start + int(duration * 1000)}.wav"
             rel = os.path.join(name, file_name) if per_class_folders else file_name
-            signal = call_signal(shapes[name], n, sr, rng) + 0.01 * rng.standard_normal(n)
+            signal = call_signal(shapes[name], n, sr, rng)
+            if shapes[name] == "noise":   # from near-silent background to loud noise
+                signal *= rng.uniform(0.0, 1.0)
+            signal = signal + 0.01 * rng.standard_normal(n)
             write_clip(os.path.join(root, rel), signal, sr)
             written.append(rel)
     return written
