@@ -2,8 +2,8 @@
 
 The network and its preprocessing are rebuilt from the model file alone. A recording is
 read in blocks; each block's spectrogram frames are computed once and cut into windows,
-which go through the network in batches (inference mode, channels-last, BatchNorm folded
-into the convolutions). Per file, ``<output_dir>/<name>_predict_output.log`` holds the
+which go through the network in batches (inference mode, BatchNorm folded into the
+convolutions, channels-last memory format where the backbone gains from it). Per file, ``<output_dir>/<name>_predict_output.log`` holds the
 original's header and one record per window.
 """
 
@@ -13,7 +13,7 @@ import os
 import pickle
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +24,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from data.audiodataset import SignalReader, iter_window_batches, window_geometry
 from data.transforms import AudioFileError, FeatureOptions
+from models import backbones
 from models.model_file import LoadedModel, ModelFileError, load_model
 from utils.logging import close_logger, setup_logger
 
@@ -71,11 +72,16 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def prepare_model(loaded: LoadedModel, device: torch.device) -> nn.Module:
+def prepare_model(loaded: LoadedModel, device: torch.device) -> Tuple[nn.Module, bool]:
+    """The model ready for inference and whether it wants channels-last inputs."""
     model = loaded.model.eval()
     if loaded.jit:
-        return model.to(device)
-    return fuse_batchnorm(model).to(device, memory_format=torch.channels_last)
+        return model.to(device), False
+    channels_last = backbones.get(backbones.backbone_name(loaded.encoder_opts)).channels_last
+    model = fuse_batchnorm(model).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, channels_last
 
 
 def prefetch(iterator: Iterator, enabled: bool) -> Iterator:
@@ -121,7 +127,7 @@ def fmt_time(samples: int, sr: int) -> float:
 class Predictor:
     def __init__(self, args, loaded: LoadedModel, device: torch.device, log: logging.Logger):
         self.args, self.loaded, self.device, self.log = args, loaded, device, log
-        self.model = prepare_model(loaded, device)
+        self.model, self.channels_last = prepare_model(loaded, device)
         min_max = args.min_max_norm or bool(loaded.train_opts.get("min_max_norm", False))
         if args.min_max_norm and loaded.train_opts and not loaded.train_opts.get("min_max_norm", False):
             log.warning("--min_max_norm is set but the model was trained with 0/1-dB normalisation")
@@ -157,7 +163,7 @@ class Predictor:
         with torch.inference_mode():
             for first, inputs in prefetch(batches, a.num_workers > 0):
                 x = inputs.to(self.device, non_blocking=True)
-                if not self.loaded.jit:
+                if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 probs = torch.softmax(self.model(x).float(), dim=1).cpu()
                 last_label = self.write_records(flog, probs, first, window, hop, reader.n_samples, path)

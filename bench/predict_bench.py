@@ -13,7 +13,6 @@ minutes, against the per-window path's.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -61,10 +60,20 @@ def per_window_baseline(model_path, recording, seq, hop, batch_size, workers):
     return torch.cat(probs), time.perf_counter() - start
 
 
+def quiet_predict():
+    """``predict`` whose per-file records go to the log file only (not the console)."""
+    import predict
+    from utils import logging as log_utils
+
+    def setup(name, log_dir=None, file_name="TRAIN.log", debug=False, console=True):
+        return log_utils.setup_logger(name, log_dir, file_name, debug, console=False)
+    predict.setup_logger = setup
+    return predict
+
+
 def ours(model_path, recording, seq, hop, batch_size, out_dir):
     """``predict.py`` itself, in this process: returns (probabilities from its log, seconds)."""
-    import predict
-    import logging
+    predict = quiet_predict()
     start = time.perf_counter()
     status = predict.main(["--model_path", model_path, "--input_file", recording, "--output_dir", out_dir,
                            "--sequence_len", str(seq), "--hop", str(hop), "--batch_size", str(batch_size),
@@ -85,16 +94,24 @@ def ours(model_path, recording, seq, hop, batch_size, out_dir):
     return torch.tensor(probs), elapsed
 
 
-PEAK_SNIPPET = """
-import resource, sys
-sys.path.insert(0, {src!r})
-import predict
-status = predict.main({argv!r})
-print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, status)
+PEAK = """
+def peak_kb():  # high-water mark of this process (ru_maxrss would include the parent's, from fork)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 """
 
-BASELINE_PEAK_SNIPPET = """
-import resource, sys
+PEAK_SNIPPET = PEAK + """
+import sys
+sys.path.insert(0, {src!r})
+sys.path.insert(0, {bench!r})
+from predict_bench import quiet_predict
+status = quiet_predict().main({argv!r})
+print("PEAK_KB", peak_kb(), status)
+"""
+
+BASELINE_PEAK_SNIPPET = PEAK + """
+import sys
 sys.path.insert(0, {src!r})
 import torch
 from torch.utils.data import DataLoader
@@ -106,7 +123,7 @@ ds = StridedAudioDataset({rec!r}, {seq}, {hop}, options=FeatureOptions.from_data
 with torch.no_grad():
     for batch in DataLoader(ds, batch_size=16, num_workers=0):
         loaded.model(batch)
-print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0)
+print("PEAK_KB", peak_kb(), 0)
 """
 
 
@@ -123,6 +140,7 @@ def main(argv=None) -> int:
     parser.add_argument("--hop", type=float, default=0.5)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--baseline_workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="alternate the two paths, keep each one's best")
     parser.add_argument("--memory_minutes", type=float, nargs="*", default=[10, 60])
     parser.add_argument("--memory_hop", type=float, default=5.0, help="hop for the memory runs (fewer windows)")
     parser.add_argument("--models", nargs="*", default=list(ENCODERS))
@@ -139,10 +157,14 @@ def main(argv=None) -> int:
         for name in args.models:
             model_path = os.path.join(tmp, f"{name.split()[0]}.pk")
             write_model(model_path, ENCODERS[name])
-            base_probs, base_time = per_window_baseline(model_path, recording, args.sequence_len, args.hop,
-                                                        args.batch_size, args.baseline_workers)
-            our_probs, our_time = ours(model_path, recording, args.sequence_len, args.hop, args.batch_size,
-                                       os.path.join(tmp, "out"))
+            base_time = our_time = float("inf")
+            for _ in range(args.repeats):
+                base_probs, seconds = per_window_baseline(model_path, recording, args.sequence_len, args.hop,
+                                                          args.batch_size, args.baseline_workers)
+                base_time = min(base_time, seconds)
+                our_probs, seconds = ours(model_path, recording, args.sequence_len, args.hop, args.batch_size,
+                                          os.path.join(tmp, "out"))
+                our_time = min(our_time, seconds)
             diff = float((our_probs - base_probs).abs().max())
             row = {"baseline_rtf": audio_seconds / base_time, "ours_rtf": audio_seconds / our_time,
                    "speed_up": base_time / our_time, "max_prob_diff": diff, "windows": int(base_probs.shape[0])}
@@ -157,7 +179,8 @@ def main(argv=None) -> int:
             argv_ = ["--model_path", model_path, "--input_file", rec, "--output_dir", os.path.join(tmp, "mem"),
                      "--sequence_len", str(args.sequence_len), "--hop", str(args.memory_hop),
                      "--batch_size", str(args.batch_size), "--num_workers", "1"]
-            our_peak = peak_mb(PEAK_SNIPPET.format(src=SRC, argv=argv_))
+            our_peak = peak_mb(PEAK_SNIPPET.format(src=SRC, bench=os.path.dirname(os.path.abspath(__file__)),
+                                                   argv=argv_))
             base_peak = peak_mb(BASELINE_PEAK_SNIPPET.format(src=SRC, model=model_path, rec=rec,
                                                              seq=args.sequence_len, hop=args.memory_hop))
             figures["memory_mb"][f"{minutes:g} min"] = {"ours": our_peak, "per_window": base_peak}

@@ -15,23 +15,20 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 
+def _make_set(root, counts, tapes_per_class, seed):
+    from utils.synthetic import make_call_set
+
+    make_call_set(str(root), counts, tapes_per_class=tapes_per_class, sr=16000, duration=0.3, seed=seed)
+    return root
+
+
 @pytest.fixture
 def call_set(tmp_path):
     """A small 4-class set (K1, K2, K3, noise) at 16 kHz, 4 tapes per class."""
-    from utils.synthetic import make_call_set
-
-    root = tmp_path / "data"
-    make_call_set(str(root), {"K1": 8, "K2": 8, "K3": 8, "noise": 8}, tapes_per_class=4,
-                  sr=16000, duration=0.3, seed=1)
-    return root
+    return _make_set(tmp_path / "data", {"K1": 8, "K2": 8, "K3": 8, "noise": 8}, 4, seed=1)
 
 
 @pytest.fixture
 def train_set(tmp_path):
     """A 4-class set with 10 tapes per class, so every class reaches every partition."""
-    from utils.synthetic import make_call_set
-
-    root = tmp_path / "train_data"
-    make_call_set(str(root), {"K1": 20, "K2": 20, "K3": 20, "noise": 20}, tapes_per_class=10,
-                  sr=16000, duration=0.3, seed=2)
-    return root
+    return _make_set(tmp_path / "train_data", {"K1": 20, "K2": 20, "K3": 20, "noise": 20}, 10, seed=2)

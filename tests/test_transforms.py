@@ -208,15 +208,17 @@ def test_short_silent_and_broken_files(tmp_path):
 
 @pytest.mark.parametrize("rate", [16000, 22050])
 @pytest.mark.parametrize("min_max", [False, True])
-def test_block_windows_equal_per_window_inputs(tmp_path, rate, min_max):
+@pytest.mark.parametrize("seconds, hop", [(6.3, 0.23), (6.3, 0.7), (0.4, 0.1)])   # overlap, gaps, short file
+def test_block_windows_equal_per_window_inputs(tmp_path, rate, min_max, seconds, hop):
     path = str(tmp_path / "rec.wav")
-    make_recording(path, 6.3, rate, [("upsweep", 1.0), ("pulses", 3.5)], channels=2)
+    make_recording(path, seconds, rate, [("upsweep", 0.0), ("pulses", 3.5)], channels=2)
     options = FeatureOptions(sr=16000, n_fft=512, hop_length=100, n_freq_bins=64, fmin=200, fmax=7000,
                              min_max_norm=min_max)
-    reference = StridedAudioDataset(path, 0.5, 0.23, options=options)
-    windows = torch.cat([b for _, b in iter_window_batches(path, options, 0.5, 0.23, batch_size=5)])
+    reference = StridedAudioDataset(path, 0.5, hop, options=options)
+    windows = torch.cat([b for _, b in iter_window_batches(path, options, 0.5, hop, batch_size=5)])
     expected = torch.stack([reference[i] for i in range(len(reference))])
-    assert windows.shape == expected.shape == (len(reference), 1, 1 + (8000 - 512) // 100, 64)
+    frames = 1 + (min(8000, reference.n_samples) - 512) // 100
+    assert windows.shape == expected.shape == (len(reference), 1, frames, 64)
     assert float((windows - expected).abs().max()) < 1e-4
     assert float(expected.std()) > 0.01
 

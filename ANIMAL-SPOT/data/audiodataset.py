@@ -213,6 +213,31 @@ class SignalReader:
         return chunk[start - offset:stop - offset]
 
 
+def _read_emphasised(reader: SignalReader, options: FeatureOptions, start: int, stop: int, size: int) -> torch.Tensor:
+    """Pre-emphasised samples ``[start, stop)``, zero-padded to ``size``."""
+    signal = pre_emphasis(reader.read(start, stop), options.preemphases)
+    return torch.nn.functional.pad(signal, (0, max(0, size - signal.shape[0])))
+
+
+def _block_frames(reader: SignalReader, options: FeatureOptions, first: int, last: int, step: int,
+                  length: int, offsets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The distinct STFT frames ``(N, n_fft)`` of windows ``first..last-1`` and, per window
+    and frame, the index of its frame ``(B, T)``."""
+    n_fft = options.n_fft
+    taps = torch.arange(n_fft)
+    if step >= length:   # windows do not overlap: read only the windows, not the gaps
+        span = max(length, int(offsets[-1]) + n_fft)
+        signal = torch.stack([_read_emphasised(reader, options, w * step, w * step + length, span)
+                              for w in range(first, last)])
+        frames = signal[:, offsets.unsqueeze(1) + taps].reshape(-1, n_fft)
+        return frames, torch.arange(frames.shape[0]).view(last - first, -1)
+    seg_start = first * step
+    starts = (torch.arange(first, last) * step - seg_start).unsqueeze(1) + offsets
+    signal = _read_emphasised(reader, options, seg_start, (last - 1) * step + length, int(starts.max()) + n_fft)
+    unique, inverse = torch.unique(starts, return_inverse=True)
+    return signal[unique.unsqueeze(1) + taps], inverse
+
+
 def iter_window_batches(path: str, options: FeatureOptions, sequence_len: float, hop: float,
                         batch_size: int) -> Iterator[Tuple[int, torch.Tensor]]:
     """Yield ``(first window index, inputs (B, 1, T, F))`` over a recording, block by block.
@@ -223,23 +248,14 @@ def iter_window_batches(path: str, options: FeatureOptions, sequence_len: float,
     periodic Hann window, so per-window pre-emphasis changes nothing).
     """
     reader = SignalReader(path, options.sr)
-    n_fft, fft_hop = options.n_fft, options.hop_length
     window, step, n_windows = window_geometry(sequence_len, hop, options.sr, reader.n_samples)
     length = min(window, reader.n_samples)
-    frames_per_window = 1 + max(0, (length - n_fft)) // fft_hop
-    offsets = torch.arange(frames_per_window) * fft_hop
+    offsets = torch.arange(1 + max(0, length - options.n_fft) // options.hop_length) * options.hop_length
     for first in range(0, n_windows, batch_size):
         last = min(first + batch_size, n_windows)
-        seg_start = first * step
-        seg_stop = (last - 1) * step + length
-        signal = pre_emphasis(reader.read(seg_start, seg_stop), options.preemphases)
-        if signal.shape[0] < (last - 1) * step + n_fft - seg_start:
-            signal = torch.nn.functional.pad(signal, (0, (last - 1) * step + n_fft - seg_start - signal.shape[0]))
-        starts = (torch.arange(first, last) * step - seg_start).unsqueeze(1) + offsets
-        unique, inverse = torch.unique(starts, return_inverse=True)
-        frames = signal[unique.unsqueeze(1) + torch.arange(n_fft)]
-        levels = options.level(options.compress(frame_power(frames, n_fft).unsqueeze(0)))[0]
+        frames, index = _block_frames(reader, options, first, last, step, length, offsets)
+        levels = options.level(options.compress(frame_power(frames, options.n_fft).unsqueeze(0)))[0]
         if options.min_max_norm:  # per window, after gathering
-            yield first, min_max_normalize(levels[inverse].unsqueeze(1))
+            yield first, min_max_normalize(levels[index].unsqueeze(1))
         else:  # element-wise, cheaper on the distinct frames
-            yield first, options.normalize(levels)[inverse].unsqueeze(1)
+            yield first, options.normalize(levels)[index].unsqueeze(1)

@@ -18,7 +18,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-import torchaudio.functional as AF
 
 log = logging.getLogger("ANIMAL-SPOT")
 
@@ -54,6 +53,8 @@ def resample(signal: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     """Band-limited resampling along the last axis (kaiser_best-like filter)."""
     if orig_sr == new_sr:
         return signal
+    import torchaudio.functional as AF  # only when needed: keeps prediction's memory small
+
     return AF.resample(signal, orig_sr, new_sr, **KAISER_BEST)
 
 

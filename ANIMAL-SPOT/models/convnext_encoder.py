@@ -12,7 +12,6 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torchvision.models as tvm
 
 log = logging.getLogger("ANIMAL-SPOT")
 
@@ -32,6 +31,8 @@ class PretrainedWeightsError(RuntimeError):
 def imagenet_state_dict(variant: str, weights_path: Optional[str] = None) -> dict:
     """torchvision-format state dict: from ``weights_path``, else torchvision's weights
     API (its cache, or a download where there is a network)."""
+    import torchvision.models as tvm
+
     builder, enum_name, _ = VARIANTS[variant]
     if weights_path:
         try:
@@ -77,6 +78,8 @@ class ConvNextEncoder(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown ConvNeXt variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        import torchvision.models as tvm  # imported on use: ResNet runs do not load torchvision
+
         builder, _, channels = VARIANTS[variant]
         net = getattr(tvm, builder)()
         if pretrained or weights_path:
