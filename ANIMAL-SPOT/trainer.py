@@ -92,7 +92,7 @@ class Trainer:
                 if training:
                     loss.backward()
                     optimizer.step()
-                total_loss += float(loss)
+                total_loss += float(loss.detach())
                 batches += 1
                 prediction = logits.argmax(dim=1)
                 self.metrics.update(target, prediction)

@@ -107,3 +107,22 @@ def test_original_model_file_loads_and_predicts_the_same(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), model(x))
     assert loaded.classes == {"noise": 0, "target": 1} and loaded.data_opts == data_opts
+
+
+def test_resnet_model_file_keeps_the_original_keys(tmp_path):
+    from models.model_file import save_model
+    from data.transforms import FeatureOptions
+    enc = {"input_channels": 1, "conv_kernel_size": 5, "max_pool": 0, "resnet_size": 34, "backbone": "resnet"}
+    cls = {"input_channels": 512, "pooling": "avg", "num_classes": 3}
+    model = build_model(enc, cls)
+    path = tmp_path / "ANIMAL-SPOT.pk"
+    save_model(str(path), model, enc, cls, FeatureOptions().data_opts(), {"a": 0, "b": 1, "c": 2}, {"min_max_norm": True})
+    state = torch.load(path, weights_only=True)
+    assert list(state)[:6] == ["encoderOpts", "classifierOpts", "dataOpts", "encoderState", "classifierState", "classes"]
+    assert list(state["encoderOpts"])[:4] == ["input_channels", "conv_kernel_size", "max_pool", "resnet_size"]
+    assert list(state["dataOpts"]) == ["sr", "preemphases", "n_fft", "hop_length", "n_freq_bins", "fmin", "fmax",
+                                       "freq_compression", "min_level_db", "ref_level_db"]
+    original = ResidualEncoder({"input_channels": 1, "conv_kernel_size": 5, "max_pool": 0, "resnet_size": 34})
+    assert set(state["encoderState"]) == set(original.state_dict())
+    assert set(state["classifierState"]) == {"linear.weight", "linear.bias"}
+    assert original.load_state_dict(state["encoderState"]) is not None

@@ -187,3 +187,37 @@ def test_multi_class_segments_and_malformed_lines(tmp_path):
     from utils.raven import LogFormatError
     with pytest.raises(LogFormatError, match=r"bad_predict_output.log:6"):
         parse_log(str(bad))
+
+
+def test_jit_model_predicts_the_same_and_visualize_writes_pdfs(tmp_path, models):
+    from models.model_file import save_jit_model
+    paths, recording = models
+    loaded = load_model(paths["resnet"])
+    jit_path = str(tmp_path / "jit.pk")
+    save_jit_model(jit_path, loaded.model, torch.rand(1, 1, 71, 32), loaded.encoder_opts, loaded.classifier_opts,
+                   loaded.data_opts, loaded.classes, loaded.train_opts, {})
+    plain = records(run_predict(tmp_path / "plain", paths["resnet"], recording, "--batch_size", "16"))
+    jit = records(run_predict(tmp_path / "jit", jit_path, recording, "--jit_load", "--batch_size", "16",
+                              "--visualize"))
+    assert len(plain) == len(jit) == 58
+    assert all(a[3] == b[3] and abs(float(a[5]) - float(b[5])) < 1e-4 for a, b in zip(plain, jit))
+    pdfs = sorted(p for p in os.listdir(tmp_path / "jit" / "out") if p.endswith(".pdf"))
+    assert len(pdfs) == 4 and pdfs[0].startswith("net_input_spec_0_") and pdfs[0].endswith("_rec.pdf")
+    assert predict.main(["--model_path", jit_path, "--input_file", recording, "--output_dir", str(tmp_path / "l"),
+                         "--jit_load", "--latent_extract"]) == 1          # no hidden layer in a traced model
+
+
+def test_start_prediction_runs_predict_from_a_config(tmp_path, models):
+    import subprocess
+    import sys
+    paths, recording = models
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = tmp_path / "config"
+    cfg.write_text(f"src_dir=/*USER-SPECIFIC-DIRECTORY*/\nmodel_path={paths['binary']}\n"
+                   f"output_dir={tmp_path / 'out'}\nsequence_len=0.30\nhop=0.10 # 0.1 s\nthreshold=0.75\n"
+                   f"batch_size=4\nnum_workers=0\nno_cuda=true\nvisualize=false\ninput_file={recording}\n")
+    result = subprocess.run([sys.executable, os.path.join(root, "PREDICTION", "start_prediction.py"), str(cfg)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Prediction Command:" in result.stderr
+    assert len(records((tmp_path / "out" / "rec_predict_output.log").read_text())) == 58

@@ -105,3 +105,34 @@ def test_same_seed_same_split_and_weights(tmp_path, call_set):
     (idx_a, csv_a, state_a), (idx_b, csv_b, state_b) = results
     assert csv_a == csv_b
     torch.testing.assert_close(state_a["linear.weight"], state_b["linear.weight"])
+
+
+SCRIPT_AUDIO = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
+                "--fmax", "8000", "--sequence_len", "200", "--num_workers", "0", "--max_train_epochs", "1",
+                "--epochs_per_eval", "1", "--seed", "1", "--no_cuda"]
+
+
+@pytest.mark.parametrize("script, lr, extra", [
+    ("train_resnet18.sh", "4.00e-05", []),
+    ("train_convnext_pretrained.sh", "8.00e-06", ["--pretrained_weights", "WEIGHTS"]),
+])
+def test_training_scripts_use_their_settings(tmp_path, train_set, script, lr, extra):
+    import torchvision
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if "WEIGHTS" in extra:
+        weights = tmp_path / "convnext_tiny.pth"
+        torch.save(torchvision.models.convnext_tiny().state_dict(), weights)
+        extra = [str(weights) if e == "WEIGHTS" else e for e in extra]
+    env = dict(os.environ, DATA_DIR=str(train_set), OUTPUT_DIR=str(tmp_path / "runs"), NUM_CLASSES="4",
+               PYTHON=sys.executable)
+    result = subprocess.run(["bash", os.path.join(root, "TRAINING", script)] + SCRIPT_AUDIO + extra,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = os.listdir(tmp_path / "runs")
+    assert len(runs) == 1 and runs[0].startswith(script[len("train_"):-3] + "_20")
+    run = tmp_path / "runs" / runs[0]
+    log = (run / "logs" / "TRAIN.log").read_text()
+    assert f"|lr:{lr}|" in log                         # lr x batch size 8
+    assert (run / "model" / "ANIMAL-SPOT.pk").exists()
+    if extra:
+        assert "Loaded ImageNet weights" in log

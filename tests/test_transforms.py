@@ -234,3 +234,12 @@ def test_resampling_in_blocks_equals_whole_file():
         assert reader.n_samples == whole.shape[0]
         for start, stop in [(0, 1000), (12345, 40000), (whole.shape[0] - 777, whole.shape[0])]:
             assert float((reader.read(start, stop) - whole[start:stop]).abs().max()) < 1e-6
+
+
+def test_a_broken_file_in_a_loader_worker_names_the_file(call_set):
+    from data.filenames import find_audio_files
+    files = find_audio_files(str(call_set))[:2]
+    (call_set / files[1]).write_bytes(b"not a wav file")
+    loader = torch.utils.data.DataLoader(_dataset(call_set, files, False), batch_size=2, num_workers=1)
+    with pytest.raises(AudioFileError, match=files[1].split("/")[-1]):
+        next(iter(loader))

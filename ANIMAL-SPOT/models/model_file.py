@@ -11,6 +11,7 @@ original's predict.py (same keys and option names; extra keys are ignored there)
 import ast
 import json
 import os
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Optional
@@ -71,12 +72,15 @@ def save_jit_model(path: str, model: nn.Sequential, example: torch.Tensor, encod
                    transforms: dict) -> None:
     """TorchScript trace (on the CPU, eval mode) with JSON extra files."""
     model = model.cpu().eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)   # TorchScript is the original's format
         traced = torch.jit.trace(model, example.cpu())
     extra = {"dataOpts": data_opts, "encoderOpts": encoder_opts, "classifierOpts": classifier_opts,
              "classes": classes, "trainOpts": train_opts, "transforms": transforms}
     tmp = f"{path}.{os.getpid()}.tmp"
-    torch.jit.save(traced, tmp, _extra_files={k: json.dumps(v) for k, v in extra.items()})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.jit.save(traced, tmp, _extra_files={k: json.dumps(v) for k, v in extra.items()})
     os.replace(tmp, path)
 
 
@@ -99,7 +103,9 @@ def load_model(path: str, jit: bool = False, device: torch.device = torch.device
     if jit:
         extra = {name: "" for name in JIT_EXTRA_FILES}
         try:
-            model = torch.jit.load(path, map_location=device, _extra_files=extra)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                model = torch.jit.load(path, map_location=device, _extra_files=extra)
         except Exception as error:
             raise ModelFileError(f"{path}: not a TorchScript model ({error})") from None
         parsed = {k: _parse_extra(v, k, path) for k, v in extra.items()}
