@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 import torch.utils.data
 
-from data.filenames import class_name, class_index_map
+from data.filenames import class_name, index_classes
 from data.transforms import (
     KAISER_BEST, AudioFileError, CachedSpectrogram, FeatureOptions, RandomAddNoise,
     RandomAmplitude, RandomPitchShift, RandomTimeStretch, frame_power, load_audio,
@@ -67,10 +67,9 @@ class Dataset(torch.utils.data.Dataset):
         self.working_dir = working_dir
         self.dataset_name = dataset_name
         if classes is None:
-            found = sorted({class_name(f) for f in self.file_names})
-            classes = class_index_map(found, len(found))
+            classes = index_classes({class_name(f) for f in self.file_names})
         elif not isinstance(classes, Mapping):
-            classes = class_index_map(sorted(classes), len(classes))
+            classes = index_classes(classes)
         self.class_dist_dict: Dict[str, int] = dict(classes)
         self.options = FeatureOptions(
             sr=sr, preemphases=preemphases, n_fft=n_fft, hop_length=hop_length,

@@ -104,9 +104,18 @@ def discover_classes(rel_paths: Iterable[str]) -> List[str]:
     return sorted({class_name(p) for p in rel_paths})
 
 
+def index_classes(classes: Sequence[str]) -> Dict[str, int]:
+    """class -> index as the original: with two classes ``target`` is 1 and the other 0;
+    with more, the position in the sorted list."""
+    classes = sorted(classes)
+    if len(classes) == 2:
+        return {name: int(name == "target") for name in classes}
+    return {name: index for index, name in enumerate(classes)}
+
+
 def class_index_map(classes: Sequence[str], num_classes: int) -> Dict[str, int]:
-    """class -> index, as the original: binary runs map ``target`` to 1 and the other
-    class to 0; multi-class runs use the position in the sorted list."""
+    """``index_classes`` after checking the data against ``--num_classes``; a binary run
+    without a class ``target`` is an error (the original mapped both classes to 0)."""
     if num_classes < 2:
         raise ValueError(f"--num_classes {num_classes} is not a valid number of classes (need >= 2)")
     if len(classes) != num_classes:
@@ -114,14 +123,12 @@ def class_index_map(classes: Sequence[str], num_classes: int) -> Dict[str, int]:
             f"--num_classes is {num_classes} but the data holds {len(classes)} class(es): "
             + ", ".join(classes)
         )
-    if num_classes == 2:
-        if "target" not in classes:
-            raise ValueError(
-                "a binary run needs the classes 'target' and 'noise' (found: "
-                + ", ".join(classes) + "); rename the files or use more classes"
-            )
-        return {name: int(name == "target") for name in classes}
-    return {name: index for index, name in enumerate(classes)}
+    if num_classes == 2 and "target" not in classes:
+        raise ValueError(
+            "a binary run needs the classes 'target' and 'noise' (found: "
+            + ", ".join(classes) + "); rename the files or use more classes"
+        )
+    return index_classes(classes)
 
 
 def peak_amplitude(path: str) -> float:
