@@ -138,7 +138,6 @@ class Predictor:
         if self.num_classes < 2:
             raise ModelFileError(f"{args.model_path}: not a valid number of classes! ({self.num_classes})")
         self.latent = {"filenames": [], "features": [], "spectra_input": []}
-        self.batch_counter = 0
 
     def header(self, flog: logging.Logger, path: str, reader: SignalReader, hop: int) -> None:
         a, o = self.args, self.options
@@ -155,8 +154,8 @@ class Predictor:
 
     def predict_file(self, path: str) -> logging.Logger:
         a, sr = self.args, self.options.sr
-        flog = file_logger(path, a.output_dir, a.debug)
         reader = SignalReader(path, sr)
+        flog = file_logger(path, a.output_dir, a.debug)
         window, hop, _ = window_geometry(a.sequence_len, a.hop, sr, reader.n_samples)
         self.header(flog, path, reader, hop)
         batches = iter_window_batches(path, self.options, a.sequence_len, a.hop, a.batch_size)
@@ -170,8 +169,7 @@ class Predictor:
                 if a.latent_extract:
                     self.keep_latent(inputs, probs.shape[0])
                 if a.visualize:
-                    self.visualize(inputs[-1], last_label, path)
-                self.batch_counter += 1
+                    self.visualize(inputs[-1], last_label, path, first // a.batch_size)
         return flog
 
     def write_records(self, flog, probs, first, window, hop, n_samples, path) -> str:
@@ -206,7 +204,7 @@ class Predictor:
         self.latent["features"].append(hidden.detach().float().cpu().squeeze().numpy())
         self.latent["spectra_input"].append(inputs.cpu())
 
-    def visualize(self, item: torch.Tensor, label: str, path: str) -> None:
+    def visualize(self, item: torch.Tensor, label: str, path: str, batch_index: int) -> None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -221,7 +219,7 @@ class Predictor:
         axis.set_xlabel("time [s]")
         axis.set_ylabel("frequency [Hz]")
         figure.colorbar(mesh, ax=axis)
-        out = os.path.join(self.args.output_dir, f"net_input_spec_{self.batch_counter}_{label}_{file_stem(path)}.pdf")
+        out = os.path.join(self.args.output_dir, f"net_input_spec_{batch_index}_{label}_{file_stem(path)}.pdf")
         figure.savefig(out)
         plt.close(figure)
 
@@ -273,16 +271,26 @@ def run(args, log: logging.Logger) -> int:
     log.info(f"Class Distribution: {loaded.classes}")
     log.info(f"Predicting files names: {files}")
     log.info(f"Predicting {len(files)} files")
-    flog = None
+    flog, failed = None, []
     for path in files:
+        try:
+            file_log = predictor.predict_file(path)
+        except AudioFileError as error:   # name it, go on with the other recordings
+            log.error(str(error))
+            failed.append(path)
+            continue
         if flog is not None:
             close_logger(flog)
-        flog = predictor.predict_file(path)
-    if args.latent_extract:
-        predictor.save_latent()
-        flog.debug("Successfully saved latent classification features (final hidden layer)!")
-    flog.debug("Finished proccessing")
-    close_logger(flog)
+        flog = file_log
+    if flog is not None:
+        if args.latent_extract:
+            predictor.save_latent()
+            flog.debug("Successfully saved latent classification features (final hidden layer)!")
+        flog.debug("Finished proccessing")
+        close_logger(flog)
+    if failed:
+        log.error(f"{len(failed)} of {len(files)} file(s) could not be read: {', '.join(failed)}")
+        return 1
     return 0
 
 

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--baseline_workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="alternate the two paths, keep each one's best")
-    parser.add_argument("--memory_minutes", type=float, nargs="*", default=[10, 60])
+    parser.add_argument("--memory_minutes", type=float, nargs="*", default=[10, 60, 120])
     parser.add_argument("--memory_hop", type=float, default=5.0, help="hop for the memory runs (fewer windows)")
     parser.add_argument("--models", nargs="*", default=list(ENCODERS))
     parser.add_argument("--json", type=str, default=None, help="also write the figures here")

@@ -113,9 +113,11 @@ def test_folder_input_and_bad_inputs(tmp_path, models):
     folder.mkdir()
     for name in ("a.x.wav", "a.y.wav"):
         os.symlink(recording, folder / name)
+    (folder / "b.wav").write_bytes(b"RIFF-broken")
     assert predict.main(["--model_path", paths["resnet"], "--input_file", str(folder), "--output_dir",
-                         str(tmp_path / "o"), "--num_workers", "1"]) == 0
-    assert sorted(os.listdir(tmp_path / "o")) == ["a.x_predict_output.log", "a.y_predict_output.log"]
+                         str(tmp_path / "o"), "--num_workers", "1"]) == 1          # b.wav failed ...
+    assert sorted(os.listdir(tmp_path / "o")) == ["a.x_predict_output.log", "a.y_predict_output.log"]  # ... the rest ran
+    assert len(records((tmp_path / "o" / "a.y_predict_output.log").read_text())) == 5   # 2 s windows, 1 s hop, 6 s
     assert predict.main(["--model_path", str(tmp_path / "missing.pk"), "--input_file", recording]) == 1
     assert predict.main(["--model_path", paths["resnet"]]) == 1
     empty = tmp_path / "empty"
