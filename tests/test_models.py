@@ -68,13 +68,17 @@ def test_convnext_stem_from_weights_file(imagenet_like_weights):
     torch.testing.assert_close(encoder.features[3][0].block[0].weight, state["features.3.0.block.0.weight"])
 
 
-def test_pretrained_offline_error_names_both_ways(monkeypatch):
+def test_pretrained_offline_error_names_both_ways(monkeypatch, tmp_path):
+    import torchvision.models._api as weights_api
+
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))                  # an empty cache
+    monkeypatch.setattr(weights_api, "load_state_dict_from_url", offline)
     with pytest.raises(PretrainedWeightsError) as error:
         ConvNextEncoder(pretrained=True)
     assert "--pretrained_weights" in str(error.value) and "cache" in str(error.value)
+    assert str(tmp_path) in str(error.value)                           # where to put the file
 
 
 def test_bad_weights_file_is_named(tmp_path):
@@ -126,3 +130,24 @@ def test_resnet_model_file_keeps_the_original_keys(tmp_path):
     assert set(state["encoderState"]) == set(original.state_dict())
     assert set(state["classifierState"]) == {"linear.weight", "linear.bias"}
     assert original.load_state_dict(state["encoderState"]) is not None
+
+
+def test_pretrained_comes_from_torchvisions_cache_offline(monkeypatch, tmp_path, imagenet_like_weights):
+    import shutil
+    import torchvision.models._api as weights_api
+    path, state = imagenet_like_weights
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = torchvision.models.ConvNeXt_Tiny_Weights.IMAGENET1K_V1.url
+    cached = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    shutil.copy(path, cached)
+    real = weights_api.load_state_dict_from_url
+
+    def cache_only(*args, **kwargs):   # any download attempt fails; the cached file is used
+        import torch.hub
+        monkeypatch.setattr(torch.hub, "download_url_to_file",
+                            lambda *a, **k: (_ for _ in ()).throw(AssertionError("download attempted")))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(weights_api, "load_state_dict_from_url", cache_only)
+    encoder = ConvNextEncoder(pretrained=True)
+    torch.testing.assert_close(encoder.features[0][0].bias, state["features.0.0.bias"])
