@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from data.filenames import class_name, filter_broken_audio, find_audio_files, tape_key
+from data.filenames import filter_broken_audio, find_audio_files, tape_key
 from data.split import PARTITIONS, create_split, get_split, load_split, missing_partitions, report_split
 from utils.synthetic import make_call_set, write_clip
 

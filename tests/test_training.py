@@ -1,7 +1,6 @@
 """Short CPU training runs on a tiny synthetic multi-class set."""
 
 import glob
-import json
 import os
 import subprocess
 import sys

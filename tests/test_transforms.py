@@ -8,7 +8,7 @@ import torch
 from data.audiodataset import Dataset, StridedAudioDataset, iter_window_batches
 from data.transforms import (AudioFileError, CachedSpectrogram, FeatureOptions, RandomAmplitude,
                              RandomPitchShift, RandomTimeStretch, cache_file_name, load_audio,
-                             pad_or_crop, power_spectrogram, resample, seq_frames)
+                             pad_or_crop, power_spectrogram, seq_frames)
 from reference import network_input
 from utils.synthetic import make_recording, write_clip
 

@@ -10,7 +10,6 @@ grow with the recording's length).
 import logging
 import math
 import os
-import random
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np

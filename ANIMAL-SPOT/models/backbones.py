@@ -5,7 +5,7 @@ Adding a backbone = one ``register(Backbone(...))`` call below.
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 import torch.nn as nn

@@ -3,7 +3,7 @@ per-class accuracy, the confusion matrix and ROC/AUC."""
 
 import math
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 
