@@ -25,7 +25,7 @@ sys.path.insert(0, SRC)
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from data.audiodataset import StridedAudioDataset  # noqa: E402
+from data.audiodataset import StridedAudioDataset, window_geometry  # noqa: E402
 from data.transforms import FeatureOptions  # noqa: E402
 from models import backbones  # noqa: E402
 from models.classifier import DefaultClassifierOpts  # noqa: E402
@@ -51,7 +51,9 @@ def per_window_baseline(model_path, recording, seq, hop, batch_size, workers):
     """The original's prediction path: returns (probabilities, seconds)."""
     start = time.perf_counter()
     loaded = load_model(model_path)
-    dataset = StridedAudioDataset(recording, seq, hop, options=FeatureOptions.from_data_opts(loaded.data_opts))
+    options = FeatureOptions.from_data_opts(loaded.data_opts)
+    window, step, _ = window_geometry(seq, hop, options.sr, 0)
+    dataset = StridedAudioDataset(recording, window, step, options=options)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
     probs = []
     with torch.no_grad():
@@ -115,11 +117,13 @@ import sys
 sys.path.insert(0, {src!r})
 import torch
 from torch.utils.data import DataLoader
-from data.audiodataset import StridedAudioDataset
+from data.audiodataset import StridedAudioDataset, window_geometry
 from data.transforms import FeatureOptions
 from models.model_file import load_model
 loaded = load_model({model!r})
-ds = StridedAudioDataset({rec!r}, {seq}, {hop}, options=FeatureOptions.from_data_opts(loaded.data_opts))
+options = FeatureOptions.from_data_opts(loaded.data_opts)
+window, step, _ = window_geometry({seq}, {hop}, options.sr, 0)
+ds = StridedAudioDataset({rec!r}, window, step, options=options)
 with torch.no_grad():
     for batch in DataLoader(ds, batch_size=16, num_workers=0):
         loaded.model(batch)

@@ -55,7 +55,7 @@ def records(text):
 def reference_probabilities(model_path, recording, min_max=False):
     loaded = load_model(model_path)
     options = FeatureOptions.from_data_opts(loaded.data_opts, min_max)
-    windows = StridedAudioDataset(recording, 0.3, 0.1, options=options)
+    windows = StridedAudioDataset(recording, 4800, 1600, options=options)        # 0.3 s / 0.1 s at 16 kHz
     with torch.no_grad():
         return torch.cat([torch.softmax(loaded.model(windows[i].unsqueeze(0)), 1) for i in range(len(windows))])
 

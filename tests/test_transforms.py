@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from data.audiodataset import Dataset, StridedAudioDataset, iter_window_batches
+from data.audiodataset import Dataset, StridedAudioDataset, iter_window_batches, window_geometry
 from data.transforms import (AudioFileError, CachedSpectrogram, FeatureOptions, RandomAmplitude,
                              RandomPitchShift, RandomTimeStretch, cache_file_name, load_audio,
                              pad_or_crop, power_spectrogram, seq_frames)
@@ -214,10 +214,11 @@ def test_block_windows_equal_per_window_inputs(tmp_path, rate, min_max, seconds,
     make_recording(path, seconds, rate, [("upsweep", 0.0), ("pulses", 3.5)], channels=2)
     options = FeatureOptions(sr=16000, n_fft=512, hop_length=100, n_freq_bins=64, fmin=200, fmax=7000,
                              min_max_norm=min_max)
-    reference = StridedAudioDataset(path, 0.5, hop, options=options)
+    window, step, _ = window_geometry(0.5, hop, 16000, 0)
+    reference = StridedAudioDataset(path, window, step, options=options)
     windows = torch.cat([b for _, b in iter_window_batches(path, options, 0.5, hop, batch_size=5)])
     expected = torch.stack([reference[i] for i in range(len(reference))])
-    frames = 1 + (min(8000, reference.n_samples) - 512) // 100
+    frames = 1 + (min(8000, reference.n_frames) - 512) // 100
     assert windows.shape == expected.shape == (len(reference), 1, frames, 64)
     assert float((windows - expected).abs().max()) < 1e-4
     assert float(expected.std()) > 0.01

@@ -66,7 +66,7 @@ class Dataset(torch.utils.data.Dataset):
         self.working_dir = working_dir
         self.dataset_name = dataset_name
         if classes is None:
-            classes = index_classes({class_name(f) for f in self.file_names})
+            classes = index_classes(sorted({class_name(f) for f in self.file_names}))
         elif not isinstance(classes, Mapping):
             classes = index_classes(classes)
         self.class_dist_dict: Dict[str, int] = dict(classes)
@@ -144,29 +144,28 @@ def window_geometry(sequence_len: float, hop: float, sr: int, n_samples: int) ->
 
 
 class StridedAudioDataset(torch.utils.data.Dataset):
-    """Windows of a whole recording loaded into memory; each window is pre-emphasised
-    and transformed on its own (the original's prediction path)."""
+    """Windows of a whole recording loaded into memory, each pre-emphasised and
+    transformed on its own (the original's prediction path). As the original,
+    ``sequence_len`` and ``hop`` are in samples (see ``window_geometry``)."""
 
-    def __init__(self, file_name: str, sequence_len: float, hop: float, sr: int = 44100,
+    def __init__(self, file_name: str, sequence_len: int, hop: int, sr: int = 44100,
                  fft_size: int = 4096, fft_hop: int = 441, n_freq_bins: int = 256,
                  freq_compression: str = "linear", f_min: float = 200, f_max: float = 18000,
-                 min_max_normalize: bool = False, min_level_db: float = -100,
-                 ref_level_db: float = 20, options: Optional[FeatureOptions] = None):
+                 min_max_normalize: bool = False, options: Optional[FeatureOptions] = None):
         self.options = options or FeatureOptions(
             sr=sr, n_fft=fft_size, hop_length=fft_hop, n_freq_bins=n_freq_bins,
-            freq_compression=freq_compression, fmin=f_min, fmax=f_max,
-            min_level_db=min_level_db, ref_level_db=ref_level_db, min_max_norm=min_max_normalize)
+            freq_compression=freq_compression, fmin=f_min, fmax=f_max, min_max_norm=min_max_normalize)
         self.file_name = file_name
+        self.sequence_len, self.hop = int(sequence_len), int(hop)
         self.audio = load_audio(file_name, self.options.sr)
-        self.n_samples = self.audio.shape[-1]
-        self.window, self.hop, self.n_windows = window_geometry(sequence_len, hop, self.options.sr, self.n_samples)
+        self.n_frames = self.audio.shape[-1]
 
     def __len__(self) -> int:
-        return self.n_windows
+        return max(int(math.ceil((self.n_frames + 1 - self.sequence_len) / self.hop)), 1)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         start = index * self.hop
-        segment = self.audio[:, start:min(start + self.window, self.n_samples)]
+        segment = self.audio[:, start:min(start + self.sequence_len, self.n_frames)]
         return self.options.features(self.options.spectrogram(segment))
 
 

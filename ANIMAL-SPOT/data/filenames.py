@@ -106,8 +106,8 @@ def discover_classes(rel_paths: Iterable[str]) -> List[str]:
 
 def index_classes(classes: Sequence[str]) -> Dict[str, int]:
     """class -> index as the original: with two classes ``target`` is 1 and the other 0;
-    with more, the position in the sorted list."""
-    classes = sorted(classes)
+    with more, the position in the given (normally sorted) list."""
+    classes = list(classes)
     if len(classes) == 2:
         return {name: int(name == "target") for name in classes}
     return {name: index for index, name in enumerate(classes)}

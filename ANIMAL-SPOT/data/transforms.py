@@ -130,18 +130,22 @@ def mel_to_hz(m):
 
 @lru_cache(maxsize=8)
 def mel_filterbank(n_freq_in: int, sr: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
-    """Triangular filters ``(n_mels, n_freq_in)`` with peak 1 (bins use ``n_fft + 1``)."""
+    """Triangular filters ``(n_mels, n_freq_in)`` with peak 1 (bins use ``n_fft + 1``).
+
+    The mel points are spaced and converted back to Hz in single precision, as the
+    original does: in double precision a few filter edges land one bin off."""
     m_lo = 0.0 if fmin == 0 else float(hz_to_mel(fmin))
-    hz = mel_to_hz(np.linspace(m_lo, float(hz_to_mel(fmax)), n_mels + 2))
-    bins = np.floor((2 * (n_freq_in - 1) + 1) * hz / sr).astype(np.int64)
-    bank = np.zeros((n_mels, n_freq_in), dtype=np.float32)
+    mels = torch.linspace(m_lo, float(hz_to_mel(fmax)), n_mels + 2)            # float32
+    hz = 700 * (10 ** (mels / 2595) - 1)
+    bins = torch.floor((2 * (n_freq_in - 1) + 1) * hz / sr).long().tolist()
+    bank = torch.zeros(n_mels, n_freq_in)
     for m in range(1, n_mels + 1):
         left, centre, right = bins[m - 1], bins[m], bins[m + 1]
-        for k in range(left, min(centre, n_freq_in)):
-            bank[m - 1, k] = (k - left) / (centre - left)
-        for k in range(centre, min(right, n_freq_in)):
-            bank[m - 1, k] = (right - k) / (right - centre)
-    return torch.from_numpy(bank)
+        if left != centre:
+            bank[m - 1, left:centre] = (torch.arange(left, centre) - left).float() / (centre - left)
+        if centre != right:
+            bank[m - 1, centre:right] = (right - torch.arange(centre, right)).float() / (right - centre)
+    return bank
 
 
 @lru_cache(maxsize=8)
