@@ -124,10 +124,6 @@ def hz_to_mel(f):
     return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
 
 
-def mel_to_hz(m):
-    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
-
-
 @lru_cache(maxsize=8)
 def mel_filterbank(n_freq_in: int, sr: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
     """Triangular filters ``(n_mels, n_freq_in)`` with peak 1 (bins use ``n_fft + 1``).
