@@ -32,9 +32,11 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], numbered: b
     axis.set_ylabel("true class")
     axis.set_title(title)
     if numbered:
+        light = matrix.max() / 2 if matrix.size else 0   # white digits on the dark cells
         for i in range(matrix.shape[0]):
             for j in range(matrix.shape[1]):
-                axis.text(j, i, f"{matrix[i, j]:0.1f}", ha="center", va="center", fontsize=7)
+                axis.text(j, i, f"{matrix[i, j]:0.1f}", ha="center", va="center", fontsize=7,
+                          color="white" if matrix[i, j] > light else "black")
     figure.tight_layout()
     return figure
 
