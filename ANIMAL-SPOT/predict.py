@@ -3,8 +3,9 @@
 The network and its preprocessing are rebuilt from the model file alone. A recording is
 read in blocks; each block's spectrogram frames are computed once and cut into windows,
 which go through the network in batches (inference mode, BatchNorm folded into the
-convolutions, channels-last memory format where the backbone gains from it). Per file, ``<output_dir>/<name>_predict_output.log`` holds the
-original's header and one record per window.
+convolutions, channels-last memory format where the backbone gains from it). Per file,
+``<output_dir>/<name>_predict_output.log`` holds the original's header and one record
+per window.
 """
 
 import argparse
@@ -158,7 +159,7 @@ class Predictor:
         flog = file_logger(path, a.output_dir, a.debug)
         window, hop, _ = window_geometry(a.sequence_len, a.hop, sr, reader.n_samples)
         self.header(flog, path, reader, hop)
-        batches = iter_window_batches(path, self.options, a.sequence_len, a.hop, a.batch_size)
+        batches = iter_window_batches(path, self.options, a.sequence_len, a.hop, a.batch_size, reader)
         with torch.inference_mode():
             for first, inputs in prefetch(batches, a.num_workers > 0):
                 x = inputs.to(self.device, non_blocking=True)
@@ -167,7 +168,7 @@ class Predictor:
                 probs = torch.softmax(self.model(x).float(), dim=1).cpu()
                 last_label = self.write_records(flog, probs, first, window, hop, reader.n_samples, path)
                 if a.latent_extract:
-                    self.keep_latent(inputs, probs.shape[0])
+                    self.keep_latent(inputs)
                 if a.visualize:
                     self.visualize(inputs[-1], last_label, path, first // a.batch_size)
         return flog
@@ -197,7 +198,7 @@ class Predictor:
                 flog.info(f"{times}, pred={decision}, pred_class={label}-{c}, prob={p}\noutput_layer:\n{rows}")
         return label
 
-    def keep_latent(self, inputs: torch.Tensor, count: int) -> None:
+    def keep_latent(self, inputs: torch.Tensor) -> None:
         hidden = getattr(self.model.classifier, "hidden_layer_1", None) if not self.loaded.jit else None
         if hidden is None:
             raise ModelFileError("--latent_extract needs a model file loaded without --jit_load")

@@ -12,7 +12,6 @@ import math
 import os
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import soundfile as sf
 import torch
 import torch.utils.data
@@ -21,7 +20,7 @@ from data.filenames import class_name, index_classes
 from data.transforms import (
     KAISER_BEST, AudioFileError, CachedSpectrogram, FeatureOptions, RandomAddNoise,
     RandomAmplitude, RandomPitchShift, RandomTimeStretch, frame_power, load_audio,
-    min_max_normalize, pad_or_crop, pre_emphasis, resample,
+    min_max_normalize, pad_or_crop, pre_emphasis, resample, to_mono,
 )
 
 log = logging.getLogger("ANIMAL-SPOT")
@@ -78,11 +77,11 @@ class Dataset(torch.utils.data.Dataset):
         self.seq_len = seq_len
         self.augmentation = augmentation
         self.spectrogram = CachedSpectrogram(self.options, cache_dir)
-        self.labels = [self.class_dist_dict[class_name(f)] for f in self.file_names]
+        names = [class_name(f) for f in self.file_names]
+        self.labels = [self.class_dist_dict[name] for name in names]
 
         log.info(f"Init dataset {dataset_name}...")
         log.debug(f"Number of files : {len(self.file_names)}")
-        names = [class_name(f) for f in self.file_names]
         for name in self.class_dist_dict:
             log.debug(f"Number of samples in {dataset_name} for {name}: {names.count(name)}")
 
@@ -194,8 +193,7 @@ class SignalReader:
         with sf.SoundFile(self.path) as handle:
             handle.seek(start)
             data = handle.read(stop - start, dtype="float32", always_2d=True)
-        mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-        return torch.from_numpy(np.ascontiguousarray(mono))
+        return to_mono(data)
 
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Samples ``[start, stop)`` of the mono signal at the target rate."""
@@ -236,15 +234,17 @@ def _block_frames(reader: SignalReader, options: FeatureOptions, first: int, las
 
 
 def iter_window_batches(path: str, options: FeatureOptions, sequence_len: float, hop: float,
-                        batch_size: int) -> Iterator[Tuple[int, torch.Tensor]]:
+                        batch_size: int, reader: Optional[SignalReader] = None
+                        ) -> Iterator[Tuple[int, torch.Tensor]]:
     """Yield ``(first window index, inputs (B, 1, T, F))`` over a recording, block by block.
 
     Each block's signal is read once; every distinct STFT frame is computed once, even
     where windows overlap; windows are then gathered from those frames. The inputs equal
     ``StridedAudioDataset``'s (the first sample of a window has zero weight in the
-    periodic Hann window, so per-window pre-emphasis changes nothing).
+    periodic Hann window, so per-window pre-emphasis changes nothing). ``reader`` may be
+    an already opened ``SignalReader`` of ``path``.
     """
-    reader = SignalReader(path, options.sr)
+    reader = reader or SignalReader(path, options.sr)
     window, step, n_windows = window_geometry(sequence_len, hop, options.sr, reader.n_samples)
     length = min(window, reader.n_samples)
     offsets = torch.arange(1 + max(0, length - options.n_fft) // options.hop_length) * options.hop_length

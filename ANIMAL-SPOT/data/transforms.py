@@ -58,11 +58,16 @@ def resample(signal: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     return AF.resample(signal, orig_sr, new_sr, **KAISER_BEST)
 
 
+def to_mono(data: np.ndarray) -> torch.Tensor:
+    """float32 ``(samples, channels)`` -> ``(samples,)``, the mean over channels."""
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    return torch.from_numpy(np.ascontiguousarray(mono))
+
+
 def load_audio(path: str, sr: int) -> torch.Tensor:
     """Mono float32 ``(1, n)`` at ``sr``: channels averaged, resampled when needed."""
     data, rate = read_audio(path)
-    mono = torch.from_numpy(data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0].copy())
-    return resample(mono.unsqueeze(0), rate, sr)
+    return resample(to_mono(data).unsqueeze(0), rate, sr)
 
 
 def pre_emphasis(signal: torch.Tensor, factor: float = 0.98) -> torch.Tensor:
