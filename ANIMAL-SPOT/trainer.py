@@ -96,7 +96,7 @@ class Trainer:
                 batches += 1
                 prediction = logits.argmax(dim=1)
                 self.metrics.update(target, prediction)
-                self.per_class.update(target.cpu(), prediction.cpu())
+                self.per_class.update(target, prediction)
                 if self.num_classes == 2:
                     self.roc.update(torch.softmax(logits.detach(), dim=1)[:, 1], target)
                 else:
