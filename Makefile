@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test test-matrix demo bench clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,16 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The suite under other thread counts and older instruction sets (kernel libraries
+# round differently): about six times the suite's time, so not part of CI.
+MATRIX := "OMP_NUM_THREADS=1" "OMP_NUM_THREADS=2" "ATEN_CPU_CAPABILITY=default" "ATEN_CPU_CAPABILITY=avx2" \
+          "ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2" "MKL_CBWR=COMPATIBLE"
+test-matrix: $(STAMP)
+	@for variant in $(MATRIX); do \
+	  echo "=== $$variant"; \
+	  env $$variant $(PY) -m pytest -q -p no:cacheprovider tests || exit 1; \
+	done
 
 demo: $(STAMP)
 	$(PY) ANIMAL-SPOT/demo.py --out demo_output

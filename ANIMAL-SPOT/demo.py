@@ -19,7 +19,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import main as train_main
-from utils.raven import evaluate
+from prediction.raven import evaluate
 from utils.synthetic import make_call_set, make_recording
 
 CLASSES = {"K1": 40, "K2": 40, "K3": 40, "K14": 12, "noise": 40}   # K14 is the rare call type
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
              "--checkpoint_dir", os.path.join(run, "checkpoints"), "--log_dir", os.path.join(run, "logs"),
              "--summary_dir", os.path.join(out, "summaries"), "--num_classes", str(len(CLASSES)),
              "--max_train_epochs", str(args.epochs), "--epochs_per_eval", "2", "--batch_size", "8",
-             "--num_workers", "0", "--seed", "7"] + AUDIO + flags)
+             "--num_workers", "0", "--seed", "7", "--no_progress"] + AUDIO + flags)
         if status != 0:
             return status
         tables[name] = test_table(os.path.join(run, "logs", "TRAIN.log"))
@@ -101,7 +101,8 @@ def main(argv=None) -> int:
                                   "--model_path", os.path.join(out, "resnet18", "model", "ANIMAL-SPOT.pk"),
                                   "--input_file", recording, "--output_dir", prediction_dir,
                                   "--log_dir", prediction_dir, "--sequence_len", "0.5", "--hop", "0.25",
-                                  "--threshold", "0.75", "--batch_size", "16", "--num_workers", "1"],
+                                  "--threshold", "0.75", "--batch_size", "16", "--num_workers", "1",
+                                  "--no_progress"],
                                  stderr=handle, stdout=handle)
     if status != 0:
         print(open(console).read()[-3000:])

@@ -1,7 +1,8 @@
 """Train an ANIMAL-SPOT classifier: ``python ANIMAL-SPOT/main.py --data_dir ... --model_dir ...``.
 
-Every flag of the original, with its default, plus ``--backbone``, ``--pretrained``,
-``--pretrained_weights`` and ``--seed``.
+Every flag of the original, with its default, plus the backbone registry's flags and
+this project's options (imbalance tools, schedulers, mixed precision, reproducibility).
+Also runs under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
 """
 
 import argparse
@@ -11,243 +12,444 @@ import math
 import os
 import random
 import sys
+import time
+import traceback
 from typing import List, Optional
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np
 import torch
-import torch.nn as nn
-import torch.optim as optim
-from torch.utils.data import DataLoader
 
-from data.audiodataset import Dataset, noise_files_in
-from data.filenames import (class_index_map, discover_classes, filter_broken_audio,
-                            find_audio_files, usable_files)
-from data.split import PARTITIONS, get_split, report_split, split_exists
-from data.transforms import FREQ_COMPRESSIONS, FeatureOptions, seq_frames
+import listeners as L
+from data.audio_io import AudioFileError
+from data.features import FREQ_COMPRESSIONS, FeatureOptions, seq_frames
+from data.filenames import FileNameError
+from data.split import split_hash
 from models import backbones
-from models.classifier import DefaultClassifierOpts
-from models.model_file import build_model, save_jit_model, save_model
-from trainer import Trainer, TrainingAborted
+from models.checkpoint_compat import CheckpointError, adapt_checkpoint, is_seed_checkpoint
+from models.model_file import ModelFileError, ModelSpec, classifier_options, load_model, provenance
+from models.tv_encoder import PretrainedWeightsError
+from trainer import Step, Trainer, TrainingError, model_prefix
+import training_data
+from training_data import TrainingData
+from utils.atomic import OutputError, atomic_write_text
+from utils.checkpoints import CheckpointFileError, CheckpointHandler
+from utils.imbalance import SCHEMES, SEED_SPELLINGS, class_weights, make_loss, weights_table
 from utils.logging import close_logger, setup_logger
+from utils import runtime
 
-DEFAULT_DATA_OPTS = FeatureOptions().data_opts()
+SCHEDULERS = ("plateau", "onecycle", "cosine")
+KNOWN_ERRORS = (ValueError, FileNotFoundError, AudioFileError, ModelFileError, CheckpointFileError, CheckpointError,
+                TrainingError, PretrainedWeightsError, OutputError, FileNameError)
+
+
+def _range_type(kind, low, high=None, high_open=False, what="value"):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value < low or (high is not None and (value >= high if high_open else value > high)):
+            bound = f"[{low}, {high})" if high_open else (f">= {low}" if high is None else f"[{low}, {high}]")
+            raise argparse.ArgumentTypeError(f"{what} must be in {bound}, not {value}")
+        return value
+    return parse
+
+
+def _num_classes(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+
+
+def _weighting(text):
+    if text not in SCHEMES and text not in SEED_SPELLINGS:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(SCHEMES + tuple(SEED_SPELLINGS))}")
+    return SEED_SPELLINGS.get(text, text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train an ANIMAL-SPOT call detector / classifier.")
     a = p.add_argument
     a("-d", "--debug", action="store_true", help="log at DEBUG level")
-    a("--data_dir", type=str, default=None, help="root folder of the labelled wav clips")
-    a("--cache_dir", type=str, default=None, help="cache spectrograms in this folder")
-    a("--model_dir", type=str, default=None, help="where ANIMAL-SPOT.pk is written")
-    a("--checkpoint_dir", type=str, default=None, help="checkpoint folder (resume from it)")
+    a("--data_dir", type=str, default=None, help="root folder of the labelled wav clips (required)")
+    a("--cache_dir", type=str, default=None, help="cache spectrograms in this folder (default: no cache)")
+    a("--model_dir", type=str, default=None, help="where ANIMAL-SPOT.pk and metrics.json are written (required)")
+    a("--checkpoint_dir", type=str, default=None, help="checkpoint folder; training resumes from it")
     a("--log_dir", type=str, default=None, help="write TRAIN.log here")
-    a("--summary_dir", type=str, default=None, help="TensorBoard root folder")
+    a("--summary_dir", type=str, default=None, help="TensorBoard root folder (default: ./runs)")
     a("--noise_dir", type=str, default=None, help="folder of noise wav files for noise augmentation")
     a("--start_from_scratch", dest="start_scratch", action="store_true",
       help="do not resume from the latest checkpoint")
-    a("--max_train_epochs", type=int, default=500)
+    a("--max_train_epochs", type=int, default=500, help="number of epochs (default 500)")
     a("--jit_save", action="store_true", help="save the model as TorchScript")
-    a("--epochs_per_eval", type=int, default=2, help="validate every N epochs")
-    a("--batch_size", type=int, default=1, help="batch size (also multiplies the learning rate)")
-    a("--num_workers", type=int, default=4, help="data loader workers")
-    a("--no_cuda", dest="cuda", action="store_false", help="do not use a GPU")
+    a("--epochs_per_eval", type=_range_type(int, 1, what="--epochs_per_eval"), default=2,
+      help="validate every N epochs (default 2)")
+    a("--batch_size", type=_range_type(int, 1, what="--batch_size"), default=1,
+      help="batch size per process (default 1); also multiplies the learning rate")
+    a("--num_workers", type=int, default=4, help="data loader worker processes (default 4)")
+    a("--no_cuda", dest="cuda", action="store_false", help="do not use a GPU (or Apple's MPS)")
     a("--lr", "--learning_rate", type=float, default=1e-5,
-      help="base learning rate; the effective rate is lr x batch_size")
-    a("--beta1", type=float, default=0.5, help="Adam beta1")
-    a("--lr_patience_epochs", type=int, default=8)
-    a("--lr_decay_factor", type=float, default=0.5)
-    a("--early_stopping_patience_epochs", type=int, default=20, metavar="N")
-    a("--filter_broken_audio", action="store_true", help="move near-silent files to bkp/ before splitting")
-    a("--sequence_len", type=int, default=1280, help="training segment length in ms")
-    a("--freq_compression", type=str, default="linear", choices=FREQ_COMPRESSIONS)
-    a("--sr", type=int, default=44100)
-    a("--fmin", type=int, default=500)
-    a("--fmax", type=int, default=10000)
-    a("--n_freq_bins", type=int, default=256)
-    a("--n_fft", type=int, default=4096)
-    a("--hop_length", type=int, default=441)
+      help="base learning rate (default 1e-5); the effective rate is lr x batch_size (x processes)")
+    a("--beta1", type=float, default=0.5, help="Adam beta1 (default 0.5; beta2 is 0.999)")
+    a("--lr_patience_epochs", type=int, default=8,
+      help="plateau scheduler: epochs without validation improvement before the LR decays (default 8)")
+    a("--lr_decay_factor", type=float, default=0.5, help="plateau scheduler: LR multiplier on a plateau (default 0.5)")
+    a("--early_stopping_patience_epochs", type=int, default=20, metavar="N",
+      help="stop after N epochs without validation improvement (default 20)")
+    a("--filter_broken_audio", action="store_true",
+      help="before the first split, move near-silent and unreadable files to bkp/ folders")
+    a("--sequence_len", type=int, default=1280, help="training segment length in ms (default 1280)")
+    a("--freq_compression", type=str, default="linear", choices=FREQ_COMPRESSIONS,
+      help="frequency axis: linear, mel or mfcc (default linear)")
+    a("--sr", type=int, default=44100, help="sampling rate in Hz; every file is resampled to it (default 44100)")
+    a("--fmin", type=int, default=500, help="lowest frequency in Hz (default 500)")
+    a("--fmax", type=int, default=10000, help="highest frequency in Hz (default 10000)")
+    a("--n_freq_bins", type=int, default=256, help="frequency bins after compression (default 256)")
+    a("--n_fft", type=int, default=4096, help="FFT size = window length in samples (default 4096)")
+    a("--hop_length", type=int, default=441, help="STFT hop in samples (default 441)")
     a("--augmentation", action="store_true", help="augment the training split")
-    a("--resnet", dest="resnet_size", type=int, default=None, choices=(18, 34, 50, 101, 152),
-      help="ResNet size (default 18)")
-    a("--conv_kernel_size", type=int, nargs="*", default=None, help="first convolution's kernel (default 7)")
-    a("--num_classes", type=int, default=2)
+    a("--num_classes", type=_num_classes, default=2,
+      help="number of classes (default 2 = target/noise detection); 'auto' counts them in --data_dir")
     a("--min_max_norm", action="store_true", help="min-max normalisation instead of dB normalisation")
-    a("--max_pool", type=int, default=None, choices=(0, 1, 2), help="ResNet stem pooling (default 1)")
-    # fork additions
-    a("--backbone", type=str, default="resnet", choices=sorted(backbones.REGISTRY),
-      help="encoder: " + "; ".join(f"{b.name} = {b.description}" for b in backbones.REGISTRY.values()))
-    a("--pretrained", action="store_true", help="start from ImageNet weights (ConvNeXt)")
-    a("--pretrained_weights", type=str, default=None,
-      help="local torchvision state dict to use as ImageNet weights (offline machines)")
-    a("--seed", type=int, default=None, help="seed Python, NumPy, torch and the loader workers")
+    add_fork_options(p)
     return p
 
 
-def seed_everything(seed: Optional[int]) -> Optional[torch.Generator]:
-    if seed is None:
-        return None
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+def add_fork_options(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    g = p.add_argument_group("backbones (each backbone's own flags follow)")
+    g.add_argument("--backbone", type=str, default="resnet",
+                   help="encoder: a registered name (--list_backbones) or timm:<model> (default resnet)")
+    g.add_argument("--list_backbones", action="store_true", help="list the backbones and exit")
+    for option in backbones.cli_options():
+        option.add_to(g)
+    g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (torchvision / timm)")
+    g.add_argument("--pretrained_weights", type=str, default=None,
+                   help="local ImageNet weights (torchvision state dict or timm checkpoint), for offline machines")
+    g.add_argument("--transfer_from", type=str, default=None,
+                   help="start from a trained ANIMAL-SPOT.pk (its encoder; its head too if the classes match)")
+    r = p.add_argument_group("rare classes (all off by default)")
+    r.add_argument("--class_weights", type=_weighting, default="none",
+                   help="cross-entropy class weights from the training counts: none, inverse, sqrt_inverse, effective_num")
+    r.add_argument("--weighted_sampling", type=_weighting, default="none",
+                   help="class-balanced sampling: none, inverse, sqrt_inverse, effective_num (epoch length unchanged)")
+    r.add_argument("--rare_class_boost", type=str, default=None, help="sampling boosts CLASS=FACTOR,... (seed fork)")
+    r.add_argument("--loss", type=str, default="ce", choices=("ce", "focal"), help="cross-entropy or focal loss")
+    r.add_argument("--focal_gamma", type=_range_type(float, 0.0, what="--focal_gamma"), default=2.0,
+                   help="focal loss gamma >= 0 (default 2)")
+    r.add_argument("--label_smoothing", type=_range_type(float, 0.0, 1.0, True, "--label_smoothing"), default=0.0,
+                   help="label smoothing in [0, 1) (default 0)")
+    r.add_argument("--grad_clip", type=_range_type(float, 0.0, what="--grad_clip"), default=None,
+                   help="clip the gradient norm to this value")
+    r.add_argument("--scheduler", type=str, default="plateau", choices=SCHEDULERS,
+                   help="plateau (the original), onecycle (per batch) or cosine (per epoch); peak = effective LR")
+    r.add_argument("--weight_decay", type=_range_type(float, 0.0, what="--weight_decay"), default=0.0,
+                   help="Adam weight decay (default 0)")
+    r.add_argument("--target_precision", type=_range_type(float, 0.0, 1.0, what="--target_precision"), default=None,
+                   help="choose per-class thresholds reaching this validation precision (default: best F1)")
+    s = p.add_argument_group("speed and reproducibility")
+    s.add_argument("--seed", type=int, default=None, help="seed the split, data order, augmentation and weights")
+    s.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 / float16) where the device has it")
+    s.add_argument("--compile", action="store_true", help="torch.compile the network (falls back when it cannot)")
+    s.add_argument("--memory_format", type=str, default="auto", choices=("auto", "contiguous", "channels_last"),
+                   help="input/weight memory format (auto: timed on this machine; contiguous with --seed)")
+    s.add_argument("--keep_checkpoints", type=_range_type(int, 1, what="--keep_checkpoints"), default=5,
+                   help="checkpoints kept on disk (default 5)")
+    s.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bar")
 
 
+# ---------------------------------------------------------------------------- options
 def encoder_options(args, log: logging.Logger) -> dict:
-    """encoderOpts for the chosen backbone; warn about flags that mean nothing for it."""
+    """encoderOpts for the chosen backbone from its declared flags; flags of other
+    backbones that were given are named in a warning."""
     backbone = backbones.get(args.backbone)
     opts = dict(backbone.defaults)
-    given = {"conv_kernel_size": args.conv_kernel_size, "max_pool": args.max_pool, "resnet_size": args.resnet_size}
-    if args.conv_kernel_size is not None:
-        if len(args.conv_kernel_size) == 0:
-            raise ValueError("--conv_kernel_size needs a value")
-        if len(args.conv_kernel_size) > 1:
-            log.warning(f"--conv_kernel_size: only the first value ({args.conv_kernel_size[0]}) is used")
-        given["conv_kernel_size"] = args.conv_kernel_size[0]
-    for name, value in given.items():
-        if value is None:
+    own = {option.flag for option in backbone.options}
+    for option in backbones.cli_options():
+        given = getattr(args, option.key, None)
+        if given is None:
             continue
-        if name in backbone.cli_options:
-            opts[name] = value
+        if option.flag in own:
+            opts[option.key] = option.value(given)
         else:
-            log.warning(f"--{'resnet' if name == 'resnet_size' else name} means nothing for the "
-                        f"{args.backbone} backbone and is ignored")
+            log.warning(f"{option.flag} means nothing for the {args.backbone} backbone and is ignored")
     if (args.pretrained or args.pretrained_weights) and not backbone.pretrained:
         log.warning(f"--pretrained/--pretrained_weights: no pretrained weights for {args.backbone}; ignored")
-    opts["backbone"] = args.backbone
+    opts["backbone"] = backbone.name
     return opts
 
 
-def discover(args, log: logging.Logger):
-    """The audio files (relative paths) and the sorted class names."""
-    if not args.data_dir or not os.path.isdir(args.data_dir):
-        raise ValueError(f"--data_dir {args.data_dir} is not a folder")
-    reuse = split_exists(args.data_dir)
-    log.debug(f"Searching for audio files in {args.data_dir}")
-    files = find_audio_files(args.data_dir)
-    if not reuse:
-        if args.filter_broken_audio:
-            filter_broken_audio(args.data_dir, files)
-            files = find_audio_files(args.data_dir)
-        log.info(f"Found {len(files)} audio files for training.")
-        if not files:
-            log.error(f"No .wav files below {args.data_dir}")
-            raise SystemExit(1)
-    return files, discover_classes(files), reuse
+def feature_options(args) -> FeatureOptions:
+    values = {key: getattr(args, key) for key in ("sr", "n_fft", "hop_length", "n_freq_bins", "fmin", "fmax",
+                                                  "freq_compression")}
+    return FeatureOptions(**values, min_max_norm=args.min_max_norm)
 
 
-def make_loaders(args, split, classes, options: FeatureOptions, frames: int, generator):
-    noise = noise_files_in(args.noise_dir) if args.augmentation else []
-    loaders = {}
-    for partition in PARTITIONS:
-        augment = args.augmentation and partition == "train"
-        dataset = Dataset(
-            split[partition], args.data_dir, args.cache_dir, classes, sr=options.sr, n_fft=options.n_fft,
-            hop_length=options.hop_length, freq_compression=options.freq_compression,
-            n_freq_bins=options.n_freq_bins, f_min=options.fmin, f_max=options.fmax, seq_len=frames,
-            augmentation=augment, noise_files=noise if augment else [], min_max_normalize=args.min_max_norm,
-            dataset_name=partition)
-        training = partition == "train"
-        loaders[partition] = DataLoader(
-            dataset, batch_size=args.batch_size, shuffle=training, num_workers=args.num_workers,
-            drop_last=training and len(dataset) >= args.batch_size, pin_memory=args.cuda,
-            generator=generator, persistent_workers=False)
-    return loaders
+def run_options(args, processes: runtime.Processes, seed: int, precision: runtime.Precision) -> dict:
+    """trainOpts of the model file and ``options`` of metrics.json."""
+    return {"sequence_len": args.sequence_len, "seq_frames": seq_frames(args.sequence_len, args.sr, args.hop_length),
+            "min_max_norm": args.min_max_norm, "augmentation": args.augmentation, "backbone": args.backbone,
+            "pretrained": bool(args.pretrained or args.pretrained_weights), "transfer_from": args.transfer_from,
+            "batch_size": args.batch_size, "processes": processes.world, "lr": args.lr,
+            "lr_effective": effective_lr(args, processes), "beta1": args.beta1, "weight_decay": args.weight_decay,
+            "scheduler": args.scheduler, "class_weights": args.class_weights,
+            "weighted_sampling": args.weighted_sampling, "rare_class_boost": args.rare_class_boost,
+            "loss": args.loss, "focal_gamma": args.focal_gamma, "label_smoothing": args.label_smoothing,
+            "grad_clip": args.grad_clip, "max_train_epochs": args.max_train_epochs,
+            "epochs_per_eval": args.epochs_per_eval, "early_stopping_patience_epochs":
+                args.early_stopping_patience_epochs, "lr_patience_epochs": args.lr_patience_epochs,
+            "lr_decay_factor": args.lr_decay_factor, "seed": seed, "precision": precision.name}
 
 
+def effective_lr(args, processes: runtime.Processes) -> float:
+    """The original's rule (lr x batch size), with the global batch of all processes."""
+    return args.lr * args.batch_size * processes.world
+
+
+# ------------------------------------------------------------------------ entry point
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    log = setup_logger("ANIMAL-SPOT", args.log_dir, "TRAIN.log", args.debug)
+    if args.list_backbones:
+        print("\n".join(backbones.describe()))
+        return 0
+    processes = runtime.start_processes(args.cuda)
     try:
-        run(args, log)
-    except TrainingAborted:
+        log = setup_logger("ANIMAL-SPOT", args.log_dir if processes.main else None, "TRAIN.log", args.debug,
+                           level=None if processes.main else logging.WARNING)
+    except OutputError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        runtime.stop_processes(processes)
         return 1
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    try:
+        run(args, log, processes)
+        return 0
+    except KNOWN_ERRORS as error:
         log.error(str(error))
+        return 1
+    except KeyboardInterrupt:
+        log.warning("Interrupted. Aborting...")
+        return 1
+    except Exception:
+        log.warning(traceback.format_exc())
+        log.warning("Aborting...")
         return 1
     finally:
         close_logger(log)
-    return 0
+        runtime.stop_processes(processes)
 
 
-def run(args, log: logging.Logger) -> None:
-    args.cuda = args.cuda and torch.cuda.is_available()
-    device = torch.device("cuda" if args.cuda else "cpu")
-    generator = seed_everything(args.seed)
+def run(args, log: logging.Logger, processes: runtime.Processes) -> None:
     if not args.model_dir:
         raise ValueError("--model_dir is required (where ANIMAL-SPOT.pk is written)")
-
-    encoder_opts = encoder_options(args, log)
-    data_opts = dict(DEFAULT_DATA_OPTS)
-    for key in data_opts:
-        if getattr(args, key, None) is not None:
-            data_opts[key] = getattr(args, key)
-    options = FeatureOptions.from_data_opts(data_opts, args.min_max_norm)
-    classifier_opts = dict(DefaultClassifierOpts, num_classes=args.num_classes,
-                           input_channels=backbones.output_channels(encoder_opts))
-    lr = args.lr * args.batch_size
-    patience_lr = max(1, math.ceil(args.lr_patience_epochs / args.epochs_per_eval))
+    device = runtime.choose_device(args.cuda, processes.local_rank)
+    precision = runtime.choose_precision(device, args.amp, quiet=not processes.main)
+    options = feature_options(args)
     frames = seq_frames(args.sequence_len, options.sr, options.hop_length)
-    log.debug("dataOpts: " + json.dumps(data_opts, indent=4))
+    log.debug("dataOpts: " + json.dumps(options.data_opts(), indent=4))
     log.debug(f"Number of spectrogram time-steps (input size = time-steps x frequency-bins) : {frames}")
 
-    files, class_names, reuse = discover(args, log)
-    classes = class_index_map(class_names, args.num_classes)
-    log.info(f"Model predict {args.num_classes} classes")
-    rng = random.Random(args.seed)
-    split = get_split(args.data_dir, usable_files(files) if not reuse else files, rng)
-    report_split(split, class_names)
+    split, class_map = training_data.discover(args, processes, log)
+    log.info(f"Model predict {len(class_map)} classes")
+    resume = find_checkpoint(args, model_prefix(len(class_map)), log)
+    seed = run_seed(args, resume, processes)
+    data = training_data.build(args, options, frames, split, class_map, seed, processes)
 
+    encoder_opts = resumed_encoder(resume, encoder_options(args, log), log)
+    spec = ModelSpec(encoder_opts, classifier_options(encoder_opts, len(class_map)), options.data_opts(),
+                     class_map.to_dict())
     log.info("Setting up model")
-    model = build_model(encoder_opts, classifier_opts, pretrained=args.pretrained,
-                        weights_path=args.pretrained_weights)
+    model = initial_model(args, spec, resume, log)
     log.debug(f"Encoder: {model.encoder}")
     log.debug(f"Classifier: {model.classifier}")
-    loaders = make_loaders(args, split, classes, options, frames, generator)
-
     log.info(f"Init model on device '{device}'")
-    log.info(f"Class Distribution: {classes}")
-    trainer = Trainer(model, classes, device, args.checkpoint_dir, args.summary_dir, args.start_scratch)
-    optimizer = optim.Adam(model.parameters(), lr=lr, betas=(args.beta1, 0.999))
-    scheduler = optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", patience=patience_lr, factor=args.lr_decay_factor,
-        threshold=1e-3, threshold_mode="abs")
-    model = trainer.fit(loaders["train"], loaders["val"], loaders["test"], nn.CrossEntropyLoss(),
-                        optimizer, scheduler, args.max_train_epochs, args.epochs_per_eval,
-                        args.early_stopping_patience_epochs)
+    log.info(f"Class Distribution: {class_map.to_dict()}")
+    trainer = make_trainer(args, model, data, device, precision, processes, seed, resume, frames, log)
+    start_epoch = 0
+    if resume is not None:
+        start_epoch = trainer.restore(adapt_checkpoint(resume[1], model, resume[0]))
+        log.info(f"Resuming with epoch {start_epoch}")
+    log.info(f"Start training model {model_prefix(len(class_map))}")
+    started = time.time()
+    best = trainer.best_weights()
+    test = trainer.fit(data.loaders, args.max_train_epochs, args.epochs_per_eval, start_epoch)
+    if processes.main:
+        finish(args, trainer, data, spec, options, best, test, seed, precision, processes, started, log)
+    processes.barrier()
 
-    train_opts = {"sequence_len": args.sequence_len, "seq_frames": frames, "min_max_norm": args.min_max_norm,
-                  "augmentation": args.augmentation}
-    os.makedirs(args.model_dir, exist_ok=True)
+
+def find_checkpoint(args, prefix: str, log: logging.Logger):
+    """``(path, checkpoint)`` to resume from, or None."""
+    if not args.checkpoint_dir:
+        log.warning("No --checkpoint_dir: no checkpoints are written and training cannot resume")
+        return None
+    if args.start_scratch:
+        return None
+    found = CheckpointHandler(args.checkpoint_dir, prefix, args.keep_checkpoints).load_latest()
+    if found is None:
+        log.info(f"No checkpoints found in {args.checkpoint_dir}")
+        return None
+    log.info(f"Restoring checkpoint {found[0]}")
+    return found
+
+
+def run_seed(args, resume, processes: runtime.Processes) -> int:
+    """The run's base seed: the checkpoint's (a resumed run draws as the interrupted one
+    would have), else ``--seed``, else a fresh one; the same in every process."""
+    if resume is not None and "seed" in (resume[1].get("fork") or {}):
+        return int(resume[1]["fork"]["seed"])
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2 ** 31)
+    seed = processes.broadcast_object(seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+def resumed_encoder(resume, encoder_opts: dict, log: logging.Logger) -> dict:
+    """The seed fork's ConvNeXt checkpoints resume as the seed's network (no final norm)."""
+    if resume is not None and is_seed_checkpoint(resume[1]["modelState"]):
+        log.info(f"{resume[0]}: a checkpoint of the seed fork's ConvNeXt; resuming its network "
+                 "(ConvNeXt Tiny features without the final LayerNorm)")
+        return {"backbone": "convnext", "input_channels": 1, "variant": "tiny", "final_norm": False}
+    return encoder_opts
+
+
+def initial_model(args, spec: ModelSpec, resume, log: logging.Logger):
+    """The network to train: weights from the checkpoint (restored later), a trained
+    model file (``--transfer_from``), ImageNet, or fresh."""
+    if args.transfer_from and resume is None:
+        return transferred_model(args.transfer_from, spec, log)
+    pretrained = (args.pretrained or bool(args.pretrained_weights)) and resume is None
+    return spec.build(pretrained, args.pretrained_weights if resume is None else None)
+
+
+def transferred_model(path: str, spec: ModelSpec, log: logging.Logger):
+    """The encoder of ``path`` (its backbone and options win over the flags), and its head
+    when its classes are ours."""
+    source = load_model(path)
+    spec.encoder_opts = dict(source.spec.encoder_opts)
+    spec.classifier_opts = classifier_options(spec.encoder_opts, spec.num_classes)
+    model = spec.build()
+    model.encoder.load_state_dict(source.model.encoder.state_dict())
+    if source.class_map.same_classes(spec.class_map):
+        model.classifier.load_state_dict(source.model.classifier.state_dict())
+        log.info(f"--transfer_from {path}: encoder and classifier head loaded (same classes)")
+    else:
+        log.info(f"--transfer_from {path}: encoder loaded; a new classifier head for the classes "
+                 f"{', '.join(spec.class_map.names)} ({spec.class_map.describe_difference(source.class_map)})")
+    if source.spec.data_opts != spec.data_opts:
+        log.warning(f"--transfer_from {path}: it was trained with other data options {source.spec.data_opts}")
+    return model
+
+
+def make_trainer(args, model, data: TrainingData, device, precision, processes, seed, resume, frames, log) -> Trainer:
+    class_map = data.class_map
+    counts = data.train_counts
+    weights = class_weights(counts, args.class_weights, class_map.names) if args.class_weights != "none" else None
+    if weights is not None:
+        log.info(f"Class weights ({args.class_weights}, from the training split):")
+        for row in weights_table(class_map.names, counts, weights):
+            log.info("  " + row)
+    model.to(device)
+    lr = effective_lr(args, processes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(args.beta1, 0.999), weight_decay=args.weight_decay)
+    fork = (resume[1].get("fork") or {}) if resume else {}
+    precision = runtime.Precision.from_name(fork["precision"]) if "precision" in fork else precision
+    memory_format = fork.get("memoryFormat") or choose_format(args, model, precision, device, frames, data, log)
+    model.to(memory_format=runtime.MEMORY_FORMATS[memory_format])
+    network = runtime.maybe_compile(model, args.compile)
+    if processes.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
+    step = Step(precision, args.grad_clip, runtime.MEMORY_FORMATS[memory_format], scaler)
+    loss = make_loss(args.loss, weights, args.label_smoothing, args.focal_gamma)
+    return Trainer(model, class_map, device, loss, optimizer, make_listeners(args, model, optimizer, data, processes),
+                   step, processes, seed, network)
+
+
+def choose_format(args, model, precision, device, frames, data: TrainingData, log) -> str:
+    forced = args.memory_format
+    if forced == "auto" and args.seed is not None:
+        forced = "contiguous"       # reproducible runs: no timing-dependent choice
+    import copy
+
+    example = torch.rand(max(2, args.batch_size), 1, frames, data.options.input_bins,
+                         generator=torch.Generator().manual_seed(0))
+    probe = copy.deepcopy(model) if forced == "auto" else model
+    return runtime.choose_memory_format(probe, example, precision, device, forced, training=True)
+
+
+def make_listeners(args, model, optimizer, data: TrainingData, processes) -> list:
+    prefix = model_prefix(len(data.class_map))
+    chosen = [L.EpochLog()]
+    if processes.main:
+        chosen.append(L.TensorBoardWriter(args.summary_dir, prefix))
+    chosen.append(L.BestWeights(model.state_dict()))
+    lr = effective_lr(args, processes)
+    if args.scheduler == "onecycle":
+        chosen.append(L.OneCycleScheduler(optimizer, lr, args.max_train_epochs * len(data.loaders["train"])))
+    elif args.scheduler == "cosine":
+        chosen.append(L.CosineScheduler(optimizer, args.max_train_epochs))
+    else:
+        chosen.append(L.PlateauScheduler(optimizer, max(1, math.ceil(args.lr_patience_epochs / args.epochs_per_eval)),
+                                         args.lr_decay_factor))
+    chosen.append(L.EarlyStopping(args.early_stopping_patience_epochs, args.epochs_per_eval))
+    if args.checkpoint_dir and processes.main:
+        chosen.append(L.CheckpointWriter(CheckpointHandler(args.checkpoint_dir, prefix, args.keep_checkpoints)))
+    chosen.append(L.Progress(args.progress))
+    return chosen
+
+
+# ----------------------------------------------------------------------- the results
+def finish(args, trainer: Trainer, data: TrainingData, spec: ModelSpec, options: FeatureOptions, best, test,
+           seed: int, precision, processes, started: float, log) -> None:
+    """Calibration on validation, the model file and metrics.json (main process)."""
+    from training_data import collect_logits
+    from utils.calibration import calibrate, detection_figures, softmax
+
+    class_map = data.class_map
+    val_logits, val_labels = collect_logits(trainer, data.single_loaders["val"])
+    calibration = calibrate(val_logits, val_labels, class_map.names, class_map.noise_index, args.target_precision)
+    test_logits, test_labels = collect_logits(trainer, data.single_loaders["test"])
+    calibration["test"] = detection_figures(softmax(test_logits, calibration["temperature"]), test_labels,
+                                            class_map.names, calibration["thresholds"])
+    log.info(f"Calibration on validation: temperature {calibration['temperature']:.3f}, expected calibration "
+             f"error {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}; thresholds "
+             + ", ".join(f"{k} {v:.3f}" for k, v in calibration["thresholds"].items()))
+    spec.train_opts = run_options(args, processes, seed, precision)
+    spec.thresholds, spec.temperature = calibration["thresholds"], calibration["temperature"]
+    spec.provenance = provenance(split_hash=split_hash(data.split))
     path = os.path.join(args.model_dir, "ANIMAL-SPOT.pk")
+    save(args, trainer.model, spec, options, data, path, log)
+    val_result = trainer.results.get("val")
+    metrics = {"model": path, "classes": class_map.names, "class_map": class_map.to_dict(),
+               "test": test.metrics.summary(class_map.names, intervals=True),
+               "best_val": {"accuracy": best.metric if best else None},
+               "last_val": val_result.metrics.summary(class_map.names) if val_result else None,
+               "calibration": calibration, "options": spec.train_opts, "seed": seed,
+               "seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               "provenance": spec.provenance}
+    atomic_write_text(os.path.join(args.model_dir, "metrics.json"), json.dumps(metrics, indent=2, default=str))
+
+
+def save(args, model, spec: ModelSpec, options: FeatureOptions, data: TrainingData, path: str, log) -> None:
+    from models.model_file import save_jit_model, save_model
+
+    os.makedirs(args.model_dir, exist_ok=True)
+    model = model.to(memory_format=torch.contiguous_format)
     if args.jit_save:
-        example = torch.rand(1, 1, frames, options.input_bins)
-        save_jit_model(path, model, example, encoder_opts, classifier_opts, data_opts, classes, train_opts,
-                       jit_transforms(options, classes, args.sequence_len))
+        example = torch.rand(1, 1, data.frames, options.input_bins)
+        save_jit_model(path, model, example, spec, options.jit_description(spec.classes, args.sequence_len))
         log.debug(f"Model successfully saved via torch jit: {path}")
     else:
-        save_model(path, model, encoder_opts, classifier_opts, data_opts, classes, train_opts)
+        save_model(path, model, spec)
         log.debug(f"Model successfully saved via torch save: {path}")
-
-
-def jit_transforms(options: FeatureOptions, classes: dict, sequence_len: int) -> dict:
-    """The descriptive ``transforms`` extra file of a TorchScript model."""
-    norm = ("{min_max : True, min_db : None, ref_db : None}" if options.min_max_norm else
-            f"{{min_max : False, min_db : {options.min_level_db}, ref_db : {options.ref_level_db}}}")
-    return {
-        "load_audio": f"{{sr: {options.sr}, mono : True}}",
-        "pre_emph": f"{{pre_empf_factor : {options.preemphases}}}",
-        "spectrogram": f"{{fft : {options.n_fft}, hop : {options.hop_length}, center : False}}",
-        "freq_compression": f"{{type : {options.freq_compression}, bins : {options.n_freq_bins}, "
-                            f"fmin : {options.fmin}, fmax : {options.fmax}}}",
-        "amplitude_to_decibel": f"{{min_db : {options.min_level_db}}}",
-        "normalize": norm,
-        "class_info": f"{{num_class : {len(classes)}, name_class : {classes}}}",
-        "seg_size": f"{{size_ms : {sequence_len}}}",
-    }
 
 
 if __name__ == "__main__":

@@ -1,228 +1,243 @@
-"""The training loop: one epoch function for train, val and test; checkpoints; TensorBoard."""
+"""The training loop: one pass function for train, val and test, and listeners for the
+concerns around it (log lines, TensorBoard, best weights, LR schedule, early stopping,
+checkpoints, progress). A listener has hooks for the start of a fit, the end of a batch
+and the end of a pass, and keeps its own state in checkpoints; the trainer only runs
+passes. Mixed precision, gradient clipping and ``torchrun`` change the step, not the
+listeners. Library code raises ``TrainingError``; ``main`` chooses the exit status.
 
-import copy
+Order after a validation (``epoch % epochs_per_eval == 0`` or the last epoch): best
+weights (strictly better accuracy), LR scheduler, early stopping, then the checkpoint,
+so a checkpoint holds the state *after* its epoch and a resumed run continues exactly.
+"""
+
 import logging
-import math
-import os
-import socket
 import time
-import traceback
-from datetime import datetime
-from typing import Dict, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from utils.checkpoints import CheckpointHandler, safe_load
-from utils.early_stopping import EarlyStoppingCriterion
-from utils.metrics import ConfusionMatrix, PassMetrics, PerClassAccuracy, RocMeter
-from utils import summary
+from data.augment import epoch_seed
+from utils.classmap import ClassMap
+from utils.metrics import PassMetrics
+from utils.runtime import Precision, Processes
 
 log = logging.getLogger("ANIMAL-SPOT")
+PHASES = ("train", "val", "test")
 
 
-class TrainingAborted(SystemExit):
-    """Training stopped on an error; the process exits with status 1."""
-
-    def __init__(self):
-        super().__init__(1)
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why."""
 
 
 def model_prefix(num_classes: int) -> str:
     return "binary_classifier" if num_classes == 2 else f"multi_class_{num_classes}_classifier"
 
 
-def summary_run_dir(summary_dir: Optional[str], prefix: str) -> Optional[str]:
-    if summary_dir is None:
-        return None
-    stamp = datetime.now().strftime("%y-%m-%d-%H-%M")
-    return os.path.join(summary_dir, f"{prefix}_{stamp}-{socket.gethostname()}")
+@dataclass
+class Batch:
+    phase: str
+    epoch: int
+    index: int
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    predictions: torch.Tensor
+    loss: float
+
+
+@dataclass
+class PassResult:
+    phase: str
+    epoch: int
+    loss: float
+    metrics: PassMetrics
+    seconds: float
+    load_seconds: float
+    lr: Optional[float] = None
+    batches: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.metrics.accuracy()
+
+
+class Listener:
+    """Hooks of a fit. ``save``/``restore`` put the listener's state into a checkpoint:
+    ``train_state`` is the original's ``trainState`` dict, ``extra`` this project's."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+
+    def on_pass_start(self, trainer: "Trainer", phase: str, epoch: int, batches: int) -> None: ...
+
+    def on_batch_end(self, trainer: "Trainer", batch: Batch) -> None: ...
+
+    def on_pass_end(self, trainer: "Trainer", result: PassResult) -> None: ...
+
+    def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+    def save(self, train_state: dict, extra: dict) -> None: ...
+
+    def restore(self, train_state: dict, extra: dict) -> None: ...
+
+
+@dataclass
+class Step:
+    """How one training step runs: precision (autocast, gradient scaler), gradient
+    clipping and the input memory format."""
+
+    precision: Precision = field(default_factory=Precision)
+    grad_clip: Optional[float] = None
+    memory_format: torch.memory_format = torch.contiguous_format
+    scaler: Optional[torch.amp.GradScaler] = None
 
 
 class Trainer:
-    """Fits a ``Sequential(encoder, classifier)``.
-
-    Validation runs after epochs ``e % epochs_per_eval == 0`` and after the last one; the
-    best validation accuracy keeps its weights; ReduceLROnPlateau and early stopping are
-    stepped after each validation; the test pass runs on the best weights.
-    """
-
-    def __init__(self, model: nn.Module, classes: Dict[str, int], device: torch.device,
-                 checkpoint_dir: Optional[str] = None, summary_dir: Optional[str] = None,
-                 start_scratch: bool = False, keep_checkpoints: int = 5):
-        self.model = model.to(device)
-        self.classes = dict(classes)
-        self.num_classes = max(2, len(self.classes))
-        self.class_names = [None] * self.num_classes
-        for name, index in self.classes.items():
-            self.class_names[index] = self.class_names[index] or name
+    def __init__(self, model: nn.Module, class_map: ClassMap, device: torch.device, loss_fn: nn.Module,
+                 optimizer: torch.optim.Optimizer, listeners: Sequence[Listener] = (), step: Optional[Step] = None,
+                 processes: Processes = Processes(), seed: int = 0, network: Optional[nn.Module] = None):
+        self.model = model                       # the plain model (weights, checkpoints)
+        self.network = network or model          # what runs the batches (DDP / compiled wrapper)
+        self.class_map = class_map
+        self.num_classes = max(2, len(class_map))
         self.device = device
-        self.prefix = model_prefix(len(self.classes))
-        self.start_scratch = start_scratch
-        self.checkpoints = CheckpointHandler(checkpoint_dir, self.prefix, keep_checkpoints) if checkpoint_dir else None
-        if self.checkpoints is None:
-            log.warning("No --checkpoint_dir: no checkpoints are written and training cannot resume")
-        from torch.utils.tensorboard import SummaryWriter
-        log.info("Init summary writer")
-        self.writer = SummaryWriter(log_dir=summary_run_dir(summary_dir, self.prefix))
-        self.metrics = PassMetrics(self.num_classes)
-        self.per_class = PerClassAccuracy(self.num_classes)
-        self.confusion = ConfusionMatrix(self.num_classes)
-        self.roc = RocMeter()
+        self.loss_fn = loss_fn.to(device)
+        self.optimizer = optimizer
+        self.listeners: List[Listener] = list(listeners)
+        self.step = step or Step()
+        self.processes = processes
+        self.seed = seed
+        self.stop_reason: Optional[str] = None
+        self.results: Dict[str, PassResult] = {}
 
-    # ------------------------------------------------------------------------ epochs
-    def run_epoch(self, phase: str, loader, epoch: int, loss_fn, optimizer=None) -> float:
-        """One pass over ``loader``; returns the accuracy. ``phase`` is train, val or test."""
+    # ------------------------------------------------------------------- one pass
+    def run_pass(self, phase: str, loader, epoch: int) -> PassResult:
+        """One pass over ``loader``; ``phase`` is train, val or test."""
         training = phase == "train"
-        self.model.train(training)
-        for meter in (self.metrics, self.per_class, self.confusion, self.roc):
-            meter.reset()
+        self.network.train(training)
+        if training:
+            torch.manual_seed(epoch_seed(self.seed, epoch, "torch"))     # dropout / stochastic depth
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        metrics = PassMetrics(self.num_classes, self.device, keep_samples=phase == "test")
+        binary = self.num_classes == 2
+        self._emit("on_pass_start", phase, epoch, len(loader))
         log.debug(f"{phase}|{epoch}|start")
-        total_loss, batches, load_time = 0.0, 0, 0.0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        batches, load_time = 0, 0.0
         start = tick = time.time()
         with torch.set_grad_enabled(training):
-            for batch_index, (features, label) in enumerate(loader):
+            for index, (inputs, label) in enumerate(loader):
                 load_time += time.time() - tick
-                features = features.to(self.device, non_blocking=True)
-                target = label["call"].to(self.device, non_blocking=True)
-                if training:
-                    optimizer.zero_grad(set_to_none=True)
-                logits = self.model(features)
-                loss = loss_fn(logits, target)
-                if training:
-                    loss.backward()
-                    optimizer.step()
-                total_loss += float(loss.detach())
+                inputs = inputs.to(self.device, non_blocking=True).contiguous(memory_format=self.step.memory_format)
+                targets = label["call"].to(self.device, non_blocking=True)
+                logits, loss = self._forward(inputs, targets, training)
+                loss_sum += loss.detach().double()
                 batches += 1
-                prediction = logits.argmax(dim=1)
-                self.metrics.update(target, prediction)
-                self.per_class.update(target, prediction)
-                if self.num_classes == 2:
-                    self.roc.update(torch.softmax(logits.detach(), dim=1)[:, 1], target)
-                else:
-                    self.confusion.update(target, prediction)
-                if batch_index == 0:
-                    self._write_images(phase, epoch, features, target, prediction)
+                predictions = logits.argmax(dim=1)
+                scores = torch.softmax(logits.detach().float(), dim=1)[:, 1] if binary else None
+                metrics.update(targets, predictions, scores=scores)
+                self._emit("on_batch_end", Batch(phase, epoch, index, inputs, targets, predictions, float(loss)))
                 tick = time.time()
-        elapsed = time.time() - start
-        results = self.metrics.compute()
-        epoch_loss = total_loss / batches if batches else float("nan")
-        line = f"{phase}|{epoch}|loss:{epoch_loss:.3f}" + "".join(f"|{k}:{v:.3f}" for k, v in results.items())
+        totals = self.processes.sum(torch.stack([loss_sum, torch.tensor(float(batches), dtype=torch.float64,
+                                                                        device=self.device)]))
+        self.processes.sum(metrics.confusion)
+        mean_loss = float(totals[0] / totals[1]) if float(totals[1]) else float("nan")
+        lr = self.optimizer.param_groups[0]["lr"] if training else None
+        result = PassResult(phase, epoch, mean_loss, metrics, time.time() - start, load_time, lr, batches)
+        self.results[phase] = result
+        self._emit("on_pass_end", result)
+        return result
+
+    def _forward(self, inputs, targets, training: bool):
+        step = self.step
         if training:
-            lr = optimizer.param_groups[0]["lr"]
-            line += f"|lr:{lr:.2e}"
-            self.writer.add_scalar("lr", lr, epoch)
-        log.info(line + f"|t:{elapsed:.1f}")
-        self._write_scalars(phase, epoch, epoch_loss, results, elapsed, load_time)
-        if phase != "train" and self.num_classes > 2:
-            for row in self.per_class.table(self.class_names):
-                log.info(f"{phase}|{epoch}|{row}")
-        return results["accuracy"]
+            self.optimizer.zero_grad(set_to_none=True)
+        with step.precision.autocast(self.device):
+            logits = self.network(inputs)
+        loss = self.loss_fn(logits.float(), targets)
+        if training:
+            if step.scaler is not None:
+                step.scaler.scale(loss).backward()
+                if step.grad_clip:
+                    step.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), step.grad_clip)
+                step.scaler.step(self.optimizer)
+                step.scaler.update()
+            else:
+                loss.backward()
+                if step.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), step.grad_clip)
+                self.optimizer.step()
+        return logits.detach(), loss.detach()
 
-    # -------------------------------------------------------------------- the run
-    def fit(self, train_loader, val_loader, test_loader, loss_fn, optimizer, scheduler,
-            n_epochs: int, epochs_per_eval: int, early_stopping_patience: int) -> nn.Module:
-        stopper = EarlyStoppingCriterion(max(1, math.ceil(early_stopping_patience / epochs_per_eval)))
-        best_metric, best_state, start_epoch = 0.0, copy.deepcopy(self.model.state_dict()), 0
-        if self.checkpoints and not self.start_scratch:
-            restored = self._restore(optimizer, scheduler, stopper)
-            if restored:
-                start_epoch, best_metric, best_state = restored
-        log.info(f"Start training model {self.prefix}")
+    # --------------------------------------------------------------------- the fit
+    def fit(self, loaders: Dict[str, object], n_epochs: int, epochs_per_eval: int, start_epoch: int = 0,
+            best_state: Optional[dict] = None) -> PassResult:
+        """Epochs ``start_epoch .. n_epochs-1``, then the test pass on the best weights."""
+        self._emit("on_fit_start")
         started = time.time()
-        try:
-            for epoch in range(start_epoch, n_epochs):
-                self.run_epoch("train", train_loader, epoch, loss_fn, optimizer)
-                if epoch % epochs_per_eval != 0 and epoch != n_epochs - 1:
-                    continue
-                val_result = self.run_epoch("val", val_loader, epoch, loss_fn)
-                if val_result > best_metric:
-                    best_metric, best_state = val_result, copy.deepcopy(self.model.state_dict())
-                if self.checkpoints:
-                    self.checkpoints.write({
-                        "modelState": self.model.state_dict(),
-                        "trainState": {"epoch": epoch, "best_metric": best_metric, "best_model": best_state,
-                                       "optState": optimizer.state_dict(),
-                                       "earlyStopping": stopper.state_dict(),
-                                       "scheduler": scheduler.state_dict()},
-                        "classes": self.classes,
-                    }, epoch)
-                scheduler.step(val_result)
-                if stopper.step(val_result):
-                    log.info(f"No improvement over the last {stopper.patience + 1} validations "
-                             f"(early stopping patience {early_stopping_patience} epochs). Stopping.")
-                    break
-        except KeyboardInterrupt:
-            log.warning("Interrupted. Aborting...")
-            raise TrainingAborted()
-        except Exception:
-            log.warning(traceback.format_exc())
-            log.warning("Aborting...")
-            raise TrainingAborted()
-
-        self.model.load_state_dict(best_state)
-        test_result = self.run_epoch("test", test_loader, 0, loss_fn)
+        for epoch in range(start_epoch, n_epochs):
+            if self.stop_reason:
+                break
+            self.run_pass("train", loaders["train"], epoch)
+            if epoch % epochs_per_eval == 0 or epoch == n_epochs - 1:
+                self.run_pass("val", loaders["val"], epoch)
+            if self.stop_reason:
+                log.info(self.stop_reason)
+        best = self.best_weights()
+        if best is not None:
+            self.model.load_state_dict(best.state)
+        test = self.run_pass("test", loaders["test"], 0)
         elapsed = time.time() - started
         log.info(f"Training complete in {elapsed // 60:.0f}m {elapsed % 60:.0f}s")
-        log.info(f"Best val metric: {best_metric:4f}")
-        log.info(f"Final test metric: {test_result:4f}")
-        self.writer.close()
-        return self.model
+        log.info(f"Best val metric: {best.metric if best else 0.0:4f}")
+        log.info(f"Final test metric: {test.accuracy:4f}")
+        self._emit("on_fit_end")
+        return test
 
-    def _restore(self, optimizer, scheduler, stopper):
-        path = self.checkpoints.latest()
-        if path is None:
-            log.info(f"No checkpoints found in {self.checkpoints.dir}")
-            return None
-        log.info(f"Restoring checkpoint {path}")
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+
+    def best_weights(self) -> Optional[Listener]:
+        """The listener that tracks the best validation weights (``metric``, ``state``)."""
+        for listener in self.listeners:
+            if hasattr(listener, "metric") and hasattr(listener, "state"):
+                return listener
+        return None
+
+    def _emit(self, hook: str, *args) -> None:
+        for listener in self.listeners:
+            getattr(listener, hook)(self, *args)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, epoch: int) -> dict:
+        """The original's checkpoint keys, then this project's (``formatVersion``, ``fork``)."""
+        train_state = {"epoch": epoch, "best_metric": 0.0, "best_model": None,
+                       "optState": self.optimizer.state_dict(), "earlyStopping": None, "scheduler": None}
+        extra = {"seed": self.seed, "precision": self.step.precision.name,
+                 "memoryFormat": "channels_last" if self.step.memory_format == torch.channels_last else "contiguous"}
+        if self.step.scaler is not None:
+            extra["scaler"] = self.step.scaler.state_dict()
+        for listener in self.listeners:
+            listener.save(train_state, extra)
+        return {"modelState": self.model.state_dict(), "trainState": train_state,
+                "classes": self.class_map.to_dict(), "formatVersion": 2, "fork": extra}
+
+    def restore(self, checkpoint: dict) -> int:
+        """Load a (migrated) checkpoint; returns the epoch to continue with."""
         try:
-            state = safe_load(path)
-            train_state = state["trainState"]
-        except KeyError as error:
-            log.error(f"Failed to restore checkpoint {path}: missing {error}")
-            raise
-        try:
-            self.model.load_state_dict(state["modelState"])
+            self.model.load_state_dict(checkpoint["modelState"])
         except RuntimeError as error:
-            log.error(f"Failed to restore checkpoint: Checkpoint has different parameters\n{error}")
-            raise TrainingAborted()
-        optimizer.load_state_dict(train_state["optState"])
-        scheduler.load_state_dict(train_state["scheduler"])
-        stopper.load_state_dict(train_state["earlyStopping"])
-        start_epoch = train_state["epoch"] + 1
-        log.info(f"Resuming with epoch {start_epoch}")
-        return start_epoch, train_state["best_metric"], train_state["best_model"]
-
-    # ---------------------------------------------------------------- TensorBoard
-    def _write_scalars(self, phase, epoch, loss, results, elapsed, load_time):
-        w = self.writer
-        w.add_scalar(f"{phase}/epoch_loss", loss, epoch)
-        for name, value in results.items():
-            w.add_scalar(f"{phase}/{name}", value, epoch)
-        w.add_scalar(f"{phase}/time", elapsed, epoch)
-        w.add_scalar(f"{phase}/data_loading_time", load_time, epoch)
-        if self.num_classes == 2:
-            fpr, tpr, auc = self.roc.curve()
-            figure = summary.roc_figure(fpr, tpr, auc)
-            w.add_figure(f"{phase}_roc/roc", figure, epoch)
-            return
-        for name, value in zip(self.class_names, self.per_class.compute().tolist()):
-            if not math.isnan(value):      # a class absent from the split has no accuracy
-                w.add_scalar(f"{phase}/per_class_accuracy/{name}", value, epoch)
-        mean = self.per_class.mean()
-        if not math.isnan(mean):
-            w.add_scalar(f"{phase}/mean_per_class_accuracy", mean, epoch)
-        raw = self.confusion.matrix.numpy().astype(float)
-        norm = self.confusion.normalized().numpy()
-        w.add_figure(f"{phase}_confusion_matrix_norm/cm_numbered",
-                     summary.confusion_figure(norm, self.class_names, True, "Confusion matrix (normalised)"), epoch)
-        w.add_figure(f"{phase}_confusion_matrix_norm/cm",
-                     summary.confusion_figure(norm, self.class_names, False, "Confusion matrix (normalised)"), epoch)
-        w.add_figure(f"{phase}_confusion_matrix_raw/cm_numbered",
-                     summary.confusion_figure(raw, self.class_names, True, "Confusion matrix"), epoch)
-
-    def _write_images(self, phase, epoch, features, target, prediction):
-        for item, true, pred in zip(features, target.tolist(), prediction.tolist()):
-            verdict = "true" if true == pred else "false"
-            tag = f"{phase}/{verdict} - {self.class_names[true]} as {self.class_names[pred]}"
-            self.writer.add_image(tag, summary.spectrogram_image(item), epoch)
+            raise TrainingError(f"Failed to restore checkpoint: Checkpoint has different parameters\n{error}") from None
+        train_state, extra = checkpoint["trainState"], checkpoint.get("fork") or {}
+        try:
+            self.optimizer.load_state_dict(train_state["optState"])
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise TrainingError(f"Failed to restore checkpoint: its optimizer state does not fit ({error})") from None
+        if self.step.scaler is not None and "scaler" in extra:
+            self.step.scaler.load_state_dict(extra["scaler"])
+        for listener in self.listeners:
+            listener.restore(train_state, extra)
+        return int(train_state["epoch"]) + 1

@@ -12,7 +12,7 @@ if SRC not in sys.path:
 
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 
 def _make_set(root, counts, tapes_per_class, seed):

@@ -3,8 +3,14 @@ import os
 
 import pytest
 
-from data.filenames import (FileNameError, class_index_map, class_name, discover_classes,
-                            find_audio_files, tape_key, tape_problem, usable_files)
+from data.filenames import (FileNameError, class_name, discover_classes, find_audio_files, tape_key,
+                            tape_problem, usable_files)
+from utils.classmap import ClassMap, check_class_count
+
+
+def class_index_map(names, num_classes):
+    check_class_count(names, num_classes)
+    return ClassMap.from_names(names).to_dict()
 
 
 @pytest.mark.parametrize("path, expected", [
@@ -51,7 +57,9 @@ def test_discovery_skips_backup_and_hidden_folders(tmp_path):
                 ".hidden/x-4_1_2019_T_1_2.wav", "y-5_1_2019_T_1_2.wav", "a/readme.txt", "a/x-6_1_2019_T_1_2.WAV"]:
         os.makedirs(os.path.dirname(tmp_path / rel), exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
-    assert find_audio_files(str(tmp_path)) == [os.path.join("a", "x-1_1_2019_T_1_2.wav"), "y-5_1_2019_T_1_2.wav"]
+    assert find_audio_files(str(tmp_path)) == [os.path.join("a", "x-1_1_2019_T_1_2.wav"),
+                                               os.path.join("a", "x-6_1_2019_T_1_2.WAV"),   # upper case counts
+                                               "y-5_1_2019_T_1_2.wav"]
 
 
 def test_class_maps():
@@ -72,3 +80,14 @@ def test_num_classes_mismatch_lists_the_classes():
 def test_binary_without_target_is_an_error():
     with pytest.raises(ValueError, match="target"):
         class_index_map(["call", "noise"], 2)
+
+
+def test_class_map_is_the_one_place_for_binary_and_names():
+    binary = ClassMap.from_names(["noise", "target"])
+    assert binary.is_binary and binary.names == ["noise", "target"] and binary.noise_index == 0
+    multi = ClassMap.from_dict({"K1": 0, "K14": 1, "Noise": 2})
+    assert not multi.is_binary and multi.name_of(1) == "K14" and multi.index("Noise") == 2
+    assert multi.noise_index == 2                                   # any case
+    with pytest.raises(KeyError, match="K9"):
+        multi.index("K9")
+    assert "only in the second: K2" in multi.describe_difference(ClassMap.from_names(["K1", "K14", "K2", "Noise"]))

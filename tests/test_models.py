@@ -114,15 +114,20 @@ def test_original_model_file_loads_and_predicts_the_same(tmp_path):
 
 
 def test_resnet_model_file_keeps_the_original_keys(tmp_path):
-    from models.model_file import save_model
-    from data.transforms import FeatureOptions
+    from data.features import FeatureOptions
+    from models.model_file import FORMAT_VERSION, ModelSpec, save_model
     enc = {"input_channels": 1, "conv_kernel_size": 5, "max_pool": 0, "resnet_size": 34, "backbone": "resnet"}
     cls = {"input_channels": 512, "pooling": "avg", "num_classes": 3}
     model = build_model(enc, cls)
     path = tmp_path / "ANIMAL-SPOT.pk"
-    save_model(str(path), model, enc, cls, FeatureOptions().data_opts(), {"a": 0, "b": 1, "c": 2}, {"min_max_norm": True})
+    spec = ModelSpec(enc, cls, FeatureOptions().data_opts(), {"a": 0, "b": 1, "c": 2}, {"min_max_norm": True},
+                     {"a": 0.7, "b": 0.4}, 1.5, {"version": "x"})
+    save_model(str(path), model, spec)
     state = torch.load(path, weights_only=True)
     assert list(state)[:6] == ["encoderOpts", "classifierOpts", "dataOpts", "encoderState", "classifierState", "classes"]
+    assert state["formatVersion"] == FORMAT_VERSION and state["thresholds"] == {"a": 0.7, "b": 0.4}
+    loaded = load_model(str(path))
+    assert loaded.spec.temperature == 1.5 and loaded.spec.min_max_norm and loaded.spec.provenance == {"version": "x"}
     assert list(state["encoderOpts"])[:4] == ["input_channels", "conv_kernel_size", "max_pool", "resnet_size"]
     assert list(state["dataOpts"]) == ["sr", "preemphases", "n_fft", "hop_length", "n_freq_bins", "fmin", "fmax",
                                        "freq_compression", "min_level_db", "ref_level_db"]

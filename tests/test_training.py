@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -57,6 +58,10 @@ def test_two_epoch_run_writes_model_checkpoints_and_per_class_summaries(tmp_path
     assert "lr" in tags
     log = (tmp_path / "log" / "TRAIN.log").read_text()
     assert "|I|train|0|loss:" in log and "|I|test|0|K1: " in log and "(n=" in log
+    # the seed fork's token, just before lr / t, in every phase's line
+    assert re.search(r"\|I\|train\|0\|loss:[\d.]+\|accuracy:[\d.]+\|mean_per_class_acc:[\d.]+\|lr:", log)
+    assert re.search(r"\|I\|val\|0\|loss:[\d.]+\|accuracy:[\d.]+\|mean_per_class_acc:[\d.]+\|t:", log)
+    assert re.search(r"\|I\|test\|0\|K1: [\d.]+% \[[\d.]+-[\d.]+\] \(n=\d+\) P ", log)
 
 
 def test_resume_continues_with_the_next_epoch(tmp_path, call_set):
@@ -75,7 +80,7 @@ def test_no_checkpoint_dir_and_jit_save(tmp_path, call_set):
     assert train_main.main(argv) == 0
     loaded = load_model(str(tmp_path / "m" / "ANIMAL-SPOT.pk"), jit=True)
     assert loaded.jit and loaded.classes == {"K1": 0, "K2": 1, "K3": 2, "noise": 3}
-    assert loaded.data_opts["hop_length"] == 64 and loaded.train_opts["seq_frames"] == 50
+    assert loaded.data_opts["hop_length"] == 64 and loaded.spec.train_opts["seq_frames"] == 50
     assert loaded.model(torch.rand(1, 1, 50, 32)).shape == (1, 4)
 
 
@@ -108,30 +113,68 @@ def test_same_seed_same_split_and_weights(tmp_path, call_set):
 
 SCRIPT_AUDIO = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
                 "--fmax", "8000", "--sequence_len", "200", "--num_workers", "0", "--max_train_epochs", "1",
-                "--epochs_per_eval", "1", "--seed", "1", "--no_cuda"]
+                "--epochs_per_eval", "1", "--seed", "1", "--no_cuda", "--no_progress"]
+SEED_RECIPE = ["--min_max_norm", "--filter_broken_audio", "--start_from_scratch", "--debug", "--epochs_per_eval 2",
+               "--augmentation", "--batch_size 8", "--max_train_epochs 150", "--early_stopping_patience_epochs 20",
+               "--lr_decay_factor 0.5", "--sequence_len 500", "--sr 44100", "--n_fft 1024", "--hop_length 172",
+               "--n_freq_bins 256", "--freq_compression linear", "--fmin 500", "--fmax 10000"]
 
 
-@pytest.mark.parametrize("script, lr, extra", [
-    ("train_resnet18.sh", "4.00e-05", []),
-    ("train_convnext_pretrained.sh", "8.00e-06", ["--pretrained_weights", "WEIGHTS"]),
+def run_script(script, env, extra, timeout=600):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(["bash", os.path.join(root, "TRAINING", script)] + SCRIPT_AUDIO + extra,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("script, folder, lr, recipe", [
+    ("train_resnet18.sh", "outputs_resnet_", "4.00e-05", ["--backbone resnet --resnet 18", "--lr 5e-6",
+                                                          "--beta1 0.5", "--lr_patience_epochs 8"]),
+    ("train_convnext_pretrained.sh", "outputs_convnext_", "8.00e-06",
+     ["--backbone convnext --pretrained --max_pool 2", "--lr 1e-6", "--beta1 0.9", "--lr_patience_epochs 10"]),
 ])
-def test_training_scripts_use_their_settings(tmp_path, train_set, script, lr, extra):
+def test_training_scripts_are_the_seed_recipe(tmp_path, train_set, script, folder, lr, recipe):
+    """The seed fork's flags (spec 13.1), the classes counted when NUM_CLASSES is unset."""
     import torchvision
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if "WEIGHTS" in extra:
+    text = " ".join(open(os.path.join(root, "TRAINING", script)).read().split() +
+                    open(os.path.join(root, "TRAINING", "common.sh")).read().split())
+    for flags in SEED_RECIPE + recipe:
+        assert flags in text, flags
+    if script == "train_resnet18.sh":
+        assert "--max_pool" not in text.split("run_training resnet", 1)[1]    # the original's default stem
+    extra = []
+    if "convnext" in script:
         weights = tmp_path / "convnext_tiny.pth"
         torch.save(torchvision.models.convnext_tiny().state_dict(), weights)
-        extra = [str(weights) if e == "WEIGHTS" else e for e in extra]
-    env = dict(os.environ, DATA_DIR=str(train_set), OUTPUT_DIR=str(tmp_path / "runs"), NUM_CLASSES="4",
-               PYTHON=sys.executable)
-    result = subprocess.run(["bash", os.path.join(root, "TRAINING", script)] + SCRIPT_AUDIO + extra,
-                            env=env, capture_output=True, text=True, timeout=600)
+        extra = ["--pretrained_weights", str(weights)]
+    env = dict(os.environ, DATA_DIR=str(train_set), OUTPUT_DIR=str(tmp_path / "runs"), PYTHON=sys.executable)
+    env.pop("NUM_CLASSES", None)
+    result = run_script(script, env, extra)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = os.listdir(tmp_path / "runs")
-    assert len(runs) == 1 and runs[0].startswith(script[len("train_"):-3] + "_20")
+    assert len(runs) == 1 and runs[0].startswith(folder + "20")
     run = tmp_path / "runs" / runs[0]
     log = (run / "logs" / "TRAIN.log").read_text()
-    assert f"|lr:{lr}|" in log                         # lr x batch size 8
+    assert f"|lr:{lr}|" in log and "Model predict 4 classes" in log    # lr x batch size 8; classes counted
     assert (run / "model" / "ANIMAL-SPOT.pk").exists()
     if extra:
         assert "Loaded ImageNet weights" in log
+    if script == "train_resnet18.sh":   # RUN_DIR resumes that run instead of starting a new one
+        env["RUN_DIR"] = str(run)
+        again = run_script(script, env, ["--max_train_epochs", "2"])
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert os.listdir(tmp_path / "runs") == runs
+        assert "Resuming with epoch 1" in (run / "logs" / "TRAIN.log").read_text()
+
+
+def test_rare_classes_script_records_its_configuration(tmp_path, train_set):
+    env = dict(os.environ, DATA_DIR=str(train_set), OUTPUT_DIR=str(tmp_path / "runs"), PYTHON=sys.executable)
+    result = run_script("train_rare_classes.sh", env, ["--sequence_len", "200"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs" / os.listdir(tmp_path / "runs")[0]
+    options = torch.load(run / "model" / "ANIMAL-SPOT.pk", weights_only=True)["trainOpts"]
+    assert options["lr_effective"] == pytest.approx(3e-4) and options["batch_size"] == 64
+    assert (options["scheduler"], options["weighted_sampling"], options["label_smoothing"]) == \
+        ("onecycle", "sqrt_inverse", 0.1)
+    assert "--sequence_len 1000" in open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                      "TRAINING", "train_rare_classes.sh")).read()

@@ -5,16 +5,25 @@ import pytest
 import soundfile as sf
 import torch
 
-from data.audiodataset import Dataset, StridedAudioDataset, iter_window_batches, window_geometry
-from data.transforms import (AudioFileError, CachedSpectrogram, FeatureOptions, RandomAmplitude,
-                             RandomPitchShift, RandomTimeStretch, cache_file_name, load_audio,
-                             pad_or_crop, power_spectrogram, seq_frames)
-from reference import network_input
+from data.audio_io import AudioFileError, load_audio
+from data.audiodataset import Dataset, StridedAudioDataset
+from data.augment import RandomAmplitude, RandomPitchShift, RandomTimeStretch
+from data.cache import CachedSpectrogram, cache_file_name
+from data.features import FeatureOptions, pad_or_crop, power_spectrogram, seq_frames
+from data.recording import RecordingWindows, WindowGeometry
+import error_bounds
+import reference
 from utils.synthetic import make_recording, write_clip
 
 
 def tone(freq, seconds, sr, amp=0.5):
     return (amp * np.sin(2 * np.pi * freq * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+
+
+def read64(path):
+    """The file's samples as float64 mono (exact: decoding and a two-channel mean)."""
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    return data.astype(np.float64).mean(axis=1), rate, data.shape[1]
 
 
 @pytest.mark.parametrize("compression", ["linear", "mel"])
@@ -26,9 +35,12 @@ def test_input_equals_the_reference_formulas(tmp_path, compression, min_max):
     sf.write(path, signal, 44100, subtype="FLOAT")
     options = FeatureOptions(n_fft=1024, hop_length=172, freq_compression=compression, min_max_norm=min_max)
     ours = options.features(options.spectrogram(load_audio(path, 44100)))[0].numpy()
-    ref = network_input(signal, 44100, 1024, 172, compression, 256, 500, 10000, min_max)
-    assert ours.shape == ref.shape == (1 + (26460 - 1024) // 172, 256)
-    assert np.abs(ours - ref).max() < 1e-4
+    x = signal.astype(np.float64)
+    frames = error_bounds.window_frames(x, [0], len(x), 1024, 172)
+    bounds = error_bounds.input_interval(frames, error_bounds.pre_emphasis_sigma(np.abs(x).max(), 0.0),
+                                         44100, 1024, compression, 256, 500, 10000, min_max)
+    assert ours.shape == bounds[0].shape[1:] == (1 + (26460 - 1024) // 172, 256)
+    error_bounds.assert_within(ours, bounds, max_median_width=3e-2 if min_max else 1e-3)
     assert ours.std() > 0.05
 
 
@@ -37,14 +49,21 @@ def test_input_after_resampling_48k_to_44k1(tmp_path, compression):
     path = str(tmp_path / "x48.wav")
     sf.write(path, tone(2000, 0.5, 48000), 48000, subtype="FLOAT")
     audio = load_audio(path, 44100)
-    assert audio.shape == (1, math.ceil(24000 * 44100 / 48000))
-    # a band-limited resampler turns the 48 kHz tone into the same tone at 44.1 kHz
+    assert audio.shape == (1, int(24000 * (44100 / 48000)))             # resampy's length rule
+    x48, _, _ = read64(path)
+    x = reference.resample(x48, 48000, 44100)
+    sigma = error_bounds.resample_sigma(48000, 44100, np.abs(x48).max())
+    assert np.abs(audio[0].numpy() - x).max() <= error_bounds.Z * sigma
+    # kaiser_best passes a 2 kHz tone unchanged (away from the edges' zero padding)
     inner = slice(500, -500)
-    assert np.abs(audio[0].numpy()[inner] - tone(2000, 0.5, 44100)[inner]).max() < 1e-3
+    assert np.abs(x[inner] - tone(2000, 0.5, 44100).astype(np.float64)[inner]).max() < 1e-3
     options = FeatureOptions(n_fft=1024, hop_length=172, freq_compression=compression)
     ours = options.features(options.spectrogram(audio))[0].numpy()
-    ref = network_input(audio[0].numpy(), 44100, 1024, 172, compression)
-    assert np.abs(ours - ref).max() < 1e-4
+    frames = error_bounds.window_frames(x, [0], len(x), 1024, 172)
+    bounds = error_bounds.input_interval(
+        frames, error_bounds.pre_emphasis_sigma(np.abs(x).max(), sigma),
+        44100, 1024, compression)
+    error_bounds.assert_within(ours, bounds)
 
 
 @pytest.mark.parametrize("compression", ["linear", "mel"])
@@ -99,18 +118,18 @@ class FixedRng:
 def test_amplitude_augmentation_range():
     import random
     spec = torch.ones(1, 4, 8)
-    aug = RandomAmplitude(rng=random.Random(0))
-    gains = {round(10 * math.log10(float(aug(spec)[0, 0, 0]))) for _ in range(400)}
+    aug, rng = RandomAmplitude(), random.Random(0)
+    gains = {round(10 * math.log10(float(aug(spec, rng)[0, 0, 0]))) for _ in range(400)}
     assert gains == set(range(-6, 3))
 
 
 def test_pitch_shift_moves_content_and_fills_with_median():
     spec = torch.arange(1, 11, dtype=torch.float32).repeat(3, 1).unsqueeze(0)   # (1, 3, 10)
-    down = RandomPitchShift(rng=FixedRng(math.log2(0.5)))(spec)
+    down = RandomPitchShift()(spec, FixedRng(math.log2(0.5)))
     assert down.shape == spec.shape
     assert torch.equal(down[0, 0, :5], torch.tensor([1.0, 3, 5, 7, 9]))
     assert torch.all(down[0, :, 5:] == float(spec.median()))
-    up = RandomPitchShift(rng=FixedRng(math.log2(1.5)))(spec)
+    up = RandomPitchShift()(spec, FixedRng(math.log2(1.5)))
     assert up.shape == spec.shape and float(up.max()) < 10
     with pytest.raises(AssertionError):
         torch.testing.assert_close(up, spec)
@@ -119,8 +138,8 @@ def test_pitch_shift_moves_content_and_fills_with_median():
 def test_time_stretch_changes_length_within_range():
     import random
     spec = torch.rand(1, 40, 8)
-    stretch = RandomTimeStretch(rng=random.Random(1))
-    lengths = {stretch(spec).shape[1] for _ in range(200)}
+    stretch, rng = RandomTimeStretch(), random.Random(1)
+    lengths = {stretch(spec, rng).shape[1] for _ in range(200)}
     assert min(lengths) >= 20 and max(lengths) < 80 and len(lengths) > 10
 
 
@@ -147,12 +166,12 @@ def test_augmentation_on_for_train_off_otherwise(call_set):
     b, _ = plain[0]
     assert a.shape == (1, 40, 32) and torch.equal(a, b)
     assert label["call"] == 0 and label["file_name"].endswith(files[0])
-    import random
-    random.seed(0)
-    augmented = _dataset(call_set, files, True)
-    draws = [augmented[0][0] for _ in range(4)]
+    augmented = _dataset(call_set, files, True, seed=5)
+    draws = [augmented[(epoch, 0)][0] for epoch in range(4)]
     assert all(d.shape == (1, 40, 32) for d in draws)
-    assert any(not torch.equal(d, a) for d in draws)
+    assert any(not torch.equal(d, a) for d in draws)                 # each epoch draws anew ...
+    assert torch.equal(augmented[(2, 0)][0], draws[2])               # ... the same for the same (epoch, item)
+    assert torch.equal(_dataset(call_set, files, True, seed=5)[(2, 0)][0], draws[2])
 
 
 def test_noise_augmentation_returns_ground_truth(call_set, tmp_path):
@@ -206,35 +225,56 @@ def test_short_silent_and_broken_files(tmp_path):
         load_audio(str(tmp_path / "broken.wav"), 8000)
 
 
+def recording_bounds(path, sr, window, step, count, options):
+    """Float32 error intervals of every window's input, from the float64 reference."""
+    x_in, rate, channels = read64(path)
+    peak = np.abs(x_in).max()
+    x = reference.resample(x_in, rate, sr)
+    sigma = error_bounds.resample_sigma(rate, sr, peak, error_bounds.mono_sigma(channels, peak))
+    frames = error_bounds.window_frames(x, [i * step for i in range(count)], min(window, len(x)),
+                                        options.n_fft, options.hop_length)
+    emphasised = error_bounds.pre_emphasis_sigma(np.abs(x).max(), sigma)
+    return error_bounds.input_interval(frames, emphasised, sr, options.n_fft, options.freq_compression,
+                                       options.n_freq_bins, options.fmin, options.fmax, options.min_max_norm)
+
+
 @pytest.mark.parametrize("rate", [16000, 22050])
 @pytest.mark.parametrize("min_max", [False, True])
 @pytest.mark.parametrize("seconds, hop", [(6.3, 0.23), (6.3, 0.7), (0.4, 0.1)])   # overlap, gaps, short file
 def test_block_windows_equal_per_window_inputs(tmp_path, rate, min_max, seconds, hop):
+    """Block-wise and per-window inputs both lie within the float32 error bounds of the
+    float64 reference, element by element (so they agree on any CPU)."""
     path = str(tmp_path / "rec.wav")
     make_recording(path, seconds, rate, [("upsweep", 0.0), ("pulses", 3.5)], channels=2)
     options = FeatureOptions(sr=16000, n_fft=512, hop_length=100, n_freq_bins=64, fmin=200, fmax=7000,
                              min_max_norm=min_max)
-    window, step, _ = window_geometry(0.5, hop, 16000, 0)
-    reference = StridedAudioDataset(path, window, step, options=options)
-    windows = torch.cat([b for _, b in iter_window_batches(path, options, 0.5, hop, batch_size=5)])
-    expected = torch.stack([reference[i] for i in range(len(reference))])
-    frames = 1 + (min(8000, reference.n_frames) - 512) // 100
-    assert windows.shape == expected.shape == (len(reference), 1, frames, 64)
-    assert float((windows - expected).abs().max()) < 1e-4
+    geometry = WindowGeometry.from_seconds(0.5, hop, 16000, 0)
+    window, step = geometry.window, geometry.step
+    per_window = StridedAudioDataset(path, window, step, options=options)
+    blocks = torch.cat([b for _, b in RecordingWindows(path, options, 0.5, hop, batch_size=5)])
+    expected = torch.stack([per_window[i] for i in range(len(per_window))])
+    frames = 1 + (min(8000, per_window.n_frames) - 512) // 100
+    assert blocks.shape == expected.shape == (len(per_window), 1, frames, 64)
+    bounds = recording_bounds(path, 16000, window, step, len(per_window), options)
+    loose = 3e-2 if min_max else 1e-3
+    error_bounds.assert_within(blocks[:, 0].numpy(), bounds, "block-wise input", loose)
+    error_bounds.assert_within(expected[:, 0].numpy(), bounds, "per-window input", loose)
     assert float(expected.std()) > 0.01
 
 
-def test_resampling_in_blocks_equals_whole_file():
-    from data.audiodataset import SignalReader
-    import tempfile, os
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "r.wav")
-        make_recording(path, 3.0, 48000, [("warble", 1.0)])
-        whole = load_audio(path, 44100)[0]
-        reader = SignalReader(path, 44100)
-        assert reader.n_samples == whole.shape[0]
-        for start, stop in [(0, 1000), (12345, 40000), (whole.shape[0] - 777, whole.shape[0])]:
-            assert float((reader.read(start, stop) - whole[start:stop]).abs().max()) < 1e-6
+def test_resampling_in_blocks_equals_whole_file(tmp_path):
+    from data.audio_io import SignalReader
+    path = str(tmp_path / "r.wav")
+    make_recording(path, 3.0, 48000, [("warble", 1.0)])
+    x_in, _, _ = read64(path)
+    exact = reference.resample(x_in, 48000, 44100)
+    bound = error_bounds.Z * error_bounds.resample_sigma(48000, 44100, np.abs(x_in).max())
+    whole = load_audio(path, 44100)[0].numpy()
+    reader = SignalReader(path, 44100)
+    assert reader.n_samples == whole.shape[0] == exact.shape[0]
+    assert np.abs(whole - exact).max() <= bound
+    for start, stop in [(0, 1000), (12345, 40000), (whole.shape[0] - 777, whole.shape[0])]:
+        assert np.abs(reader.read(start, stop).numpy() - exact[start:stop]).max() <= bound
 
 
 def test_a_broken_file_in_a_loader_worker_names_the_file(call_set):

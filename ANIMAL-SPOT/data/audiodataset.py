@@ -1,42 +1,151 @@
-"""Datasets: labelled training clips, and windows over long recordings.
+"""Datasets and the original's public names of ``data.audiodataset`` (spec §14).
 
-``Dataset`` keeps the original's name and constructor arguments. For recordings there
-are two paths with the same numbers: ``StridedAudioDataset`` (the original's way: load
-the whole file, one spectrogram per window) and ``iter_window_batches`` (read the file in
-blocks, compute each spectrogram frame once, cut the windows from them; memory does not
-grow with the recording's length).
+``Dataset`` is the training dataset: labelled clips -> ``(spectrogram (1, seq_len, F),
+{"file_name", "call"[, "ground_truth"]})``. It takes its preprocessing as one
+``FeatureOptions`` (``options=``); the original's keyword arguments still work.
+
+Reproducibility: with a ``seed``, each item's augmentation draws come from a generator
+keyed on (seed, epoch, item) (``data.augment.item_rng``), so loader workers and resumed
+runs draw the same numbers. The epoch reaches the workers through the sampler: items
+are requested as ``(epoch, index)`` pairs (``EpochKeys``); a plain index uses the epoch
+set with ``set_epoch``.
 """
 
 import logging
-import math
 import os
+import random
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-import soundfile as sf
 import torch
 import torch.utils.data
 
-from data.filenames import class_name, index_classes
-from data.transforms import (
-    KAISER_BEST, AudioFileError, CachedSpectrogram, FeatureOptions, RandomAddNoise,
-    RandomAmplitude, RandomPitchShift, RandomTimeStretch, frame_power, load_audio,
-    min_max_normalize, pad_or_crop, pre_emphasis, resample, to_mono,
-)
+from data.audio_io import AudioFileError, load_audio  # noqa: F401  (public names)
+from data.augment import RandomAddNoise, RandomAmplitude, RandomPitchShift, RandomTimeStretch, chain, item_rng
+from data.cache import CachedSpectrogram
+from data.features import FeatureOptions, pad_or_crop
+from data.filenames import YEAR_MAX, YEAR_MIN, class_name, find_audio_files, tape_key
+from data.recording import StridedAudioDataset  # noqa: F401  (public name)
+from data.split import create_split, load_split, split_exists
+from utils.classmap import ClassMap
 
 log = logging.getLogger("ANIMAL-SPOT")
 
+DefaultSpecDatasetOps = FeatureOptions().data_opts()
+
 
 def noise_files_in(noise_dir: Optional[str]) -> List[str]:
-    """``*.wav`` directly inside ``noise_dir`` (sorted), or [] without a folder."""
+    """``*.wav`` directly inside ``noise_dir`` (sorted). A value that is not a folder (the
+    original config template's placeholder) gives a warning naming it and no noise."""
     if not noise_dir:
         return []
     if not os.path.isdir(noise_dir):
-        raise FileNotFoundError(f"--noise_dir {noise_dir} is not a folder")
+        log.warning(f"--noise_dir {noise_dir} is not a folder; training without noise augmentation")
+        return []
     return [os.path.join(noise_dir, n) for n in sorted(os.listdir(noise_dir))
-            if n.endswith(".wav") and os.path.isfile(os.path.join(noise_dir, n))]
+            if n.lower().endswith(".wav") and os.path.isfile(os.path.join(noise_dir, n))]
 
 
-class Dataset(torch.utils.data.Dataset):
+def get_audio_files_from_dir(path: str) -> Iterator[str]:
+    """The ``.wav`` files below ``path``, relative to it (backup folders skipped)."""
+    yield from find_audio_files(path)
+
+
+def get_tape_key(file: str, valid_years=None) -> Optional[str]:
+    """``YEAR_TAPE`` (tape upper-cased) of a data_dir-relative path, or None."""
+    key = tape_key(file)
+    if key is None or valid_years is None:
+        return key
+    return key if int(key.split("_", 1)[0]) in valid_years else None
+
+
+class CsvSplit:
+    """Random split by file, kept in the original's CSV layout in ``working_dir``:
+    ``load(split, files)`` reads an existing split or creates one from ``files``."""
+
+    def __init__(self, split_fracs: Mapping[str, float], working_dir: Optional[str] = None,
+                 seed: Optional[int] = None, split_per_dir: bool = False):
+        if abs(sum(split_fracs.values()) - 1.0) > 1e-9:
+            raise ValueError(f"split fractions must sum to 1, not {sum(split_fracs.values())}")
+        self.fractions = dict(split_fracs)
+        self.working_dir = working_dir or "."
+        self.rng = random.Random(seed)
+        self.split_per_dir = split_per_dir
+        self._split: Optional[Dict[str, List[str]]] = None
+
+    def group_of(self, file: str) -> Optional[str]:
+        return file
+
+    def load(self, split: str, files: Optional[Sequence[str]] = None) -> List[str]:
+        if split not in self.fractions:
+            raise ValueError(f"unknown split {split!r}; the splits are {', '.join(self.fractions)}")
+        if self._split is None:
+            if split_exists(self.working_dir, list(self.fractions)):
+                self._split = load_split(self.working_dir, list(self.fractions))
+            elif files is None:
+                raise ValueError(f"no split in {self.working_dir} and no files to create one")
+            else:
+                self._split = create_split(self.working_dir, list(files), self.rng, self.fractions,
+                                           self.group_of, self.split_per_dir)
+        return list(self._split[split])
+
+
+class DatabaseCsvSplit(CsvSplit):
+    """The year+tape split: all files of one YEAR_TAPE land in one partition."""
+
+    valid_years = range(YEAR_MIN, YEAR_MAX + 1)
+
+    def group_of(self, file: str) -> Optional[str]:
+        return get_tape_key(file, self.valid_years)
+
+
+class FileNameDataset(torch.utils.data.Dataset):
+    """Items are file names (joined to ``working_dir``) passed through ``transform``."""
+
+    def __init__(self, file_names: Sequence[str], working_dir: Optional[str] = None, transform=None,
+                 logger_name: str = "TRAIN", dataset_name: Optional[str] = None):
+        self.file_names = list(file_names)
+        self.working_dir = working_dir
+        self.transform = transform
+        self.dataset_name = dataset_name
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    def path_of(self, index: int) -> str:
+        name = self.file_names[index]
+        return os.path.join(self.working_dir, name) if self.working_dir else name
+
+    def __getitem__(self, index: int):
+        path = self.path_of(index)
+        return self.transform(path) if self.transform else path
+
+
+class AudioDataset(FileNameDataset):
+    """Items are loaded signals ``(1, n)`` (``(channels, n)`` unless ``mono``) at ``sr``."""
+
+    def __init__(self, file_names: Sequence[str], working_dir: Optional[str] = None, sr: int = 44100,
+                 mono: bool = True, *args, **kwargs):
+        super().__init__(file_names, working_dir, None, *args, **kwargs)
+        self.sr, self.mono = sr, mono
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from data.transforms import load_audio as load
+
+        return load(self.path_of(index), self.sr, self.mono)
+
+
+def class_map_of(classes: Union[ClassMap, Mapping[str, int], Sequence[str], None],
+                 file_names: Sequence[str]) -> ClassMap:
+    if isinstance(classes, ClassMap):
+        return classes
+    if classes is None:
+        return ClassMap.from_names(sorted({class_name(f) for f in file_names}))
+    if isinstance(classes, Mapping):
+        return ClassMap.from_dict(classes)
+    return ClassMap.from_names(classes)
+
+
+class Dataset(FileNameDataset):
     """Labelled clips -> ``(spectrogram (1, seq_len, F), {"file_name", "call"[, "ground_truth"]})``."""
 
     def __init__(
@@ -44,7 +153,7 @@ class Dataset(torch.utils.data.Dataset):
         file_names: Sequence[str],
         working_dir: Optional[str] = None,
         cache_dir: Optional[str] = None,
-        classes: Union[Mapping[str, int], Sequence[str], None] = None,
+        classes: Union[ClassMap, Mapping[str, int], Sequence[str], None] = None,
         sr: int = 44100,
         n_fft: int = 4096,
         hop_length: int = 441,
@@ -57,34 +166,26 @@ class Dataset(torch.utils.data.Dataset):
         noise_files: Sequence[str] = (),
         min_max_normalize: bool = False,
         dataset_name: str = "",
-        preemphases: float = 0.98,
-        min_level_db: float = -100,
-        ref_level_db: float = 20,
+        options: Optional[FeatureOptions] = None,
+        seed: Optional[int] = None,
     ):
-        self.file_names = list(file_names)
-        self.working_dir = working_dir
-        self.dataset_name = dataset_name
-        if classes is None:
-            classes = index_classes(sorted({class_name(f) for f in self.file_names}))
-        elif not isinstance(classes, Mapping):
-            classes = index_classes(classes)
-        self.class_dist_dict: Dict[str, int] = dict(classes)
-        self.options = FeatureOptions(
-            sr=sr, preemphases=preemphases, n_fft=n_fft, hop_length=hop_length,
-            n_freq_bins=n_freq_bins, fmin=f_min, fmax=f_max, freq_compression=freq_compression,
-            min_level_db=min_level_db, ref_level_db=ref_level_db, min_max_norm=min_max_normalize,
-        )
+        super().__init__(file_names, working_dir, dataset_name=dataset_name)
+        self.class_map = class_map_of(classes, self.file_names)
+        self.class_dist_dict: Dict[str, int] = self.class_map.to_dict()
+        self.options = options or FeatureOptions(
+            sr=sr, n_fft=n_fft, hop_length=hop_length, n_freq_bins=n_freq_bins, fmin=f_min, fmax=f_max,
+            freq_compression=freq_compression, min_max_norm=min_max_normalize)
         self.seq_len = seq_len
         self.augmentation = augmentation
+        self.seed, self.epoch = seed, 0
         self.spectrogram = CachedSpectrogram(self.options, cache_dir)
         names = [class_name(f) for f in self.file_names]
-        self.labels = [self.class_dist_dict[name] for name in names]
+        self.labels = [self.class_map.index(name) for name in names]
 
         log.info(f"Init dataset {dataset_name}...")
         log.debug(f"Number of files : {len(self.file_names)}")
         for name in self.class_dist_dict:
             log.debug(f"Number of samples in {dataset_name} for {name}: {names.count(name)}")
-
         if augmentation:
             log.debug("Init augmentation transforms for time and pitch shift")
             self.augment = [RandomAmplitude(), RandomPitchShift(), RandomTimeStretch()]
@@ -94,165 +195,70 @@ class Dataset(torch.utils.data.Dataset):
         noise_files = list(noise_files) if augmentation else []
         if noise_files:
             log.debug("Init augmentation transform for random noise addition")
-            noise_aug = [RandomTimeStretch(), RandomPitchShift()]
-            self.add_noise = RandomAddNoise(
-                noise_files, self.spectrogram,
-                lambda s: self.options.compress(_chain(noise_aug, s)), min_length=seq_len)
+            self.add_noise = RandomAddNoise(noise_files, self.spectrogram, NoiseTransform(self.options),
+                                            min_length=seq_len)
         else:
             log.debug("No noise augmentation")
             self.add_noise = None
-        log.debug("Init min-max-normalization activated" if min_max_normalize
+        log.debug("Init min-max-normalization activated" if self.options.min_max_norm
                   else "Init 0/1-dB-normalization activated")
 
-    def __len__(self) -> int:
-        return len(self.file_names)
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
-    def path_of(self, index: int) -> str:
-        name = self.file_names[index]
-        return os.path.join(self.working_dir, name) if self.working_dir else name
+    def rng(self, epoch: int, index: int):
+        return random if self.seed is None else item_rng(self.seed, epoch, index)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: Union[int, Tuple[int, int]]):
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         path = self.path_of(index)
-        spec = self.spectrogram(path)
-        spec = self.options.compress(_chain(self.augment, spec))
+        rng = self.rng(epoch, index)
+        spec = self.options.compress(chain(self.augment, self.spectrogram(path), rng))
         label = {"file_name": path, "call": self.labels[index]}
         if self.add_noise is not None:
-            noisy, clean = self.add_noise(spec)
+            noisy, clean = self.add_noise(spec, rng)
             pair = torch.cat([self.options.finish(noisy), self.options.finish(clean)])
-            pair = pad_or_crop(pair, self.seq_len, random_offset=True)
+            pair = pad_or_crop(pair, self.seq_len, random_offset=True, rng=rng)
             label["ground_truth"] = pair[1:2]
             return pair[0:1], label
-        item = pad_or_crop(self.options.finish(spec), self.seq_len, random_offset=self.augmentation)
+        item = pad_or_crop(self.options.finish(spec), self.seq_len, random_offset=self.augmentation, rng=rng)
         return item, label
 
 
-def _chain(transforms, spec):
-    for transform in transforms:
-        spec = transform(spec)
-    return spec
+class NoiseTransform:
+    """A noise file's spectrogram: time stretch, pitch shift (fresh draws, no amplitude
+    change), then frequency compression."""
+
+    def __init__(self, options: FeatureOptions):
+        self.options = options
+        self.augment = [RandomTimeStretch(), RandomPitchShift()]
+
+    def __call__(self, spec: torch.Tensor, rng) -> torch.Tensor:
+        return self.options.compress(chain(self.augment, spec, rng))
 
 
-# ---------------------------------------------------------------------- recordings
-def window_geometry(sequence_len: float, hop: float, sr: int, n_samples: int) -> Tuple[int, int, int]:
-    """Window and hop in samples and the number of windows, as the original:
-    ``W = ceil(seq * sr)``, ``H = ceil(hop * sr)``, ``n = max(ceil((L + 1 - W) / H), 1)``."""
-    window = int(math.ceil(sequence_len * sr))
-    step = int(math.ceil(hop * sr))
-    count = max(int(math.ceil((n_samples + 1 - window) / step)), 1)
-    return window, step, count
+class EpochKeys(torch.utils.data.Sampler):
+    """Wraps an index sampler so that it yields ``(epoch, index)`` keys: the epoch reaches
+    the dataset in every loader worker, also persistent ones. Call ``set_epoch`` before
+    each epoch; a wrapped sampler with ``set_epoch`` (distributed, class-balanced) gets it too."""
 
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.epoch = 0
 
-class StridedAudioDataset(torch.utils.data.Dataset):
-    """Windows of a whole recording loaded into memory, each pre-emphasised and
-    transformed on its own (the original's prediction path). As the original,
-    ``sequence_len`` and ``hop`` are in samples (see ``window_geometry``)."""
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
-    def __init__(self, file_name: str, sequence_len: int, hop: int, sr: int = 44100,
-                 fft_size: int = 4096, fft_hop: int = 441, n_freq_bins: int = 256,
-                 freq_compression: str = "linear", f_min: float = 200, f_max: float = 18000,
-                 min_max_normalize: bool = False, options: Optional[FeatureOptions] = None):
-        self.options = options or FeatureOptions(
-            sr=sr, n_fft=fft_size, hop_length=fft_hop, n_freq_bins=n_freq_bins,
-            freq_compression=freq_compression, fmin=f_min, fmax=f_max, min_max_norm=min_max_normalize)
-        self.file_name = file_name
-        self.sequence_len, self.hop = int(sequence_len), int(hop)
-        self.audio = load_audio(file_name, self.options.sr)
-        self.n_frames = self.audio.shape[-1]
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, index) for index in self.sampler)
 
     def __len__(self) -> int:
-        return max(int(math.ceil((self.n_frames + 1 - self.sequence_len) / self.hop)), 1)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        start = index * self.hop
-        segment = self.audio[:, start:min(start + self.sequence_len, self.n_frames)]
-        return self.options.features(self.options.spectrogram(segment))
+        return len(self.sampler)
 
 
-class SignalReader:
-    """Random access to a recording as mono float32 at the target rate, read from disk
-    block by block; resampled blocks equal the whole-file resampling (overlap margins
-    larger than the filter)."""
-
-    def __init__(self, path: str, sr: int):
-        self.path, self.sr = path, sr
-        try:
-            info = sf.info(path)
-        except Exception as error:
-            raise AudioFileError(f"{path}: cannot read audio ({error})") from None
-        self.rate, self.n_in = info.samplerate, info.frames
-        if self.n_in <= 0:
-            raise AudioFileError(f"{path}: the file holds no samples")
-        g = math.gcd(self.rate, sr)
-        self.up, self.down = sr // g, self.rate // g  # output/input samples per period
-        width = math.ceil(KAISER_BEST["lowpass_filter_width"] * self.down
-                          / (min(self.down, self.up) * KAISER_BEST["rolloff"]))
-        self.margin = self.down * (width // self.down + 2)
-        self.n_samples = self.n_in if self.rate == sr else math.ceil(self.n_in * sr / self.rate)
-
-    def _read_input(self, start: int, stop: int) -> torch.Tensor:
-        with sf.SoundFile(self.path) as handle:
-            handle.seek(start)
-            data = handle.read(stop - start, dtype="float32", always_2d=True)
-        return to_mono(data)
-
-    def read(self, start: int, stop: int) -> torch.Tensor:
-        """Samples ``[start, stop)`` of the mono signal at the target rate."""
-        stop = min(stop, self.n_samples)
-        if self.rate == self.sr:
-            return self._read_input(start, stop)
-        first_period = start // self.up
-        in_start = max(0, first_period * self.down - self.margin)
-        in_stop = min(self.n_in, math.ceil(stop * self.down / self.up) + self.margin)
-        chunk = resample(self._read_input(in_start, in_stop).unsqueeze(0), self.rate, self.sr)[0]
-        offset = in_start // self.down * self.up
-        return chunk[start - offset:stop - offset]
-
-
-def _read_emphasised(reader: SignalReader, options: FeatureOptions, start: int, stop: int, size: int) -> torch.Tensor:
-    """Pre-emphasised samples ``[start, stop)``, zero-padded to ``size``."""
-    signal = pre_emphasis(reader.read(start, stop), options.preemphases)
-    return torch.nn.functional.pad(signal, (0, max(0, size - signal.shape[0])))
-
-
-def _block_frames(reader: SignalReader, options: FeatureOptions, first: int, last: int, step: int,
-                  length: int, offsets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The distinct STFT frames ``(N, n_fft)`` of windows ``first..last-1`` and, per window
-    and frame, the index of its frame ``(B, T)``."""
-    n_fft = options.n_fft
-    taps = torch.arange(n_fft)
-    if step >= length:   # windows do not overlap: read only the windows, not the gaps
-        span = max(length, int(offsets[-1]) + n_fft)
-        signal = torch.stack([_read_emphasised(reader, options, w * step, w * step + length, span)
-                              for w in range(first, last)])
-        frames = signal[:, offsets.unsqueeze(1) + taps].reshape(-1, n_fft)
-        return frames, torch.arange(frames.shape[0]).view(last - first, -1)
-    seg_start = first * step
-    starts = (torch.arange(first, last) * step - seg_start).unsqueeze(1) + offsets
-    signal = _read_emphasised(reader, options, seg_start, (last - 1) * step + length, int(starts.max()) + n_fft)
-    unique, inverse = torch.unique(starts, return_inverse=True)
-    return signal[unique.unsqueeze(1) + taps], inverse
-
-
-def iter_window_batches(path: str, options: FeatureOptions, sequence_len: float, hop: float,
-                        batch_size: int, reader: Optional[SignalReader] = None
-                        ) -> Iterator[Tuple[int, torch.Tensor]]:
-    """Yield ``(first window index, inputs (B, 1, T, F))`` over a recording, block by block.
-
-    Each block's signal is read once; every distinct STFT frame is computed once, even
-    where windows overlap; windows are then gathered from those frames. The inputs equal
-    ``StridedAudioDataset``'s (the first sample of a window has zero weight in the
-    periodic Hann window, so per-window pre-emphasis changes nothing). ``reader`` may be
-    an already opened ``SignalReader`` of ``path``.
-    """
-    reader = reader or SignalReader(path, options.sr)
-    window, step, n_windows = window_geometry(sequence_len, hop, options.sr, reader.n_samples)
-    length = min(window, reader.n_samples)
-    offsets = torch.arange(1 + max(0, length - options.n_fft) // options.hop_length) * options.hop_length
-    for first in range(0, n_windows, batch_size):
-        last = min(first + batch_size, n_windows)
-        frames, index = _block_frames(reader, options, first, last, step, length, offsets)
-        levels = options.level(options.compress(frame_power(frames, options.n_fft).unsqueeze(0)))[0]
-        if options.min_max_norm:  # per window, after gathering
-            yield first, min_max_normalize(levels[index].unsqueeze(1))
-        else:  # element-wise, cheaper on the distinct frames
-            yield first, options.normalize(levels)[index].unsqueeze(1)
+__all__ = ["AudioDataset", "AudioFileError", "CsvSplit", "Dataset", "DatabaseCsvSplit", "DefaultSpecDatasetOps",
+           "EpochKeys", "FileNameDataset", "StridedAudioDataset", "get_audio_files_from_dir", "get_tape_key",
+           "load_audio", "noise_files_in"]

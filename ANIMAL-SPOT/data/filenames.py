@@ -8,7 +8,7 @@ underscores earlier in the name or in folder names are harmless.
 
 import logging
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 log = logging.getLogger("ANIMAL-SPOT")
 
@@ -70,15 +70,15 @@ def is_backup_dir(name: str) -> bool:
 
 
 def find_audio_files(data_dir: str) -> List[str]:
-    """All ``*.wav`` below ``data_dir`` (relative paths, sorted), skipping hidden entries
-    and backup folders."""
+    """All ``*.wav`` (any case) below ``data_dir`` (relative paths, sorted), skipping hidden
+    entries and backup folders."""
     found = []
     for root, dirs, files in os.walk(data_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         if is_backup_dir(os.path.basename(root)) and root != data_dir:
             continue
         for name in sorted(files):
-            if name.endswith(".wav") and not name.startswith("."):
+            if name.lower().endswith(".wav") and not name.startswith("."):
                 found.append(os.path.relpath(os.path.join(root, name), data_dir))
     return sorted(found)
 
@@ -102,33 +102,6 @@ def usable_files(rel_paths: Iterable[str]) -> List[str]:
 def discover_classes(rel_paths: Iterable[str]) -> List[str]:
     """Sorted (code-point order) class names over the given files."""
     return sorted({class_name(p) for p in rel_paths})
-
-
-def index_classes(classes: Sequence[str]) -> Dict[str, int]:
-    """class -> index as the original: with two classes ``target`` is 1 and the other 0;
-    with more, the position in the given (normally sorted) list."""
-    classes = list(classes)
-    if len(classes) == 2:
-        return {name: int(name == "target") for name in classes}
-    return {name: index for index, name in enumerate(classes)}
-
-
-def class_index_map(classes: Sequence[str], num_classes: int) -> Dict[str, int]:
-    """``index_classes`` after checking the data against ``--num_classes``; a binary run
-    without a class ``target`` is an error (the original mapped both classes to 0)."""
-    if num_classes < 2:
-        raise ValueError(f"--num_classes {num_classes} is not a valid number of classes (need >= 2)")
-    if len(classes) != num_classes:
-        raise ValueError(
-            f"--num_classes is {num_classes} but the data holds {len(classes)} class(es): "
-            + ", ".join(classes)
-        )
-    if num_classes == 2 and "target" not in classes:
-        raise ValueError(
-            "a binary run needs the classes 'target' and 'noise' (found: "
-            + ", ".join(classes) + "); rename the files or use more classes"
-        )
-    return index_classes(classes)
 
 
 def peak_amplitude(path: str) -> float:

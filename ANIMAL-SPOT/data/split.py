@@ -11,13 +11,15 @@ reused; relative data folders work; a tape keeps one partition across all folder
 """
 
 import csv
+import hashlib
 import logging
 import os
 import random
 from collections import OrderedDict, defaultdict
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from data.filenames import class_name, tape_key
+from utils.atomic import atomic_write
 
 log = logging.getLogger("ANIMAL-SPOT")
 
@@ -25,14 +27,14 @@ PARTITIONS = ("train", "val", "test")
 FRACTIONS = (0.7, 0.15, 0.15)
 
 
-def split_exists(data_dir: str) -> bool:
-    return all(os.path.isfile(os.path.join(data_dir, p)) for p in PARTITIONS)
+def split_exists(data_dir: str, partitions: Sequence[str] = PARTITIONS) -> bool:
+    return all(os.path.isfile(os.path.join(data_dir, p)) for p in partitions)
 
 
-def load_split(data_dir: str) -> Dict[str, List[str]]:
+def load_split(data_dir: str, partitions: Sequence[str] = PARTITIONS) -> Dict[str, List[str]]:
     """Read an existing split: partition -> data_dir-relative wav paths."""
     result = {}
-    for partition in PARTITIONS:
+    for partition in partitions:
         index_path = os.path.join(data_dir, partition)
         log.debug(f"Found dataset split file {index_path}")
         files = []
@@ -61,32 +63,35 @@ def assign_tapes(
     files: Sequence[str],
     rng: random.Random,
     fixed: Optional[Dict[str, str]] = None,
-    fractions: Sequence[float] = FRACTIONS,
+    fractions: Optional[Dict[str, float]] = None,
+    key_of: Callable[[str], Optional[str]] = tape_key,
 ) -> Dict[str, str]:
-    """Tape key -> partition for one folder's files.
+    """Group key (the tape, by default) -> partition for one folder's files.
 
-    Each tape in order of first appearance goes to a partition drawn with probability
+    Each group in order of first appearance goes to a partition drawn with probability
     proportional to how many files that partition still misses (``n * fraction -
-    assigned``). Tapes present in ``fixed`` (decided in an earlier folder) keep their
+    assigned``). Groups present in ``fixed`` (decided in an earlier folder) keep their
     partition and count towards it.
     """
     fixed = fixed or {}
+    fractions = fractions or dict(zip(PARTITIONS, FRACTIONS))
+    partitions = list(fractions)
     counts: "OrderedDict[str, int]" = OrderedDict()
     for path in files:
-        key = tape_key(path)
+        key = key_of(path)
         if key is not None:
             counts[key] = counts.get(key, 0) + 1
     n = sum(counts.values())
-    assigned = dict.fromkeys(PARTITIONS, 0)
+    assigned = dict.fromkeys(partitions, 0)
     result = {}
     for key, count in counts.items():
         if key in fixed:
             chosen = fixed[key]
         else:
-            missing = [n * f - assigned[p] for p, f in zip(PARTITIONS, fractions)]
+            missing = [n * fractions[p] - assigned[p] for p in partitions]
             r = rng.uniform(0, sum(missing))
-            chosen = PARTITIONS[-1]
-            for partition, miss in zip(PARTITIONS, missing):
+            chosen = partitions[-1]
+            for partition, miss in zip(partitions, missing):
                 r -= miss
                 if r < 0:
                     chosen = partition
@@ -96,31 +101,39 @@ def assign_tapes(
     return result
 
 
-def create_split(data_dir: str, files: Sequence[str], rng: random.Random) -> Dict[str, List[str]]:
-    """Split ``files`` (data_dir-relative) folder by folder and write the CSV/index files."""
+def create_split(data_dir: str, files: Sequence[str], rng: random.Random,
+                 fractions: Optional[Dict[str, float]] = None,
+                 key_of: Callable[[str], Optional[str]] = tape_key,
+                 per_folder: bool = True) -> Dict[str, List[str]]:
+    """Split ``files`` (data_dir-relative) folder by folder (or as one group) and write
+    the CSV/index files. A group key (tape) keeps its partition across folders."""
+    fractions = fractions or dict(zip(PARTITIONS, FRACTIONS))
+    partitions = list(fractions)
     by_folder: "OrderedDict[str, List[str]]" = OrderedDict()
     for path in files:
-        by_folder.setdefault(os.path.dirname(path), []).append(path)
-    tape_partition: Dict[str, str] = {}
-    result = {p: [] for p in PARTITIONS}
-    index_lines = {p: [] for p in PARTITIONS}
+        by_folder.setdefault(os.path.dirname(path) if per_folder else "", []).append(path)
+    group_partition: Dict[str, str] = {}
+    result = {p: [] for p in partitions}
+    index_lines = {p: [] for p in partitions}
     for folder, folder_files in by_folder.items():
-        tape_partition.update(assign_tapes(folder_files, rng, fixed=tape_partition))
+        group_partition.update(assign_tapes(folder_files, rng, group_partition, fractions, key_of))
         per_partition = defaultdict(list)
         for path in folder_files:
-            key = tape_key(path)
+            key = key_of(path)
             if key is not None:
-                per_partition[tape_partition[key]].append(path)
-        for partition in PARTITIONS:
+                per_partition[group_partition[key]].append(path)
+        for partition in partitions:
             if not per_partition[partition]:
                 continue
             csv_rel = os.path.join(folder, partition + ".csv")
             log.debug(f"Generating {os.path.join(data_dir, csv_rel)}")
-            _write_atomic_csv(os.path.join(data_dir, csv_rel), per_partition[partition])
+            with atomic_write(os.path.join(data_dir, csv_rel), "w", newline="") as handle:
+                csv.writer(handle).writerows([row] for row in per_partition[partition])
             index_lines[partition].append(csv_rel)
             result[partition].extend(per_partition[partition])
-    for partition in PARTITIONS:
-        _write_atomic_lines(os.path.join(data_dir, partition), index_lines[partition])
+    for partition in partitions:
+        with atomic_write(os.path.join(data_dir, partition), "w") as handle:
+            handle.writelines(line + "\n" for line in index_lines[partition])
     return result
 
 
@@ -129,6 +142,15 @@ def get_split(data_dir: str, files: Sequence[str], rng: random.Random) -> Dict[s
     if split_exists(data_dir):
         return load_split(data_dir)
     return create_split(data_dir, files, rng)
+
+
+def split_hash(split: Dict[str, List[str]]) -> str:
+    """A short fingerprint of which file is in which partition (recorded in the model)."""
+    digest = hashlib.sha256()
+    for partition in sorted(split):
+        for name in sorted(split[partition]):
+            digest.update(f"{partition}\t{name}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def missing_partitions(split: Dict[str, List[str]], classes: Sequence[str]) -> Dict[str, List[str]]:
@@ -158,19 +180,3 @@ def report_split(split: Dict[str, List[str]], classes: Sequence[str]) -> None:
             f"partition(s) {', '.join(empty)} of the split received no file; the data needs "
             "more YEAR_TAPE groups (delete the train/val/test index files to split again)"
         )
-
-
-def _write_atomic_csv(path: str, rows: Sequence[str]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        for row in rows:
-            writer.writerow([row])
-    os.replace(tmp, path)
-
-
-def _write_atomic_lines(path: str, lines: Sequence[str]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        handle.writelines(line + "\n" for line in lines)
-    os.replace(tmp, path)

@@ -17,6 +17,13 @@ class Classifier(nn.Module):
         self.hidden_layer_1 = None   # pooled features of the last forward (latent extraction)
         self.output_layer = None     # logits of the last forward
 
+    def model_opts(self) -> dict:
+        return dict(self._opts)
+
+    def get_layer_output(self) -> dict:
+        """Pooled features (``hidden_layer_1``) and logits (``output_layer``) of the last forward."""
+        return {"hidden_layer_1": self.hidden_layer_1, "output_layer": self.output_layer}
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(2)
         return flat.mean(dim=2) if self._opts["pooling"] == "avg" else flat.amax(dim=2)
@@ -24,6 +31,7 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.pool(x)
         logits = self.linear(hidden)
-        if not torch.jit.is_tracing():
+        if not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export()):
             self.hidden_layer_1, self.output_layer = hidden, logits
         return logits

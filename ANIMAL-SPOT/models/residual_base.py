@@ -1,4 +1,6 @@
-"""Residual blocks of the original encoder (attribute names fixed by its model files)."""
+"""Residual blocks of the original encoder. Attribute names are fixed by its model files,
+and so is their registration order: ``shortcut`` first, then ``conv1 ...``, because an
+optimizer's state in a checkpoint is stored by parameter position (spec §5.2)."""
 
 import torch.nn as nn
 
@@ -18,13 +20,13 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_ch: int, width: int, stride: int = 1, shortcut: nn.Module = None):
         super().__init__()
+        self.shortcut = shortcut
         self.conv1 = conv3x3(in_ch, width, stride)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(width, width)
         self.bn2 = nn.BatchNorm2d(width)
         self.relu2 = nn.ReLU(inplace=True)
-        self.shortcut = shortcut
 
     def forward(self, x):
         identity = x if self.shortcut is None else self.shortcut(x)
@@ -38,6 +40,7 @@ class Bottleneck(nn.Module):
 
     def __init__(self, in_ch: int, width: int, stride: int = 1, shortcut: nn.Module = None):
         super().__init__()
+        self.shortcut = shortcut
         self.conv1 = nn.Conv2d(in_ch, width, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu1 = nn.ReLU(inplace=True)
@@ -47,7 +50,6 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, width * self.expansion, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(width * self.expansion)
         self.relu3 = nn.ReLU(inplace=True)
-        self.shortcut = shortcut
 
     def forward(self, x):
         identity = x if self.shortcut is None else self.shortcut(x)

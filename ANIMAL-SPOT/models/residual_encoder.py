@@ -53,6 +53,9 @@ class ResidualEncoder(nn.Module):
             setattr(self, f"layer{index}", make_stage(block, channels, width, blocks, stride))
             channels = width * block.expansion
 
+    def model_opts(self) -> dict:
+        return dict(self._opts)
+
     def forward(self, x):
         x = self.relu1(self.bn1(self.conv1(x)))
         if self.max_pool is not None:

@@ -9,20 +9,28 @@ FORMAT = logging.Formatter("%(asctime)s|%(levelname).1s|%(message)s", datefmt="%
 
 
 def setup_logger(name: str = "ANIMAL-SPOT", log_dir: Optional[str] = None, file_name: str = "TRAIN.log",
-                 debug: bool = False, console: bool = True) -> logging.Logger:
+                 debug: bool = False, console: bool = True, level: Optional[int] = None) -> logging.Logger:
     """A logger writing to stderr and, with ``log_dir``, to ``<log_dir>/<file_name>``
-    (truncated). Calling it again replaces the handlers, so each run gets its own file."""
+    (truncated; streamed, so ``tail -f`` follows it). Calling it again replaces the
+    handlers, so each run gets its own file. ``level`` overrides the debug choice (the
+    other processes of a torchrun job only report warnings)."""
     logger = logging.getLogger(name)
     close_logger(logger)
-    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.setLevel(level if level is not None else (logging.DEBUG if debug else logging.INFO))
     logger.propagate = False
     if console:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(FORMAT)
         logger.addHandler(stream)
     if log_dir:
-        os.makedirs(log_dir, exist_ok=True)
-        handler = logging.FileHandler(os.path.join(log_dir, file_name), mode="w")
+        path = os.path.join(log_dir, file_name)
+        try:
+            os.makedirs(log_dir, exist_ok=True)
+            handler = logging.FileHandler(path, mode="w")
+        except OSError as error:
+            from utils.atomic import OutputError
+
+            raise OutputError(f"{path}: cannot write the log ({error.strerror or error})") from None
         handler.setFormatter(FORMAT)
         logger.addHandler(handler)
     return logger

@@ -1,0 +1,186 @@
+"""Reading audio: decode, mono, resample to the model's rate; whole files or blocks of
+long recordings; a fast header scan that finds unusable files before training starts.
+
+Samples are float32 as soundfile decodes them (integer PCM scaled to [-1, 1)); several
+channels are averaged; other rates are resampled with resampy's ``kaiser_best`` design
+(the original's resampler) to ``int(n * new / orig)`` samples.
+"""
+
+import math
+import os
+from functools import lru_cache
+from typing import Iterable, List, Optional, Tuple
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+# resampy's "kaiser_best" filter: 64 zero crossings of the sinc on each side, cut-off at
+# 0.9476 of the lower Nyquist frequency, Kaiser window beta 14.77.
+KAISER_BEST = dict(zero_crossings=64, rolloff=0.9475937167399596, beta=14.769656459379492)
+TRAINING_EXTENSIONS = (".wav",)             # compared without regard to case
+RECORDING_EXTENSIONS = (".wav", ".flac")
+
+
+class AudioFileError(RuntimeError):
+    """An audio file could not be used; the message names the file."""
+
+
+def has_extension(name: str, extensions: Iterable[str]) -> bool:
+    return name.lower().endswith(tuple(extensions))
+
+
+# ----------------------------------------------------------------------------- decoding
+def read_audio(path: str) -> Tuple[np.ndarray, int]:
+    """Decode a sound file to float32 ``(samples, channels)``; one clear error if it fails,
+    holds no samples or holds NaN / infinite values."""
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types
+        raise AudioFileError(f"{path}: cannot read audio ({error})") from None
+    if data.shape[0] == 0:
+        raise AudioFileError(f"{path}: the file holds no samples")
+    check_finite(data, path)
+    return data, rate
+
+
+def check_finite(data: np.ndarray, path: str) -> None:
+    if not np.isfinite(data).all():
+        raise AudioFileError(f"{path}: the file holds NaN or infinite sample values")
+
+
+def to_mono(data: np.ndarray) -> torch.Tensor:
+    """float32 ``(samples, channels)`` -> ``(samples,)``, the mean over channels."""
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    return torch.from_numpy(np.ascontiguousarray(mono))
+
+
+def audio_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be used as audio, from its header alone (no decoding), or None."""
+    try:
+        info = sf.info(path)
+    except Exception as error:
+        return f"cannot read audio ({error})"
+    if info.frames <= 0:
+        return "the file holds no samples"
+    if info.samplerate <= 0:
+        return f"invalid sample rate {info.samplerate}"
+    return None
+
+
+def scan_audio(paths: Iterable[str]) -> List[Tuple[str, str]]:
+    """``(path, problem)`` for every file whose header says it cannot be used."""
+    found = []
+    for path in paths:
+        problem = audio_problem(path)
+        if problem is not None:
+            found.append((path, problem))
+    return found
+
+
+# --------------------------------------------------------------------------- resampling
+def resampled_length(n_samples: int, orig_sr: int, new_sr: int) -> int:
+    """Samples after resampling: ``int(n * new / orig)`` (resampy's rule, rounding down)."""
+    return n_samples if orig_sr == new_sr else int(n_samples * (float(new_sr) / orig_sr))
+
+
+@lru_cache(maxsize=16)
+def resampling_kernel(orig_sr: int, new_sr: int) -> Tuple[torch.Tensor, int, int, int]:
+    """Polyphase filters ``(phases, 1, taps)`` of the kaiser_best design, with the padding
+    ``width`` and the reduced rates: output sample ``j`` of each period of ``orig`` input
+    samples is ``sum_i x[i] * base/orig * sinc(base * (i/orig - j/new)) * kaiser(...)``,
+    ``base = min(orig, new) * rolloff`` (rates divided by their gcd). Computed in float64
+    and rounded once to float32."""
+    g = math.gcd(orig_sr, new_sr)
+    orig, new = orig_sr // g, new_sr // g
+    zeros, beta = KAISER_BEST["zero_crossings"], KAISER_BEST["beta"]
+    base = min(orig, new) * KAISER_BEST["rolloff"]
+    width = math.ceil(zeros * orig / base)
+    taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig
+    t = ((taps.unsqueeze(0) - torch.arange(new, dtype=torch.float64).unsqueeze(1) / new) * base).clamp(-zeros, zeros)
+    window = (torch.special.i0(beta * torch.sqrt(1 - (t / zeros) ** 2))
+              / torch.special.i0(torch.tensor(beta, dtype=torch.float64)))
+    kernel = torch.sinc(t) * window * (base / orig)
+    return kernel.float().unsqueeze(1), width, orig, new
+
+
+def resample(signal: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Band-limited resampling along the last axis with the kaiser_best filter,
+    ``resampled_length`` samples long (as resampy)."""
+    if orig_sr == new_sr:
+        return signal
+    kernel, width, orig, _ = resampling_kernel(orig_sr, new_sr)
+    flat = signal.reshape(-1, signal.shape[-1])
+    padded = F.pad(flat, (width, width + orig)).unsqueeze(1)
+    out = F.conv1d(padded, kernel.to(signal.device), stride=orig)          # (batch, phases, periods)
+    out = out.transpose(1, 2).reshape(flat.shape[0], -1)
+    return out[:, :resampled_length(signal.shape[-1], orig_sr, new_sr)].reshape(*signal.shape[:-1], -1)
+
+
+def load_audio(path: str, sr: int) -> torch.Tensor:
+    """Mono float32 ``(1, n)`` at ``sr``: channels averaged, resampled when needed."""
+    data, rate = read_audio(path)
+    return resample(to_mono(data).unsqueeze(0), rate, sr)
+
+
+# ---------------------------------------------------------------------- long recordings
+class SignalReader:
+    """Random access to a recording as mono float32 at the target rate, read from disk
+    block by block; resampled blocks equal the whole-file resampling (overlap margins
+    larger than the filter)."""
+
+    def __init__(self, path: str, sr: int):
+        self.path, self.sr = path, sr
+        problem = audio_problem(path)
+        if problem is not None:
+            raise AudioFileError(f"{path}: {problem}")
+        info = sf.info(path)
+        self.rate, self.n_in = info.samplerate, info.frames
+        g = math.gcd(self.rate, sr)
+        self.up, self.down = sr // g, self.rate // g  # output/input samples per period
+        width = math.ceil(KAISER_BEST["zero_crossings"] * self.down
+                          / (min(self.down, self.up) * KAISER_BEST["rolloff"]))
+        self.margin = self.down * (width // self.down + 2)
+        self.n_samples = resampled_length(self.n_in, self.rate, sr)
+
+    @property
+    def seconds(self) -> float:
+        return self.n_in / self.rate
+
+    def _read_input(self, start: int, stop: int) -> torch.Tensor:
+        try:
+            with sf.SoundFile(self.path) as handle:
+                handle.seek(start)
+                data = handle.read(stop - start, dtype="float32", always_2d=True)
+        except Exception as error:
+            raise AudioFileError(f"{self.path}: cannot read audio ({error})") from None
+        check_finite(data, self.path)
+        return to_mono(data)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Samples ``[start, stop)`` of the mono signal at the target rate."""
+        stop = min(stop, self.n_samples)
+        if self.rate == self.sr:
+            return self._read_input(start, stop)
+        first_period = start // self.up
+        in_start = max(0, first_period * self.down - self.margin)
+        in_stop = min(self.n_in, math.ceil(stop * self.down / self.up) + self.margin)
+        chunk = resample(self._read_input(in_start, in_stop).unsqueeze(0), self.rate, self.sr)[0]
+        offset = in_start // self.down * self.up
+        return chunk[start - offset:stop - offset]
+
+
+def recording_files(path: str, extensions: Iterable[str] = RECORDING_EXTENSIONS) -> List[str]:
+    """A single file, or every audio file below a folder (recursive, sorted, hidden
+    entries skipped)."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, n) for n in sorted(files)
+                  if not n.startswith(".") and has_extension(n, extensions)]
+    return sorted(found)

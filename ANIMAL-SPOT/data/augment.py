@@ -1,0 +1,118 @@
+"""Augmentation of the training split, as the original draws it (spec §4.5), on power
+spectrograms ``(1, T, F)``.
+
+Every transform takes the random generator at call time: the dataset gives each item a
+``random.Random`` keyed on (seed, epoch, item), so a run, its loader workers and a run
+resumed from a checkpoint all draw the same numbers. Integer draws exclude the upper
+bound, as the original's (quirk Q-RANDINT, kept: it is the training distribution).
+"""
+
+import hashlib
+import math
+import random
+from typing import Callable, Sequence, Tuple
+
+import torch
+
+from data.features import resize
+
+
+def item_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """The generator of one item's draws in one epoch (the same in any process)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "little"))
+
+
+def epoch_seed(seed: int, epoch: int, purpose: str = "shuffle") -> int:
+    """A 63-bit seed for one epoch's shuffling (or other per-epoch draws)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{purpose}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class RandomAmplitude:
+    """Power scaled by ``10^(d/10)``, d an integer in {-6, ..., +2} dB."""
+
+    def __init__(self, low_db: int = -6, high_db: int = 3):
+        self.low, self.high = low_db, high_db
+
+    def __call__(self, spec: torch.Tensor, rng: random.Random = random) -> torch.Tensor:
+        return spec * 10.0 ** (rng.randrange(self.low, self.high) / 10.0)
+
+
+class RandomPitchShift:
+    """Scale the frequency axis by ``2^U(log2 0.5, log2 1.5)``; the top is cut (up) or
+    filled with the spectrogram's median (down)."""
+
+    def __init__(self, from_factor: float = 0.5, to_factor: float = 1.5):
+        self.lo, self.hi = math.log2(from_factor), math.log2(to_factor)
+
+    def __call__(self, spec: torch.Tensor, rng: random.Random = random) -> torch.Tensor:
+        factor = 2.0 ** rng.uniform(self.lo, self.hi)
+        time, freq = spec.shape[-2:]
+        scaled = resize(spec, time, max(1, round(freq * factor)))
+        if factor > 1:
+            return scaled[..., :freq].contiguous()
+        out = torch.full_like(spec, float(spec.median()))
+        out[..., : scaled.shape[-1]] = scaled
+        return out
+
+
+class RandomTimeStretch:
+    """Scale the time axis by ``2^U(-1, 1)`` (nearest neighbour)."""
+
+    def __init__(self, from_factor: float = 0.5, to_factor: float = 2.0):
+        self.lo, self.hi = math.log2(from_factor), math.log2(to_factor)
+
+    def __call__(self, spec: torch.Tensor, rng: random.Random = random) -> torch.Tensor:
+        factor = 2.0 ** rng.uniform(self.lo, self.hi)
+        time, freq = spec.shape[-2:]
+        return resize(spec, max(1, round(time * factor)), freq)
+
+
+def chain(transforms, spec: torch.Tensor, rng: random.Random = random) -> torch.Tensor:
+    for transform in transforms:
+        spec = transform(spec, rng)
+    return spec
+
+
+class RandomAddNoise:
+    """Mix a random noise file's (augmented, compressed) power spectrogram into the item
+    at an SNR drawn from {-3, ..., 11} dB. Returns ``(noisy, clean)``; ``clean`` is the
+    item padded to ``min_length`` frames.
+
+    ``noise_spectrogram(path)`` gives the noise file's full power spectrogram and
+    ``noise_transform(spec, rng)`` stretches, shifts and compresses it.
+    """
+
+    def __init__(self, noise_files: Sequence[str], noise_spectrogram: Callable, noise_transform: Callable,
+                 min_length: int, min_snr: int = -3, max_snr: int = 12):
+        self.noise_files = list(noise_files)
+        self.noise_spectrogram = noise_spectrogram
+        self.noise_transform = noise_transform
+        self.min_length = min_length
+        self.min_snr, self.max_snr = min_snr, max_snr
+
+    def __call__(self, spec: torch.Tensor, rng: random.Random = random) -> Tuple[torch.Tensor, torch.Tensor]:
+        noise = self.noise_spectrogram(rng.choice(self.noise_files))
+        frames = spec.shape[-2]
+        if noise.shape[-2] > 2 * frames:
+            start = rng.randrange(0, noise.shape[-2] - 2 * frames)
+            noise = noise[..., start:start + 2 * frames, :]
+        noise = self.noise_transform(noise, rng)
+        if frames < self.min_length:
+            padded = torch.zeros(spec.shape[0], self.min_length, spec.shape[-1], dtype=spec.dtype)
+            start = rng.randrange(0, self.min_length - frames)
+            padded[:, start:start + frames] = spec
+            spec = padded
+        frames = spec.shape[-2]
+        if frames > noise.shape[-2]:
+            noise = noise.repeat(1, math.ceil(frames / noise.shape[-2]), 1)
+        if frames < noise.shape[-2]:
+            start = rng.randrange(0, noise.shape[-2] - frames)
+            noise = noise[..., start:start + frames, :]
+        snr = rng.randrange(self.min_snr, self.max_snr)
+        noise_power = noise.sum()
+        if noise_power <= 0:
+            return spec, spec
+        gain = (spec.sum() / noise_power) * 10.0 ** (-snr / 10.0)
+        return spec + gain * noise, spec

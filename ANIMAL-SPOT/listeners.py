@@ -1,0 +1,247 @@
+"""The concerns around the training loop, one listener each: the log lines, TensorBoard,
+the best weights, the LR schedule, early stopping, checkpoints and the progress bar.
+Only the main process (rank 0) writes."""
+
+import copy
+import logging
+import math
+import os
+import socket
+import time
+from datetime import datetime
+from typing import Optional
+
+import torch
+
+from trainer import Batch, Listener, PassResult
+from utils.early_stopping import EarlyStoppingCriterion
+
+log = logging.getLogger("ANIMAL-SPOT")
+
+
+class EpochLog(Listener):
+    """The original's epoch line per pass (``train|0|loss:...|accuracy:...|lr:...|t:...``;
+    multi-class lines carry the seed fork's ``mean_per_class_acc`` before ``lr``/``t``),
+    and for multi-class runs the per-class table after validation and test (the test's
+    with 95 % intervals)."""
+
+    def on_pass_end(self, trainer, r: PassResult) -> None:
+        if not trainer.processes.main:
+            return
+        line = f"{r.phase}|{r.epoch}|loss:{r.loss:.3f}"
+        line += "".join(f"|{k}:{v:.3f}" for k, v in r.metrics.epoch_metrics().items())
+        if r.lr is not None:
+            line += f"|lr:{r.lr:.2e}"
+        log.info(line + f"|t:{r.seconds:.1f}")
+        if r.phase != "train" and trainer.num_classes > 2:
+            for row in r.metrics.table(trainer.class_map.names, intervals=r.phase == "test"):
+                log.info(f"{r.phase}|{r.epoch}|{row}")
+
+
+class BestWeights(Listener):
+    """Keeps the weights of the best validation accuracy (strictly better; starts at 0.0)."""
+
+    def __init__(self, initial: dict):
+        self.metric, self.state = 0.0, copy.deepcopy(initial)
+
+    def on_pass_end(self, trainer, r: PassResult) -> None:
+        if r.phase == "val" and r.accuracy > self.metric:
+            self.metric, self.state = r.accuracy, copy.deepcopy(trainer.model.state_dict())
+
+    def save(self, train_state, extra) -> None:
+        train_state["best_metric"], train_state["best_model"] = self.metric, self.state
+
+    def restore(self, train_state, extra) -> None:
+        self.metric = float(train_state["best_metric"])
+        if train_state.get("best_model") is not None:
+            self.state = train_state["best_model"]
+
+
+class PlateauScheduler(Listener):
+    """The original's LR schedule: ReduceLROnPlateau on validation accuracy (mode max,
+    absolute threshold 1e-3), stepped after each validation."""
+
+    def __init__(self, optimizer, patience: int, factor: float):
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", patience=patience, factor=factor, threshold=1e-3, threshold_mode="abs")
+
+    def on_pass_end(self, trainer, r: PassResult) -> None:
+        if r.phase == "val":
+            self.scheduler.step(r.accuracy)
+
+    def save(self, train_state, extra) -> None:
+        train_state["scheduler"] = self.scheduler.state_dict()
+
+    def restore(self, train_state, extra) -> None:
+        if train_state.get("scheduler"):
+            self.scheduler.load_state_dict(train_state["scheduler"])
+
+
+class OneCycleScheduler(Listener):
+    """One-cycle LR (peak = the effective LR), stepped after every training batch."""
+
+    def __init__(self, optimizer, peak_lr: float, total_steps: int):
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak_lr,
+                                                             total_steps=max(1, total_steps))
+
+    def on_batch_end(self, trainer, batch: Batch) -> None:
+        if batch.phase == "train" and self.scheduler.last_epoch + 1 < self.scheduler.total_steps:
+            self.scheduler.step()
+
+    def save(self, train_state, extra) -> None:
+        train_state["scheduler"] = self.scheduler.state_dict()
+
+    def restore(self, train_state, extra) -> None:
+        if train_state.get("scheduler"):
+            self.scheduler.load_state_dict(train_state["scheduler"])
+
+
+class CosineScheduler(OneCycleScheduler):
+    """Cosine annealing from the effective LR to 0 over the run, stepped per epoch."""
+
+    def __init__(self, optimizer, epochs: int):
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+
+    def on_batch_end(self, trainer, batch) -> None: ...
+
+    def on_pass_end(self, trainer, r: PassResult) -> None:
+        if r.phase == "train":
+            self.scheduler.step()
+
+
+class EarlyStopping(Listener):
+    """Stop after ``patience + 1`` consecutive worse validations (equal counts as
+    improvement, as the original); patience is given in epochs and counted in validations."""
+
+    def __init__(self, patience_epochs: int, epochs_per_eval: int):
+        self.patience_epochs = patience_epochs
+        self.criterion = EarlyStoppingCriterion(max(1, math.ceil(patience_epochs / epochs_per_eval)))
+
+    def on_pass_end(self, trainer, r: PassResult) -> None:
+        if r.phase == "val" and self.criterion.step(r.accuracy):
+            self._stop(trainer)
+
+    def _stop(self, trainer) -> None:
+        trainer.request_stop(f"No improvement over the last {self.criterion.patience + 1} validations "
+                             f"(early stopping patience {self.patience_epochs} epochs). Stopping.")
+
+    def save(self, train_state, extra) -> None:
+        train_state["earlyStopping"] = self.criterion.state_dict()
+
+    def restore(self, train_state, extra) -> None:
+        if train_state.get("earlyStopping"):
+            self.criterion.load_state_dict(train_state["earlyStopping"])
+
+    def on_fit_start(self, trainer) -> None:
+        if self.criterion._count > self.criterion.patience:
+            self._stop(trainer)      # resumed from the checkpoint of the stopping validation
+
+
+class CheckpointWriter(Listener):
+    """Writes a checkpoint after each validation (last among the listeners), on rank 0."""
+
+    def __init__(self, handler):
+        self.handler = handler
+
+    def on_pass_end(self, trainer, r: PassResult) -> None:
+        if r.phase == "val" and trainer.processes.main:
+            self.handler.write(trainer.checkpoint(r.epoch), r.epoch)
+
+
+class Progress(Listener):
+    """A progress bar per pass on standard error (batches, loss, samples/s, ETA); quiet
+    when standard error is not a terminal."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bar = enabled, None
+
+    def on_pass_start(self, trainer, phase, epoch, batches) -> None:
+        if self.enabled and trainer.processes.main:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=batches, desc=f"{phase} {epoch}", unit="batch", leave=False, disable=None,
+                            dynamic_ncols=True)
+            self.samples, self.started = 0, time.time()
+
+    def on_batch_end(self, trainer, batch: Batch) -> None:
+        if self.bar is not None:
+            self.samples += batch.inputs.shape[0]
+            rate = self.samples / max(time.time() - self.started, 1e-9)
+            self.bar.set_postfix(loss=f"{batch.loss:.3f}", samples_s=f"{rate:.0f}", refresh=False)
+            self.bar.update(1)
+
+    def on_pass_end(self, trainer, r) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class TensorBoardWriter(Listener):
+    """Per pass: ``<phase>/epoch_loss``, ``<phase>/<metric>`` of the epoch line, ``lr``,
+    ``<phase>/time``, ``<phase>/data_loading_time``; multi-class runs also
+    ``<phase>/per_class_accuracy|per_class_f1|per_class_precision/<CLASS>``,
+    ``<phase>/mean_per_class_accuracy``, ``<phase>/balanced_accuracy``, ``<phase>/macro_f1``
+    and the confusion matrices; binary runs the ROC curve. Images of the first batch."""
+
+    def __init__(self, summary_dir: Optional[str], prefix: str):
+        from torch.utils.tensorboard import SummaryWriter
+
+        log.info("Init summary writer")
+        self.writer = SummaryWriter(log_dir=summary_run_dir(summary_dir, prefix))
+
+    def on_batch_end(self, trainer, batch: Batch) -> None:
+        if batch.index != 0 or not trainer.processes.main:
+            return
+        from utils import summary
+
+        names = trainer.class_map.names
+        for item, true, pred in zip(batch.inputs, batch.targets.tolist(), batch.predictions.tolist()):
+            verdict = "true" if true == pred else "false"
+            self.writer.add_image(f"{batch.phase}/{verdict} - {names[true]} as {names[pred]}",
+                                  summary.spectrogram_image(item), batch.epoch)
+
+    def on_pass_end(self, trainer, r: PassResult) -> None:
+        if not trainer.processes.main:
+            return
+        from utils import summary
+
+        w, phase, epoch, m = self.writer, r.phase, r.epoch, r.metrics
+        w.add_scalar(f"{phase}/epoch_loss", r.loss, epoch)
+        for name, value in m.epoch_metrics().items():
+            if name != "mean_per_class_acc":
+                w.add_scalar(f"{phase}/{name}", value, epoch)
+        if r.lr is not None:
+            w.add_scalar("lr", r.lr, epoch)
+        w.add_scalar(f"{phase}/time", r.seconds, epoch)
+        w.add_scalar(f"{phase}/data_loading_time", r.load_seconds, epoch)
+        names = trainer.class_map.names
+        if m.binary:
+            fpr, tpr, auc = m.roc()
+            w.add_figure(f"{phase}_roc/roc", summary.roc_figure(fpr, tpr, auc), epoch)
+            return
+        for tag, values in (("per_class_accuracy", m.recall()), ("per_class_f1", m.f1()),
+                            ("per_class_precision", m.precision())):
+            for name, value in zip(names, values):
+                if not math.isnan(value):     # a class absent from the split has no figure
+                    w.add_scalar(f"{phase}/{tag}/{name}", float(value), epoch)
+        for tag, value in (("mean_per_class_accuracy", m.balanced_accuracy()),
+                           ("balanced_accuracy", m.balanced_accuracy()), ("macro_f1", m.macro_f1())):
+            if not math.isnan(value):
+                w.add_scalar(f"{phase}/{tag}", value, epoch)
+        raw, norm = m.matrix, m.normalized_confusion()
+        w.add_figure(f"{phase}_confusion_matrix_norm/cm_numbered",
+                     summary.confusion_figure(norm, names, True, "Confusion matrix (normalised)"), epoch)
+        w.add_figure(f"{phase}_confusion_matrix_norm/cm",
+                     summary.confusion_figure(norm, names, False, "Confusion matrix (normalised)"), epoch)
+        w.add_figure(f"{phase}_confusion_matrix_raw/cm_numbered",
+                     summary.confusion_figure(raw, names, True, "Confusion matrix"), epoch)
+
+    def on_fit_end(self, trainer) -> None:
+        self.writer.close()
+
+
+def summary_run_dir(summary_dir: Optional[str], prefix: str) -> Optional[str]:
+    if summary_dir is None:
+        return None
+    stamp = datetime.now().strftime("%y-%m-%d-%H-%M")
+    return os.path.join(summary_dir, f"{prefix}_{stamp}-{socket.gethostname()}")
