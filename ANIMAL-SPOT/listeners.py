@@ -229,12 +229,12 @@ class TensorBoardWriter(Listener):
             if not math.isnan(value):
                 w.add_scalar(f"{phase}/{tag}", value, epoch)
         raw, norm = m.matrix, m.normalized_confusion()
-        w.add_figure(f"{phase}_confusion_matrix_norm/cm_numbered",
-                     summary.confusion_figure(norm, names, True, "Confusion matrix (normalised)"), epoch)
-        w.add_figure(f"{phase}_confusion_matrix_norm/cm",
-                     summary.confusion_figure(norm, names, False, "Confusion matrix (normalised)"), epoch)
-        w.add_figure(f"{phase}_confusion_matrix_raw/cm_numbered",
-                     summary.confusion_figure(raw, names, True, "Confusion matrix"), epoch)
+        w.add_image(f"{phase}_confusion_matrix_norm/cm_numbered",
+                    summary.confusion_image(norm, names, True, "Confusion matrix (normalised)"), epoch)
+        w.add_image(f"{phase}_confusion_matrix_norm/cm",
+                    summary.confusion_image(norm, names, False, "Confusion matrix (normalised)"), epoch)
+        w.add_image(f"{phase}_confusion_matrix_raw/cm_numbered",
+                    summary.confusion_image(raw, names, True, "Confusion matrix"), epoch)
 
     def on_fit_end(self, trainer) -> None:
         self.writer.close()

@@ -229,7 +229,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         run(args, log, processes)
         return 0
     except KNOWN_ERRORS as error:
-        log.error(str(error))
+        log.error(error_message(error))
         return 1
     except KeyboardInterrupt:
         log.warning("Interrupted. Aborting...")
@@ -243,9 +243,36 @@ def main(argv: Optional[List[str]] = None) -> int:
         runtime.stop_processes(processes)
 
 
+def error_message(error: Exception) -> str:
+    """The error's own message; for one raised in a loader worker, without the worker's
+    traceback that the loader wraps around it."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
+    return text
+
+
+def check_writable(args) -> None:
+    """Every output folder, before hours of training depend on it."""
+    for flag in ("model_dir", "checkpoint_dir", "log_dir", "summary_dir", "cache_dir"):
+        folder = getattr(args, flag)
+        if not folder:
+            continue
+        try:
+            os.makedirs(folder, exist_ok=True)
+            probe = os.path.join(folder, f".write_test.{os.getpid()}")
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as error:
+            raise OutputError(f"--{flag} {folder}: cannot write there ({error.strerror or error})") from None
+
+
 def run(args, log: logging.Logger, processes: runtime.Processes) -> None:
     if not args.model_dir:
         raise ValueError("--model_dir is required (where ANIMAL-SPOT.pk is written)")
+    backbones.get(args.backbone)            # an unknown name fails before any work
     device = runtime.choose_device(args.cuda, processes.local_rank)
     precision = runtime.choose_precision(device, args.amp, quiet=not processes.main)
     options = feature_options(args)
@@ -255,6 +282,8 @@ def run(args, log: logging.Logger, processes: runtime.Processes) -> None:
 
     split, class_map = training_data.discover(args, processes, log)
     log.info(f"Model predict {len(class_map)} classes")
+    if processes.main:
+        check_writable(args)
     resume = find_checkpoint(args, model_prefix(len(class_map)), log)
     seed = run_seed(args, resume, processes)
     data = training_data.build(args, options, frames, split, class_map, seed, processes)

@@ -144,6 +144,10 @@ class FileRun:
         first, reader = self.predictor.models[0], self.reader
         warn_sample_rate(self.path, reader, first)
         geometry = self.predictor.geometry(reader)
+        if reader.n_samples < geometry.window:
+            logging.getLogger("PREDICT").info(
+                f"{self.path}: {reader.seconds:.3f} s, shorter than one window ({self.predictor.sequence_len} s): "
+                "one window over the whole recording (zero-padded to one FFT frame where shorter)")
         o = first.options
         self.writer.header(self.path, ",".join(m.path for m in self.predictor.models), first.spec.data_opts,
                            self.predictor.sequence_len, self.args.hop, self.rule.threshold, o.fmin, o.fmax,

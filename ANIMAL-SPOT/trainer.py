@@ -227,10 +227,17 @@ class Trainer:
 
     def restore(self, checkpoint: dict) -> int:
         """Load a (migrated) checkpoint; returns the epoch to continue with."""
+        own, theirs = set(self.model.state_dict()), set(checkpoint["modelState"])
+        if own != theirs:
+            missing, unexpected = sorted(own - theirs), sorted(theirs - own)
+            raise TrainingError("Failed to restore checkpoint: Checkpoint has different parameters (another "
+                                f"backbone or size?): {len(missing)} missing, e.g. {missing[:2]}; "
+                                f"{len(unexpected)} unexpected, e.g. {unexpected[:2]}")
         try:
             self.model.load_state_dict(checkpoint["modelState"])
         except RuntimeError as error:
-            raise TrainingError(f"Failed to restore checkpoint: Checkpoint has different parameters\n{error}") from None
+            first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+            raise TrainingError(f"Failed to restore checkpoint: Checkpoint has different parameters ({first})") from None
         train_state, extra = checkpoint["trainState"], checkpoint.get("fork") or {}
         try:
             self.optimizer.load_state_dict(train_state["optState"])

@@ -125,11 +125,13 @@ def build(args, options: FeatureOptions, frames: int, split: Dict[str, List[str]
 
 def loader(args, dataset, sampler, drop_last: bool = False) -> DataLoader:
     """Batches of ``(epoch, index)``-keyed items; workers stay alive between epochs and
-    prefetch; pinned memory only for a GPU."""
+    prefetch; pinned memory only for a GPU. The loader's own generator keeps it from
+    drawing on the global random state (which the model's own randomness uses)."""
     workers = max(0, args.num_workers)
     return DataLoader(dataset, batch_size=args.batch_size, sampler=EpochKeys(sampler), num_workers=workers,
                       drop_last=drop_last, pin_memory=args.cuda and torch.cuda.is_available(),
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+                      generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()

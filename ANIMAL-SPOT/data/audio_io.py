@@ -57,7 +57,9 @@ def to_mono(data: np.ndarray) -> torch.Tensor:
 
 
 def audio_problem(path: str) -> Optional[str]:
-    """Why ``path`` cannot be used as audio, from its header alone (no decoding), or None."""
+    """Why ``path`` cannot be used as audio, or None: from its header (no decoding of
+    integer PCM, which cannot hold NaN); floating-point files are also checked for NaN
+    and infinite samples."""
     try:
         info = sf.info(path)
     except Exception as error:
@@ -66,6 +68,13 @@ def audio_problem(path: str) -> Optional[str]:
         return "the file holds no samples"
     if info.samplerate <= 0:
         return f"invalid sample rate {info.samplerate}"
+    if info.subtype in ("FLOAT", "DOUBLE"):
+        try:
+            for block in sf.blocks(path, blocksize=1 << 18, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    return "the file holds NaN or infinite sample values"
+        except Exception as error:
+            return f"cannot read audio ({error})"
     return None
 
 
