@@ -39,22 +39,28 @@ class EpochLog(Listener):
 
 
 class BestWeights(Listener):
-    """Keeps the weights of the best validation accuracy (strictly better; starts at 0.0)."""
+    """Keeps the weights of the best validation accuracy (strictly better; starts at 0.0),
+    with that validation's figures."""
 
     def __init__(self, initial: dict):
         self.metric, self.state = 0.0, copy.deepcopy(initial)
+        self.epoch, self.summary = None, None
 
     def on_pass_end(self, trainer, r: PassResult) -> None:
         if r.phase == "val" and r.accuracy > self.metric:
             self.metric, self.state = r.accuracy, copy.deepcopy(trainer.model.state_dict())
+            self.epoch, self.summary = r.epoch, r.metrics.summary(trainer.class_map.names, intervals=True)
 
     def save(self, train_state, extra) -> None:
         train_state["best_metric"], train_state["best_model"] = self.metric, self.state
+        extra["bestValidation"] = {"epoch": self.epoch, "summary": self.summary}
 
     def restore(self, train_state, extra) -> None:
         self.metric = float(train_state["best_metric"])
         if train_state.get("best_model") is not None:
             self.state = train_state["best_model"]
+        best = extra.get("bestValidation") or {}
+        self.epoch, self.summary = best.get("epoch"), best.get("summary")
 
 
 class PlateauScheduler(Listener):

@@ -459,7 +459,7 @@ def finish(args, trainer: Trainer, data: TrainingData, spec: ModelSpec, options:
     val_result = trainer.results.get("val")
     metrics = {"model": path, "classes": class_map.names, "class_map": class_map.to_dict(),
                "test": test.metrics.summary(class_map.names, intervals=True),
-               "best_val": {"accuracy": best.metric if best else None},
+               "best_val": {"epoch": best.epoch, "accuracy": best.metric, **(best.summary or {})} if best else None,
                "last_val": val_result.metrics.summary(class_map.names) if val_result else None,
                "calibration": calibration, "options": spec.train_opts, "seed": seed,
                "seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
