@@ -108,6 +108,7 @@ class Trainer:
         self.processes = processes
         self.seed = seed
         self.stop_reason: Optional[str] = None
+        self.skipped = 0
         self.results: Dict[str, PassResult] = {}
 
     # ------------------------------------------------------------------- one pass
@@ -125,7 +126,7 @@ class Trainer:
         self._emit("on_pass_start", phase, epoch, len(loader))
         log.debug(f"{phase}|{epoch}|start")
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        batches, load_time = 0, 0.0
+        batches, load_time, self.skipped = 0, 0.0, 0
         start = tick = time.time()
         with torch.set_grad_enabled(training):
             for index, (inputs, label) in enumerate(loader):
@@ -133,8 +134,9 @@ class Trainer:
                 inputs = inputs.to(self.device, non_blocking=True).contiguous(memory_format=self.step.memory_format)
                 targets = label["call"].to(self.device, non_blocking=True)
                 logits, loss = self._forward(inputs, targets, training)
-                loss_sum += loss.detach().double()
-                batches += 1
+                if bool(torch.isfinite(loss)):
+                    loss_sum += loss.double()
+                    batches += 1
                 predictions = logits.argmax(dim=1)
                 scores = torch.softmax(logits.detach().float(), dim=1)[:, 1] if binary else None
                 metrics.update(targets, predictions, scores=scores)
@@ -143,7 +145,12 @@ class Trainer:
         totals = self.processes.sum(torch.stack([loss_sum, torch.tensor(float(batches), dtype=torch.float64,
                                                                         device=self.device)]))
         self.processes.sum(metrics.confusion)
+        if self.processes.distributed and (metrics.samples or metrics.scores):
+            metrics.merge_samples(self.processes.gather(metrics.sample_state()))
         mean_loss = float(totals[0] / totals[1]) if float(totals[1]) else float("nan")
+        if self.skipped:
+            log.warning(f"{phase}|{epoch}|{self.skipped} batch(es) with a non-finite loss were not used for a step"
+                        + (f" ({self.step.precision.name}; try without --amp)" if self.step.precision.dtype else ""))
         lr = self.optimizer.param_groups[0]["lr"] if training else None
         result = PassResult(phase, epoch, mean_loss, metrics, time.time() - start, load_time, lr, batches)
         self.results[phase] = result
@@ -157,6 +164,9 @@ class Trainer:
         with step.precision.autocast(self.device):
             logits = self.network(inputs)
         loss = self.loss_fn(logits.float(), targets)
+        if training and not bool(torch.isfinite(loss)):
+            self.skipped += 1           # no step on a non-finite loss (reported after the pass)
+            return logits.detach(), loss.detach()
         if training:
             if step.scaler is not None:
                 step.scaler.scale(loss).backward()

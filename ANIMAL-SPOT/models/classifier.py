@@ -33,5 +33,5 @@ class Classifier(nn.Module):
         logits = self.linear(hidden)
         if not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
                 or torch.onnx.is_in_onnx_export()):
-            self.hidden_layer_1, self.output_layer = hidden, logits
+            self.hidden_layer_1, self.output_layer = hidden.detach(), logits.detach()   # not the graph
         return logits

@@ -74,6 +74,9 @@ class TorchBackend:
         x = x.contiguous(memory_format=MEMORY_FORMATS[self.memory_format])
         with torch.inference_mode(), self.precision.autocast(self.device):
             logits = self.model(x)
+        if self.precision.dtype is not None and not bool(torch.isfinite(logits).all()):
+            with torch.inference_mode():      # reduced precision overflowed: this batch in float32
+                logits = self.model(x)
         probs = torch.softmax(logits.float(), dim=1).cpu()
         hidden = None
         if pooled:

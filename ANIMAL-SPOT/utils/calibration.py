@@ -31,8 +31,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising validation NLL (LBFGS on log T, from T = 1)."""
+    """The temperature minimising validation NLL (LBFGS on log T, from T = 1), kept within
+    ``TEMPERATURE_RANGE`` (a model whose outputs carry no information drives T to infinity)."""
     if len(labels) == 0:
         return 1.0
     x = torch.as_tensor(logits, dtype=torch.float64)
@@ -47,7 +51,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return loss
     optimizer.step(closure)
     t = float(log_t.detach().exp())
-    return t if math.isfinite(t) and t > 0 else 1.0
+    if not math.isfinite(t):
+        return 1.0
+    return min(max(t, TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1])
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -84,6 +84,15 @@ class PassMetrics:
         if self.keep_samples:
             self.samples.append(torch.stack([labels, predictions]).cpu())
 
+    def sample_state(self) -> dict:
+        return {"scores": self.scores, "score_labels": self.score_labels, "samples": self.samples}
+
+    def merge_samples(self, states: List[dict]) -> None:
+        """Take the per-sample records of every process (their counts are summed apart)."""
+        self.scores = [t for state in states for t in state["scores"]]
+        self.score_labels = [t for state in states for t in state["score_labels"]]
+        self.samples = [t for state in states for t in state["samples"]]
+
     # ------------------------------------------------------------------ base counts
     @property
     def matrix(self) -> np.ndarray:

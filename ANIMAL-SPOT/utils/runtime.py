@@ -195,6 +195,14 @@ class Processes:
             torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
         return tensor
 
+    def gather(self, value) -> list:
+        """Every process's ``value`` (picklable), in rank order."""
+        if not self.distributed:
+            return [value]
+        values = [None] * self.world
+        torch.distributed.all_gather_object(values, value)
+        return values
+
     def broadcast_object(self, value):
         if not self.distributed:
             return value
