@@ -1,0 +1,122 @@
+"""Raven selection tables (``*.selections.txt``): the user's annotations and this
+project's prediction tables, read as events ``(recording, begin, end, label, score)``.
+
+A table belongs to a recording by the name before the first ``.`` of the table's file
+name (Raven's ``<recording>.Table.1.selections.txt``), or row by row by a ``Begin File``
+column (Raven's multi-file tables; times within the file come from ``File Offset (s)``).
+Column names are matched without regard to case. Raven repeats a selection once per
+view (Spectrogram 1, Waveform 1): such rows count once.
+"""
+
+import csv
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+BEGIN, END, FILE, OFFSET, SELECTION, SCORE = "begin time (s)", "end time (s)", "begin file", "file offset (s)", \
+    "selection", "score"
+TABLE_SUFFIX = ".selections.txt"
+
+
+class TableError(ValueError):
+    """A selection table that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Event:
+    recording: str          # the recording's name (without extension)
+    begin: float
+    end: float
+    label: str
+    score: Optional[float] = None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.begin
+
+
+def recording_name(path: str) -> str:
+    """``rec01.Table.1.selections.txt`` -> ``rec01``; ``rec01_predict_output.log`` -> ``rec01``;
+    ``day2/rec01.wav`` -> ``rec01``."""
+    base = os.path.basename(path)
+    if "_predict_output" in base:
+        return base.split("_predict_output", 1)[0]
+    return base.split(".", 1)[0]
+
+
+def is_table(path: str) -> bool:
+    return path.lower().endswith(TABLE_SUFFIX)
+
+
+def find_tables(folder: str) -> List[str]:
+    if os.path.isfile(folder):
+        return [folder]
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such file or folder")
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, n) for n in sorted(files) if is_table(n)]
+    return sorted(found)
+
+
+def read_table(path: str, label_column: str = "Sound type", fallback_label: Optional[str] = None) -> List[Event]:
+    """The events of one table; an error names a table without the needed columns."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise TableError(f"{path}: cannot read the table ({error})") from None
+    if not rows:
+        raise TableError(f"{path}: an empty table (no header line)")
+    header = {name.strip().lower(): i for i, name in enumerate(rows[0])}
+    wanted = label_column.strip().lower()
+    label_at = header.get(wanted, header.get(fallback_label.lower()) if fallback_label else None)
+    missing = [name for name, at in ((BEGIN, header.get(BEGIN)), (END, header.get(END)), (wanted, label_at))
+               if at is None]
+    if missing:
+        raise TableError(f"{path}: no column {', '.join(repr(m) for m in missing)} (columns: "
+                         f"{', '.join(c for c in rows[0] if c.strip())})")
+    events, seen = [], set()
+    default_recording = recording_name(path)
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            begin, end = float(row[header[BEGIN]]), float(row[header[END]])
+            label = row[label_at].strip()
+            score = float(row[header[SCORE]]) if SCORE in header and row[header[SCORE]].strip() else None
+        except (IndexError, ValueError):
+            raise TableError(f"{path}:{number}: malformed row {row!r}") from None
+        recording = default_recording
+        if FILE in header and row[header[FILE]].strip():
+            recording = recording_name(row[header[FILE]].strip())
+            if OFFSET in header and row[header[OFFSET]].strip():
+                offset = float(row[header[OFFSET]])
+                begin, end = offset, offset + (end - begin)
+        key = (row[header[SELECTION]].strip() if SELECTION in header else None, recording, begin, end, label)
+        if key in seen:           # the same selection in another view
+            continue
+        seen.add(key)
+        if end < begin:
+            raise TableError(f"{path}:{number}: the selection ends before it begins ({begin} > {end})")
+        events.append(Event(recording, begin, end, label, score))
+    return events
+
+
+def events_by_recording(events: List[Event]) -> Dict[str, List[Event]]:
+    grouped: Dict[str, List[Event]] = {}
+    for event in events:
+        grouped.setdefault(event.recording, []).append(event)
+    return grouped
+
+
+def read_annotations(folder: str, label_column: str = "Sound type") -> Dict[str, List[Event]]:
+    """recording -> annotated events, from every selection table below ``folder``."""
+    tables = find_tables(folder)
+    if not tables:
+        raise TableError(f"{folder}: no *.selections.txt annotation tables")
+    events: List[Event] = []
+    for table in tables:
+        events += read_table(table, label_column)
+    return events_by_recording(events)
