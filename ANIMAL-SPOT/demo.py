@@ -3,13 +3,14 @@
 1. writes a seeded call set in the ANIMAL-SPOT naming (four call types with distinct
    shapes, one of them rare, and noise; several tapes per class),
 2. trains ResNet-18 and ConvNeXt Tiny (from scratch) for a few epochs on the CPU,
-3. prints both test per-class accuracy tables side by side,
-4. predicts a generated 2-minute recording with the ResNet and writes its Raven table.
+3. prints both test tables side by side (per-class accuracy with 95 % intervals),
+4. predicts a generated 2-minute recording with the ResNet, writes its Raven table in the
+   same run (``--raven``) and scores it event by event against the calls it placed.
 """
 
 import argparse
+import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import main as train_main
-from prediction.raven import evaluate
+from prediction.annotations import Event, read_table
+from prediction.events import score, table_lines
 from utils.synthetic import make_call_set, make_recording
 
 CLASSES = {"K1": 40, "K2": 40, "K3": 40, "K14": 12, "noise": 40}   # K14 is the rare call type
@@ -30,26 +32,28 @@ MODELS = {
     "ResNet-18": ["--backbone", "resnet", "--max_pool", "2", "--lr", "1e-4", "--beta1", "0.5"],
     "ConvNeXt Tiny": ["--backbone", "convnext", "--lr", "3e-5", "--beta1", "0.9"],
 }
-ROW = re.compile(r"\|test\|0\|(\S+): (\S+) \(n=(\d+)\)")
-MEAN = re.compile(r"\|test\|0\|mean per-class accuracy: (\S+)")
-OVERALL = re.compile(r"Final test metric: (\S+)")
+PLACED = [("K1", 5), ("K2", 17.5), ("K3", 31), ("K14", 44), ("K1", 62), ("K3", 80.2), ("K2", 95), ("K14", 108)]
 
 
 def step(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
 
-def test_table(log_file: str) -> dict:
+def test_table(metrics_file: str) -> dict:
+    """Per class ``83.3% [43.6-97.0] (n=6)`` from a run's metrics.json."""
+    with open(metrics_file) as handle:
+        test = json.load(handle)["test"]
     rows = {}
-    with open(log_file) as handle:
-        for line in handle:
-            match = ROW.search(line)
-            if match:
-                rows[match.group(1)] = f"{match.group(2)} (n={match.group(3)})"
-            elif MEAN.search(line):
-                rows["mean per class"] = MEAN.search(line).group(1)
-            elif OVERALL.search(line):
-                rows["accuracy"] = f"{100 * float(OVERALL.search(line).group(1)):.1f}%"
+    for name, entry in test["per_class"].items():
+        if not entry["support"]:
+            rows[name] = "n/a (n=0)"
+            continue
+        lo, hi = entry["recall_ci95"]
+        rows[name] = f"{100 * entry['recall']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}] (n={entry['support']})"
+    lo, hi = test["balanced_accuracy_ci95"]
+    rows["balanced acc."] = f"{100 * test['balanced_accuracy']:.1f}% [{100 * lo:.0f}-{100 * hi:.0f}]"
+    rows["macro F1"] = f"{100 * test['macro_f1']:.1f}%"
+    rows["accuracy"] = f"{100 * test['accuracy']:.1f}%"
     return rows
 
 
@@ -80,47 +84,50 @@ def main(argv=None) -> int:
              "--num_workers", "0", "--seed", "7", "--no_progress"] + AUDIO + flags)
         if status != 0:
             return status
-        tables[name] = test_table(os.path.join(run, "logs", "TRAIN.log"))
+        tables[name] = test_table(os.path.join(run, "model", "metrics.json"))
 
-    step("Test accuracy per class (best validation weights)")
+    step("Test split per class: accuracy (recall) with its 95 % interval, best validation weights")
     names = list(MODELS)
-    print(f"{'class':<16}" + "".join(f"{n:>18}" for n in names))
-    for cls in list(CLASSES) + ["mean per class", "accuracy"]:
-        print(f"{cls:<16}" + "".join(f"{tables[n].get(cls, '-'):>18}" for n in names))
+    print(f"{'class':<15}" + "".join(f"{n:>26}" for n in names))
+    for row in list(CLASSES) + ["balanced acc.", "macro F1", "accuracy"]:
+        print(f"{row:<15}" + "".join(f"{tables[n].get(row, '-'):>26}" for n in names))
 
-    step("Predicting a 2-minute recording with the ResNet-18 model")
+    step("Predicting a 2-minute recording with the ResNet-18 model (log and Raven table in one run)")
     recording = os.path.join(out, "recording", "demo_recording.wav")
-    placed = [("K1", 5), ("K2", 17.5), ("K3", 31), ("K14", 44), ("K1", 62), ("K3", 80.2), ("K2", 95), ("K14", 108)]
-    events = [(SHAPES[c], t) for c, t in placed]
-    make_recording(recording, 120, 16000, events, seed=11, call_len=0.5)
+    make_recording(recording, 120, 16000, [(SHAPES[c], t) for c, t in PLACED], seed=11, call_len=0.5)
     prediction_dir = os.path.join(out, "prediction")
-    console = os.path.join(prediction_dir, "console.txt")
-    os.makedirs(prediction_dir, exist_ok=True)
+    console = os.path.join(out, "prediction_console.txt")
     with open(console, "w") as handle:   # the per-window records go to the log, not the screen
         status = subprocess.call([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "predict.py"),
                                   "--model_path", os.path.join(out, "resnet18", "model", "ANIMAL-SPOT.pk"),
                                   "--input_file", recording, "--output_dir", prediction_dir,
                                   "--log_dir", prediction_dir, "--sequence_len", "0.5", "--hop", "0.25",
-                                  "--threshold", "0.75", "--batch_size", "16", "--num_workers", "1",
-                                  "--no_progress"],
-                                 stderr=handle, stdout=handle)
+                                  "--threshold", "0.75", "--batch_size", "16", "--num_workers", "1", "--raven",
+                                  "--no_progress"], stderr=handle, stdout=handle)
     if status != 0:
         print(open(console).read()[-3000:])
         return status
-    tables_written = evaluate(prediction_dir, os.path.join(out, "raven"), 0.75)
-    with open(tables_written[0]) as handle:
+    table_file = os.path.join(prediction_dir, "demo_recording.Table.1.selections.txt")
+    with open(table_file) as handle:
         rows = handle.read().splitlines()
-    print("Calls placed at (s): " + ", ".join(f"{c}@{t}" for c, t in placed))
-    print(f"Raven selection table ({len(rows) - 1} detections):")
+    print("Calls placed at (s): " + ", ".join(f"{c}@{t}" for c, t in PLACED))
+    print(f"Raven selection table ({len(rows) - 1} selections):")
     for row in rows[:16]:
         print("  " + row.rstrip())
+
+    step("Event-level scores against the placed calls (overlap >= 50 % of the shorter event)")
+    annotated = {"demo_recording": [Event("demo_recording", t, t + 0.5, c) for c, t in PLACED]}
+    detected = {"demo_recording": read_table(table_file)}
+    for line in table_lines(score(detected, annotated, 0.5)):
+        print("  " + line)
 
     step(f"Done in {time.time() - started:.0f} s")
     print(f"  TensorBoard:     tensorboard --logdir {os.path.join(out, 'summaries')}")
     print(f"  models:          {out}/resnet18/model/ANIMAL-SPOT.pk, {out}/convnext/model/ANIMAL-SPOT.pk")
+    print(f"  metrics:         {out}/resnet18/model/metrics.json")
     print(f"  training logs:   {out}/resnet18/logs/TRAIN.log, {out}/convnext/logs/TRAIN.log")
     print(f"  prediction log:  {prediction_dir}/demo_recording_predict_output.log")
-    print(f"  Raven table:     {tables_written[0]}")
+    print(f"  Raven table:     {table_file}")
     return 0
 
 
