@@ -33,6 +33,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/predict_bench.py
+	$(PY) bench/train_bench.py
+	$(PY) bench/backbones_bench.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -1,13 +1,14 @@
 """Prediction speed and memory (a benchmark, not a test): ``make bench``.
 
-Real-time factor (audio seconds per wall second) of ``predict.py`` on a generated
-recording against the straightforward per-window path measured in the same run (the
-original's way: the whole file in memory, one spectrogram per window in DataLoader
-workers, float32 contiguous batches of 16 under ``no_grad``), for ResNet-18 (no
-max-pool) and ConvNeXt Tiny, with the prediction template's audio settings
-(44.1 kHz, n_fft 1024, hop 172, 256 bins). Both paths' probabilities are compared.
-Then the peak memory of ``predict.py`` (fresh process each) on recordings of 10 and 60
-minutes, against the per-window path's.
+Whole ``predict.py`` processes on a generated recording, timed side by side in one run
+against the original's prediction path at the same settings (``original_predict``
+below: the whole file in memory, one spectrogram per window in DataLoader workers,
+float32 contiguous batches under ``no_grad``, the original's log lines), for ResNet-18
+and ConvNeXt Tiny at the prediction template's audio settings (44.1 kHz, n_fft 1024,
+hop 172, 256 bins, 0.5 s windows). Rows: ours in float32 and with ``--amp``. The
+models are trained for a few epochs on a synthetic 44.1 kHz call set first, so the
+probability comparison is made on trained models. Then peak memory on long recordings.
+Real-time factor (RTF) = audio seconds per wall second.
 """
 
 import argparse
@@ -22,119 +23,91 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "ANIMAL-SPOT")
 sys.path.insert(0, SRC)
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import numpy as np  # noqa: E402
 
-from data.audiodataset import StridedAudioDataset, window_geometry  # noqa: E402
-from data.transforms import FeatureOptions  # noqa: E402
-from models import backbones  # noqa: E402
-from models.classifier import DefaultClassifierOpts  # noqa: E402
-from models.model_file import build_model, load_model, save_model  # noqa: E402
-from utils.synthetic import make_recording  # noqa: E402
+from prediction.log_format import parse_log  # noqa: E402
+from utils.synthetic import make_call_set, make_recording  # noqa: E402
 
-DATA_OPTS = FeatureOptions(sr=44100, n_fft=1024, hop_length=172, n_freq_bins=256, fmin=500, fmax=10000).data_opts()
-ENCODERS = {"ResNet-18": {"backbone": "resnet", "input_channels": 1, "conv_kernel_size": 7, "max_pool": 2,
-                          "resnet_size": 18},
-            "ConvNeXt Tiny": {"backbone": "convnext", "input_channels": 1, "variant": "tiny"}}
+TEMPLATE = ["--sr", "44100", "--n_fft", "1024", "--hop_length", "172", "--n_freq_bins", "256", "--fmin", "500",
+            "--fmax", "10000", "--sequence_len", "500"]
+MODELS = {"ResNet-18": ["--backbone", "resnet", "--max_pool", "2"], "ConvNeXt Tiny": ["--backbone", "convnext"]}
 
-
-def write_model(path: str, encoder_opts: dict) -> None:
-    torch.manual_seed(0)
-    classifier_opts = dict(DefaultClassifierOpts, num_classes=5,
-                           input_channels=backbones.output_channels(encoder_opts))
-    model = build_model(encoder_opts, classifier_opts).eval()
-    classes = {name: i for i, name in enumerate(["K1", "K14", "K2", "K3", "noise"])}
-    save_model(path, model, encoder_opts, classifier_opts, DATA_OPTS, classes, {"min_max_norm": False})
-
-
-def per_window_baseline(model_path, recording, seq, hop, batch_size, workers):
-    """The original's prediction path: returns (probabilities, seconds)."""
-    start = time.perf_counter()
-    loaded = load_model(model_path)
-    options = FeatureOptions.from_data_opts(loaded.data_opts)
-    window, step, _ = window_geometry(seq, hop, options.sr, 0)
-    dataset = StridedAudioDataset(recording, window, step, options=options)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
-    probs = []
-    with torch.no_grad():
-        for batch in loader:
-            probs.append(torch.softmax(loaded.model(batch), dim=1))
-    return torch.cat(probs), time.perf_counter() - start
-
-
-def quiet_predict():
-    """``predict`` whose per-file records go to the log file only (not the console)."""
-    import predict
-    from utils import logging as log_utils
-
-    def setup(name, log_dir=None, file_name="TRAIN.log", debug=False, console=True):
-        return log_utils.setup_logger(name, log_dir, file_name, debug, console=False)
-    predict.setup_logger = setup
-    return predict
-
-
-def ours(model_path, recording, seq, hop, batch_size, out_dir):
-    """``predict.py`` itself, in this process: returns (probabilities from its log, seconds)."""
-    predict = quiet_predict()
-    start = time.perf_counter()
-    status = predict.main(["--model_path", model_path, "--input_file", recording, "--output_dir", out_dir,
-                           "--sequence_len", str(seq), "--hop", str(hop), "--batch_size", str(batch_size),
-                           "--num_workers", "1", "--threshold", "0.5"])
-    elapsed = time.perf_counter() - start
-    assert status == 0
-    probs = []
-    stem = os.path.splitext(os.path.basename(recording))[0]
-    with open(os.path.join(out_dir, f"{stem}_predict_output.log")) as handle:
-        record = []
-        for line in handle:
-            if line.startswith("output_layer:"):
-                record = []
-            elif line.rstrip().endswith(";"):
-                record.append(float(line.split("=")[1].rstrip().rstrip(";")))
-                if len(record) == 5:
-                    probs.append(record)
-    return torch.tensor(probs), elapsed
-
-
-PEAK = """
-def peak_kb():  # high-water mark of this process (ru_maxrss would include the parent's, from fork)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-"""
-
-PEAK_SNIPPET = PEAK + """
-import sys
-sys.path.insert(0, {src!r})
-sys.path.insert(0, {bench!r})
-from predict_bench import quiet_predict
-status = quiet_predict().main({argv!r})
-print("PEAK_KB", peak_kb(), status)
-"""
-
-BASELINE_PEAK_SNIPPET = PEAK + """
-import sys
+ORIGINAL = """
+import sys, time, math
 sys.path.insert(0, {src!r})
 import torch
 from torch.utils.data import DataLoader
-from data.audiodataset import StridedAudioDataset, window_geometry
-from data.transforms import FeatureOptions
+from data.features import FeatureOptions
+from data.recording import StridedAudioDataset, WindowGeometry
 from models.model_file import load_model
+torch.set_num_threads({threads})
+start = time.perf_counter()
 loaded = load_model({model!r})
 options = FeatureOptions.from_data_opts(loaded.data_opts)
-window, step, _ = window_geometry({seq}, {hop}, options.sr, 0)
-ds = StridedAudioDataset({rec!r}, window, step, options=options)
+g = WindowGeometry.from_seconds({seq}, {hop}, options.sr, 0)
+dataset = StridedAudioDataset({rec!r}, g.window, g.step, options=options)
+names = {{i: n for n, i in loaded.classes.items()}}
+lines = []
 with torch.no_grad():
-    for batch in DataLoader(ds, batch_size=16, num_workers=0):
-        loaded.model(batch)
-print("PEAK_KB", peak_kb(), 0)
+    for n, batch in enumerate(DataLoader(dataset, batch_size=16, num_workers=2, shuffle=False)):
+        probs = torch.softmax(loaded.model(batch), dim=1)
+        for i, p in enumerate(probs):
+            c = int(p.argmax())
+            lines.append(f"time={{n}}, pred_class={{names[c]}}-{{c}}, prob={{float(p[c])}}")
+            lines.append("".join(f"{{names[k]}}={{float(p[k])}};" for k in range(len(p))))
+print("SECONDS", time.perf_counter() - start)
+print("\\n".join(lines))
 """
 
 
+def peak_snippet(argv):
+    return f"""
+import sys
+sys.path.insert(0, {SRC!r})
+import predict
+status = predict.main({argv!r})
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print("PEAK_KB", int(line.split()[1]), status)
+"""
+
+
+def run(command, env=None):
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(command[:4])} ...\n{result.stderr[-3000:]}")
+    return result, time.perf_counter() - start
+
+
+def train(data: str, out: str, flags, epochs: int) -> str:
+    command = [sys.executable, os.path.join(SRC, "main.py"), "--data_dir", data, "--model_dir", out,
+               "--num_classes", "5", "--max_train_epochs", str(epochs), "--epochs_per_eval", "2", "--batch_size", "8",
+               "--num_workers", "2", "--seed", "1", "--lr", "1e-4", "--no_progress", "--summary_dir",
+               os.path.join(out, "tb")] + TEMPLATE + flags
+    run(command)
+    return os.path.join(out, "ANIMAL-SPOT.pk")
+
+
+def ours(model, recording, out, seq, hop, amp, threads):
+    command = [sys.executable, os.path.join(SRC, "predict.py"), "--model_path", model, "--input_file", recording,
+               "--output_dir", out, "--sequence_len", str(seq), "--hop", str(hop), "--batch_size", "16",
+               "--num_workers", "1", "--threshold", "0.5", "--no_progress", "--overwrite"] + (["--amp"] if amp else [])
+    _, seconds = run(command, dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    log = parse_log(os.path.join(out, os.path.splitext(os.path.basename(recording))[0] + "_predict_output.log"))
+    return seconds, np.array([w.probs for w in log.windows.values()])
+
+
+def original(model, recording, seq, hop, threads):
+    code = ORIGINAL.format(src=SRC, model=model, rec=recording, seq=seq, hop=hop, threads=threads)
+    result, seconds = run([sys.executable, "-c", code])
+    rows = [line.rstrip(";").split(";") for line in result.stdout.splitlines() if line.endswith(";")]
+    return seconds, np.array([[float(v.split("=")[1]) for v in row] for row in rows])
+
+
 def peak_mb(code: str) -> float:
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    line = [l for l in result.stdout.splitlines() if l.startswith("PEAK_KB")][-1]
-    return int(line.split()[1]) / 1024
+    result, _ = run([sys.executable, "-c", code])
+    return int([l for l in result.stdout.splitlines() if l.startswith("PEAK_KB")][-1].split()[1]) / 1024
 
 
 def main(argv=None) -> int:
@@ -142,54 +115,56 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=10, help="recording length for the speed runs")
     parser.add_argument("--sequence_len", type=float, default=0.5)
     parser.add_argument("--hop", type=float, default=0.5)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--baseline_workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="alternate the two paths, keep each one's best")
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs of the benchmark models")
+    parser.add_argument("--repeats", type=int, default=2, help="alternate the paths, keep each one's best")
     parser.add_argument("--memory_minutes", type=float, nargs="*", default=[10, 60, 120])
-    parser.add_argument("--memory_hop", type=float, default=5.0, help="hop for the memory runs (fewer windows)")
-    parser.add_argument("--models", nargs="*", default=list(ENCODERS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--json", type=str, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
-    figures = {"threads": torch.get_num_threads(), "speed": {}, "memory_mb": {}}
+    threads = os.cpu_count() or 1
+    figures = {"cpu_threads": threads, "speed": {}, "memory_mb": {}}
     with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data")
+        make_call_set(data, {"K1": 24, "K2": 24, "K3": 24, "K14": 12, "noise": 24}, tapes_per_class=6, sr=44100,
+                      duration=0.5, seed=3, shapes={"K1": "upsweep", "K2": "downsweep", "K3": "pulses",
+                                                     "K14": "harmonic", "noise": "noise"})
         recording = os.path.join(tmp, "bench.wav")
-        make_recording(recording, args.minutes * 60, 44100, [("upsweep", 3.0), ("pulses", 30.0)], seed=1)
-        audio_seconds = args.minutes * 60
-        print(f"recording: {args.minutes:g} min at 44.1 kHz; windows {args.sequence_len} s, hop {args.hop} s; "
-              f"torch threads {torch.get_num_threads()}", flush=True)
+        events = [(shape, 5.0 + 9.7 * i) for i, shape in enumerate(["upsweep", "pulses", "harmonic", "downsweep"] * 15)
+                  if 5.0 + 9.7 * i < args.minutes * 60 - 1]
+        make_recording(recording, args.minutes * 60, 44100, events, seed=1)
+        audio = args.minutes * 60
+        print(f"recording: {args.minutes:g} min at 44.1 kHz, {len(events)} calls; windows {args.sequence_len} s, "
+              f"hop {args.hop} s; batch 16; {threads} threads", flush=True)
         for name in args.models:
-            model_path = os.path.join(tmp, f"{name.split()[0]}.pk")
-            write_model(model_path, ENCODERS[name])
-            base_time = our_time = float("inf")
+            model = train(data, os.path.join(tmp, name.split()[0]), MODELS[name], args.epochs)
+            best = {"original": float("inf"), "ours": float("inf"), "ours --amp": float("inf")}
+            probs = {}
             for _ in range(args.repeats):
-                base_probs, seconds = per_window_baseline(model_path, recording, args.sequence_len, args.hop,
-                                                          args.batch_size, args.baseline_workers)
-                base_time = min(base_time, seconds)
-                our_probs, seconds = ours(model_path, recording, args.sequence_len, args.hop, args.batch_size,
-                                          os.path.join(tmp, "out"))
-                our_time = min(our_time, seconds)
-            diff = float((our_probs - base_probs).abs().max())
-            row = {"baseline_rtf": audio_seconds / base_time, "ours_rtf": audio_seconds / our_time,
-                   "speed_up": base_time / our_time, "max_prob_diff": diff, "windows": int(base_probs.shape[0])}
+                seconds, probs["original"] = original(model, recording, args.sequence_len, args.hop, threads)
+                best["original"] = min(best["original"], seconds)
+                for label, amp in (("ours", False), ("ours --amp", True)):
+                    seconds, probs[label] = ours(model, recording, os.path.join(tmp, "out"), args.sequence_len,
+                                                 args.hop, amp, threads)
+                    best[label] = min(best[label], seconds)
+            row = {}
+            for label in best:
+                diff = np.abs(probs[label] - probs["original"])
+                same = float((probs[label].argmax(1) == probs["original"].argmax(1)).mean())
+                row[label] = {"rtf": audio / best[label], "speed_up": best["original"] / best[label],
+                              "max_prob_diff": float(diff.max()), "same_class": same}
+                print(f"{name:14s} {label:11s} RTF {audio / best[label]:7.1f}   x{best['original'] / best[label]:.2f} "
+                      f"the original's   max |dp| {diff.max():.1e}   same class {100 * same:.2f}%  "
+                      f"({len(probs[label])} windows)", flush=True)
             figures["speed"][name] = row
-            print(f"{name:14s} per-window RTF {row['baseline_rtf']:7.2f}   ours RTF {row['ours_rtf']:7.2f}   "
-                  f"speed-up {row['speed_up']:.2f}x   max |dp| {diff:.2e}   ({row['windows']} windows)", flush=True)
-        model_path = os.path.join(tmp, "ResNet-18.pk")
-        write_model(model_path, ENCODERS["ResNet-18"])
+        model = os.path.join(tmp, "ResNet-18", "ANIMAL-SPOT.pk")
         for minutes in args.memory_minutes:
             rec = os.path.join(tmp, f"mem_{minutes:g}.wav")
             make_recording(rec, minutes * 60, 44100, [], seed=2)
-            argv_ = ["--model_path", model_path, "--input_file", rec, "--output_dir", os.path.join(tmp, "mem"),
-                     "--sequence_len", str(args.sequence_len), "--hop", str(args.memory_hop),
-                     "--batch_size", str(args.batch_size), "--num_workers", "1"]
-            our_peak = peak_mb(PEAK_SNIPPET.format(src=SRC, bench=os.path.dirname(os.path.abspath(__file__)),
-                                                   argv=argv_))
-            base_peak = peak_mb(BASELINE_PEAK_SNIPPET.format(src=SRC, model=model_path, rec=rec,
-                                                             seq=args.sequence_len, hop=args.memory_hop))
-            figures["memory_mb"][f"{minutes:g} min"] = {"ours": our_peak, "per_window": base_peak}
-            print(f"peak memory, {minutes:g} min recording: ours {our_peak:.0f} MB, per-window path "
-                  f"{base_peak:.0f} MB", flush=True)
+            argv_ = ["--model_path", model, "--input_file", rec, "--output_dir", os.path.join(tmp, "mem"),
+                     "--sequence_len", str(args.sequence_len), "--hop", "5.0", "--batch_size", "16",
+                     "--num_workers", "1", "--no_progress", "--overwrite"]
+            figures["memory_mb"][f"{minutes:g} min"] = mb = peak_mb(peak_snippet(argv_))
+            print(f"peak memory of predict.py, {minutes:g} min recording: {mb:.0f} MB", flush=True)
             os.remove(rec)
     if args.json:
         with open(args.json, "w") as handle:

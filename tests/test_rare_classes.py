@@ -101,6 +101,7 @@ def test_one_cycle_lr_curve():
     schedule = OneCycleScheduler(optimizer, peak_lr=3e-4, total_steps=100)
     lrs = [optimizer.param_groups[0]["lr"]]
     for i in range(99):
+        optimizer.step()
         schedule.on_batch_end(None, Batch("train", 0, i, None, None, None, 0.0))
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs[0] == pytest.approx(3e-4 / 25)                         # torch's default start: peak / 25
