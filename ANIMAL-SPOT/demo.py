@@ -57,41 +57,30 @@ def test_table(metrics_file: str) -> dict:
     return rows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="demo_output", help="folder for everything the demo writes")
-    parser.add_argument("--epochs", type=int, default=12)
-    args = parser.parse_args(argv)
-    out = os.path.abspath(args.out)
-    started = time.time()
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-
-    step(f"Writing a synthetic call set to {out}/data")
-    make_call_set(os.path.join(out, "data"), CLASSES, tapes_per_class=10, sr=16000, duration=0.5, seed=7,
-                  shapes=SHAPES)
-    print(", ".join(f"{name}: {count} clips" for name, count in CLASSES.items()))
-
+def train_models(out: str, epochs: int) -> dict:
+    """Both backbones on the call set; their test tables (None when a run failed)."""
     tables = {}
     for name, flags in MODELS.items():
-        step(f"Training {name} for {args.epochs} epochs on the CPU")
+        step(f"Training {name} for {epochs} epochs on the CPU")
         run = os.path.join(out, name.split()[0].lower().replace("-", ""))
         status = train_main.main(
             ["--data_dir", os.path.join(out, "data"), "--model_dir", os.path.join(run, "model"),
              "--checkpoint_dir", os.path.join(run, "checkpoints"), "--log_dir", os.path.join(run, "logs"),
              "--summary_dir", os.path.join(out, "summaries"), "--num_classes", str(len(CLASSES)),
-             "--max_train_epochs", str(args.epochs), "--epochs_per_eval", "2", "--batch_size", "8",
+             "--max_train_epochs", str(epochs), "--epochs_per_eval", "2", "--batch_size", "8",
              "--num_workers", "0", "--seed", "7", "--no_progress"] + AUDIO + flags)
         if status != 0:
-            return status
+            return None
         tables[name] = test_table(os.path.join(run, "model", "metrics.json"))
-
     step("Test split per class: accuracy (recall) with its 95 % interval, best validation weights")
-    names = list(MODELS)
-    print(f"{'class':<15}" + "".join(f"{n:>26}" for n in names))
+    print(f"{'class':<15}" + "".join(f"{n:>26}" for n in MODELS))
     for row in list(CLASSES) + ["balanced acc.", "macro F1", "accuracy"]:
-        print(f"{row:<15}" + "".join(f"{tables[n].get(row, '-'):>26}" for n in names))
+        print(f"{row:<15}" + "".join(f"{tables[n].get(row, '-'):>26}" for n in MODELS))
+    return tables
 
+
+def predict_and_score(out: str) -> int:
+    """The 2-minute recording: prediction with its Raven table, then event-level scores."""
     step("Predicting a 2-minute recording with the ResNet-18 model (log and Raven table in one run)")
     recording = os.path.join(out, "recording", "demo_recording.wav")
     make_recording(recording, 120, 16000, [(SHAPES[c], t) for c, t in PLACED], seed=11, call_len=0.5)
@@ -114,20 +103,34 @@ def main(argv=None) -> int:
     print(f"Raven selection table ({len(rows) - 1} selections):")
     for row in rows[:16]:
         print("  " + row.rstrip())
-
     step("Event-level scores against the placed calls (overlap >= 50 % of the shorter event)")
     annotated = {"demo_recording": [Event("demo_recording", t, t + 0.5, c) for c, t in PLACED]}
-    detected = {"demo_recording": read_table(table_file)}
-    for line in table_lines(score(detected, annotated, 0.5)):
+    for line in table_lines(score({"demo_recording": read_table(table_file)}, annotated, 0.5)):
         print("  " + line)
+    return 0
 
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="demo_output", help="folder for everything the demo writes")
+    parser.add_argument("--epochs", type=int, default=12)
+    args = parser.parse_args(argv)
+    out = os.path.abspath(args.out)
+    started = time.time()
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    step(f"Writing a synthetic call set to {out}/data")
+    make_call_set(os.path.join(out, "data"), CLASSES, tapes_per_class=10, sr=16000, duration=0.5, seed=7,
+                  shapes=SHAPES)
+    print(", ".join(f"{name}: {count} clips" for name, count in CLASSES.items()))
+    if train_models(out, args.epochs) is None or predict_and_score(out) != 0:
+        return 1
     step(f"Done in {time.time() - started:.0f} s")
     print(f"  TensorBoard:     tensorboard --logdir {os.path.join(out, 'summaries')}")
     print(f"  models:          {out}/resnet18/model/ANIMAL-SPOT.pk, {out}/convnext/model/ANIMAL-SPOT.pk")
     print(f"  metrics:         {out}/resnet18/model/metrics.json")
     print(f"  training logs:   {out}/resnet18/logs/TRAIN.log, {out}/convnext/logs/TRAIN.log")
-    print(f"  prediction log:  {prediction_dir}/demo_recording_predict_output.log")
-    print(f"  Raven table:     {table_file}")
+    print(f"  prediction:      {out}/prediction/ (log, Raven table)")
     return 0
 
 

@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="decision threshold on the raw probability (default 0.5; without it, a model with per-class "
            "thresholds decides on calibrated probabilities)")
     a("--batch_size", type=_positive(int), default=16, help="windows per forward pass (results do not depend on it)")
-    a("--num_workers", type=int, default=4, help="> 0: read and transform the next batch while the network runs")
+    a("--num_workers", type=int, default=4,
+      help="> 0: on a GPU, read and transform the next batch while the network runs (on a CPU the network "
+           "already uses every core, so batches are prepared in turn)")
     a("--no_cuda", dest="cuda", action="store_false", help="do not use a GPU")
     a("--visualize", action="store_true", help="write a PDF of the network input of every window")
     a("--jit_load", action="store_true", help="the model file is TorchScript (--jit_save)")
@@ -188,6 +190,7 @@ class FileRun:
         self.latent["spectra_input"].append(batch.inputs[n:n + 1].cpu())
 
     def close(self) -> None:
+        self.reader.close()
         close_logger(self.logger)
 
 
@@ -229,6 +232,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OutputError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
+    library = setup_logger("ANIMAL-SPOT", None, debug=args.debug)     # the modules' notes, on the console
     try:
         return run(args, log)
     except KNOWN_ERRORS as error:
@@ -239,6 +243,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     finally:
         close_logger(log)
+        close_logger(library)
 
 
 def check_arguments(args, log: logging.Logger) -> List[str]:
@@ -274,7 +279,7 @@ def make_predictor(args, log: logging.Logger) -> Predictor:
         log.debug(f"Model successfully load via torch {'jit' if args.jit_load else 'load'}: {model.path}")
         log.info(getattr(model.backend, "model", model.backend))
     return Predictor(models, args.sequence_len, args.hop, args.batch_size, detector, args.detector_threshold,
-                     device, prefetch=args.num_workers > 0)
+                     device, prefetch=args.num_workers > 0 and device.type != "cpu")
 
 
 def decision_rule(args, predictor: Predictor, log: logging.Logger) -> DecisionRule:

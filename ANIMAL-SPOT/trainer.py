@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from data.augment import epoch_seed
+from utils.checkpoints import CHECKPOINT_FORMAT
 from utils.classmap import ClassMap
 from utils.metrics import PassMetrics
 from utils.runtime import Precision, Processes
@@ -221,40 +222,48 @@ class Trainer:
         for listener in self.listeners:
             getattr(listener, hook)(self, *args)
 
-    # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, epoch: int) -> dict:
-        """The original's checkpoint keys, then this project's (``formatVersion``, ``fork``)."""
-        train_state = {"epoch": epoch, "best_metric": 0.0, "best_model": None,
-                       "optState": self.optimizer.state_dict(), "earlyStopping": None, "scheduler": None}
-        extra = {"seed": self.seed, "precision": self.step.precision.name,
-                 "memoryFormat": "channels_last" if self.step.memory_format == torch.channels_last else "contiguous"}
-        if self.step.scaler is not None:
-            extra["scaler"] = self.step.scaler.state_dict()
-        for listener in self.listeners:
-            listener.save(train_state, extra)
-        return {"modelState": self.model.state_dict(), "trainState": train_state,
-                "classes": self.class_map.to_dict(), "formatVersion": 2, "fork": extra}
+        return checkpoint_state(self, epoch)
 
     def restore(self, checkpoint: dict) -> int:
         """Load a (migrated) checkpoint; returns the epoch to continue with."""
-        own, theirs = set(self.model.state_dict()), set(checkpoint["modelState"])
-        if own != theirs:
-            missing, unexpected = sorted(own - theirs), sorted(theirs - own)
-            raise TrainingError("Failed to restore checkpoint: Checkpoint has different parameters (another "
-                                f"backbone or size?): {len(missing)} missing, e.g. {missing[:2]}; "
-                                f"{len(unexpected)} unexpected, e.g. {unexpected[:2]}")
-        try:
-            self.model.load_state_dict(checkpoint["modelState"])
-        except RuntimeError as error:
-            first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-            raise TrainingError(f"Failed to restore checkpoint: Checkpoint has different parameters ({first})") from None
-        train_state, extra = checkpoint["trainState"], checkpoint.get("fork") or {}
-        try:
-            self.optimizer.load_state_dict(train_state["optState"])
-        except (ValueError, KeyError, RuntimeError) as error:
-            raise TrainingError(f"Failed to restore checkpoint: its optimizer state does not fit ({error})") from None
-        if self.step.scaler is not None and "scaler" in extra:
-            self.step.scaler.load_state_dict(extra["scaler"])
-        for listener in self.listeners:
-            listener.restore(train_state, extra)
-        return int(train_state["epoch"]) + 1
+        return restore_checkpoint(self, checkpoint)
+
+
+def checkpoint_state(trainer: Trainer, epoch: int) -> dict:
+    """The original's checkpoint keys, then this project's (``formatVersion``, ``fork``)."""
+    train_state = {"epoch": epoch, "best_metric": 0.0, "best_model": None,
+                   "optState": trainer.optimizer.state_dict(), "earlyStopping": None, "scheduler": None}
+    extra = {"seed": trainer.seed, "precision": trainer.step.precision.name,
+             "memoryFormat": "channels_last" if trainer.step.memory_format == torch.channels_last else "contiguous"}
+    if trainer.step.scaler is not None:
+        extra["scaler"] = trainer.step.scaler.state_dict()
+    for listener in trainer.listeners:
+        listener.save(train_state, extra)
+    return {"modelState": trainer.model.state_dict(), "trainState": train_state,
+            "classes": trainer.class_map.to_dict(), "formatVersion": CHECKPOINT_FORMAT, "fork": extra}
+
+
+def restore_checkpoint(trainer: Trainer, checkpoint: dict) -> int:
+    """Load a (migrated) checkpoint into the trainer; returns the epoch to continue with."""
+    own, theirs = set(trainer.model.state_dict()), set(checkpoint["modelState"])
+    if own != theirs:
+        missing, unexpected = sorted(own - theirs), sorted(theirs - own)
+        raise TrainingError("Failed to restore checkpoint: Checkpoint has different parameters (another "
+                            f"backbone or size?): {len(missing)} missing, e.g. {missing[:2]}; "
+                            f"{len(unexpected)} unexpected, e.g. {unexpected[:2]}")
+    try:
+        trainer.model.load_state_dict(checkpoint["modelState"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise TrainingError(f"Failed to restore checkpoint: Checkpoint has different parameters ({first})") from None
+    train_state, extra = checkpoint["trainState"], checkpoint.get("fork") or {}
+    try:
+        trainer.optimizer.load_state_dict(train_state["optState"])
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise TrainingError(f"Failed to restore checkpoint: its optimizer state does not fit ({error})") from None
+    if trainer.step.scaler is not None and "scaler" in extra:
+        trainer.step.scaler.load_state_dict(extra["scaler"])
+    for listener in trainer.listeners:
+        listener.restore(train_state, extra)
+    return int(train_state["epoch"]) + 1

@@ -122,7 +122,8 @@ def test_keep_checkpoints_and_provenance(tmp_path, call_set):
     assert "--keep_checkpoints" in provenance["command"] or provenance["command"]
     assert re.fullmatch(r"[0-9a-f]{16}", provenance["splitHash"])
     ckpt = torch.load(tmp_path / "c" / "multi_class_4_classifier_epoch_00002.checkpoint", weights_only=True)
-    assert ckpt["formatVersion"] == FORMAT_VERSION and list(ckpt)[:3] == ["modelState", "trainState", "classes"]
+    from utils.checkpoints import CHECKPOINT_FORMAT
+    assert ckpt["formatVersion"] == CHECKPOINT_FORMAT and list(ckpt)[:3] == ["modelState", "trainState", "classes"]
     assert set(ckpt["trainState"]) == {"epoch", "best_metric", "best_model", "optState", "earlyStopping", "scheduler"}
 
 

@@ -152,6 +152,15 @@ class SignalReader:
                           / (min(self.down, self.up) * KAISER_BEST["rolloff"]))
         self.margin = self.down * (width // self.down + 2)
         self.n_samples = resampled_length(self.n_in, self.rate, sr)
+        self._handle = None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __del__(self):
+        self.close()
 
     @property
     def seconds(self) -> float:
@@ -159,9 +168,10 @@ class SignalReader:
 
     def _read_input(self, start: int, stop: int) -> torch.Tensor:
         try:
-            with sf.SoundFile(self.path) as handle:
-                handle.seek(start)
-                data = handle.read(stop - start, dtype="float32", always_2d=True)
+            if self._handle is None:           # opened once, read block by block
+                self._handle = sf.SoundFile(self.path)
+            self._handle.seek(start)
+            data = self._handle.read(stop - start, dtype="float32", always_2d=True)
         except Exception as error:
             raise AudioFileError(f"{self.path}: cannot read audio ({error})") from None
         check_finite(data, self.path)

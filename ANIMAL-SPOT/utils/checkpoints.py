@@ -13,6 +13,7 @@ import torch
 from utils.atomic import atomic_torch_save
 
 log = logging.getLogger("ANIMAL-SPOT")
+CHECKPOINT_FORMAT = 2          # 2: parameters in the original's order, state after the epoch's steps
 REQUIRED = ("modelState", "trainState")
 REQUIRED_TRAIN = ("epoch", "optState")
 

@@ -162,18 +162,7 @@ class PassMetrics:
         """95 % percentile bootstrap over the samples (one per file), fixed seed."""
         if not self.samples:
             return float("nan"), float("nan")
-        pairs = torch.cat(self.samples, dim=1).numpy()
-        n = pairs.shape[1]
-        rng = np.random.default_rng(seed)
-        values = []
-        for _ in range(resamples):
-            pick = rng.integers(0, n, n)
-            values.append(balanced_accuracy_of(confusion_of(pairs[0, pick], pairs[1, pick], self.num_classes)))
-        values = np.asarray(values)
-        values = values[~np.isnan(values)]
-        if not len(values):
-            return float("nan"), float("nan")
-        return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+        return bootstrap_balanced_accuracy(torch.cat(self.samples, dim=1).numpy(), self.num_classes, resamples, seed)
 
     # --------------------------------------------------------------------- ROC
     def roc(self):
@@ -195,52 +184,28 @@ class PassMetrics:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(rows > 0, self.matrix / np.where(rows > 0, rows, 1), 0.0)
 
-    # -------------------------------------------------------------- presentation
     def table(self, class_names: Sequence[str], intervals: bool = False) -> List[str]:
-        """Per class ``K14: 83.3% [43.6-97.0] (n=6) P 71.4% F1 76.9%`` (accuracy = recall, its
-        interval with ``intervals``, support, precision, F1), then the means."""
-        recall, precision, f1 = self.recall(), self.precision(), self.f1()
-        bounds = self.recall_intervals()
-        lines = []
-        for c, name in enumerate(class_names):
-            n = int(round(self.support[c]))
-            if n == 0:
-                text = f"{name}: n/a (n=0)"
-            else:
-                text = f"{name}: {pct(recall[c])}"
-                if intervals:
-                    text += f" [{bounds[c][0] * 100:.1f}-{bounds[c][1] * 100:.1f}]"
-                text += f" (n={n})"
-            text += f" P {pct(precision[c])} F1 {pct(f1[c])}"
-            lines.append(text)
-        mean = f"mean per-class accuracy: {pct(self.balanced_accuracy())}"
-        if intervals:
-            lo, hi = self.balanced_accuracy_interval()
-            if not math.isnan(lo):
-                mean += f" [{lo * 100:.1f}-{hi * 100:.1f}]"
-        lines.append(mean + " (balanced accuracy)")
-        lines.append(f"macro F1: {pct(self.macro_f1())}")
-        return lines
+        return table_lines(self, class_names, intervals)
 
     def summary(self, class_names: Sequence[str], intervals: bool = False) -> Dict:
-        """A JSON-ready description (metrics.json)."""
-        recall, precision, f1 = self.recall(), self.precision(), self.f1()
-        bounds = self.recall_intervals()
-        per_class = OrderedDict()
-        for c, name in enumerate(class_names):
-            entry = {"support": int(round(self.support[c])), "recall": _num(recall[c]),
-                     "precision": _num(precision[c]), "f1": _num(f1[c])}
-            if intervals:
-                entry["recall_ci95"] = [_num(bounds[c][0]), _num(bounds[c][1])]
-            per_class[name] = entry
-        out = {"accuracy": self.accuracy(), "balanced_accuracy": _num(self.balanced_accuracy()),
-               "macro_f1": _num(self.macro_f1()), "samples": int(round(self.total)), "per_class": per_class,
-               "confusion_matrix": self.matrix.round().astype(int).tolist()}
-        if intervals:
-            out["balanced_accuracy_ci95"] = [_num(v) for v in self.balanced_accuracy_interval()]
-        if self.binary:
-            out["binary"] = dict(self.binary_metrics())
-        return out
+        return summary_of(self, class_names, intervals)
+
+
+def bootstrap_balanced_accuracy(pairs: np.ndarray, num_classes: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                                seed: int = BOOTSTRAP_SEED) -> Tuple[float, float]:
+    """2.5 and 97.5 percentiles of balanced accuracy over ``resamples`` resamples (with
+    replacement) of the (label, prediction) ``pairs`` (2, n)."""
+    n = pairs.shape[1]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        pick = rng.integers(0, n, n)
+        values.append(balanced_accuracy_of(confusion_of(pairs[0, pick], pairs[1, pick], num_classes)))
+    values = np.asarray(values)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
 def pct(value: float) -> str:
@@ -251,6 +216,54 @@ def pct(value: float) -> str:
 def _num(value) -> Optional[float]:
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def table_lines(m: PassMetrics, class_names: Sequence[str], intervals: bool = False) -> List[str]:
+    """Per class ``K14: 83.3% [43.6-97.0] (n=6) P 71.4% F1 76.9%`` (accuracy = recall, its
+    interval with ``intervals``, support, precision, F1), then the means."""
+    recall, precision, f1 = m.recall(), m.precision(), m.f1()
+    bounds = m.recall_intervals()
+    lines = []
+    for c, name in enumerate(class_names):
+        n = int(round(m.support[c]))
+        if n == 0:
+            text = f"{name}: n/a (n=0)"
+        else:
+            text = f"{name}: {pct(recall[c])}"
+            if intervals:
+                text += f" [{bounds[c][0] * 100:.1f}-{bounds[c][1] * 100:.1f}]"
+            text += f" (n={n})"
+        text += f" P {pct(precision[c])} F1 {pct(f1[c])}"
+        lines.append(text)
+    mean = f"mean per-class accuracy: {pct(m.balanced_accuracy())}"
+    if intervals:
+        lo, hi = m.balanced_accuracy_interval()
+        if not math.isnan(lo):
+            mean += f" [{lo * 100:.1f}-{hi * 100:.1f}]"
+    lines.append(mean + " (balanced accuracy)")
+    lines.append(f"macro F1: {pct(m.macro_f1())}")
+    return lines
+
+
+def summary_of(m: PassMetrics, class_names: Sequence[str], intervals: bool = False) -> Dict:
+    """A JSON-ready description (metrics.json)."""
+    recall, precision, f1 = m.recall(), m.precision(), m.f1()
+    bounds = m.recall_intervals()
+    per_class = OrderedDict()
+    for c, name in enumerate(class_names):
+        entry = {"support": int(round(m.support[c])), "recall": _num(recall[c]),
+                 "precision": _num(precision[c]), "f1": _num(f1[c])}
+        if intervals:
+            entry["recall_ci95"] = [_num(bounds[c][0]), _num(bounds[c][1])]
+        per_class[name] = entry
+    out = {"accuracy": m.accuracy(), "balanced_accuracy": _num(m.balanced_accuracy()),
+           "macro_f1": _num(m.macro_f1()), "samples": int(round(m.total)), "per_class": per_class,
+           "confusion_matrix": m.matrix.round().astype(int).tolist()}
+    if intervals:
+        out["balanced_accuracy_ci95"] = [_num(v) for v in m.balanced_accuracy_interval()]
+    if m.binary:
+        out["binary"] = dict(m.binary_metrics())
+    return out
 
 
 # --------------------------------------------------------------- the seed fork's API

@@ -92,38 +92,38 @@ def choose_precision(device: torch.device, amp: bool, quiet: bool = False) -> Pr
 
 
 # ------------------------------------------------------------------- memory format
-def time_call(fn: Callable[[], None], repeats: int = 3) -> float:
-    fn()                                              # warm-up (kernel choice, allocation)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def choose_memory_format(model: nn.Module, example: torch.Tensor, precision: Precision, device: torch.device,
-                         forced: str = "auto", training: bool = False) -> str:
+                         forced: str = "auto", training: bool = False, rounds: int = 2) -> str:
     """``contiguous`` or ``channels_last``: the forced one, or the faster of the two on
-    ``example`` (forward, plus backward when ``training``), logged."""
+    (up to 4 items of) ``example`` -- forward, plus backward when ``training`` -- each
+    format warmed up once, then timed alternately ``rounds`` times (best of each), and
+    logged. The model is left in the chosen format."""
     if forced != "auto":
+        model.to(memory_format=MEMORY_FORMATS[forced])
         return forced
     was_training = model.training
     model.train(training)
-    times = {}
-    try:
-        for name, fmt in MEMORY_FORMATS.items():
-            model.to(memory_format=fmt)
-            x = example.to(device).contiguous(memory_format=fmt)
+    sample = example[: min(4, example.shape[0])].to(device)
+    times = {name: float("inf") for name in MEMORY_FORMATS}
 
-            def step():
-                with precision.autocast(device), torch.set_grad_enabled(training):
-                    out = model(x)
-                    if training:
-                        out.float().sum().backward()
-            times[name] = time_call(step)
+    def run(name):
+        fmt = MEMORY_FORMATS[name]
+        model.to(memory_format=fmt)
+        x = sample.contiguous(memory_format=fmt)
+        start = time.perf_counter()
+        with precision.autocast(device), torch.set_grad_enabled(training):
+            out = model(x)
+            if training:
+                out.float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+    try:
+        for name in MEMORY_FORMATS:
+            run(name)                                     # kernel choice, allocation
+        for _ in range(rounds):
+            for name in MEMORY_FORMATS:
+                times[name] = min(times[name], run(name))
     finally:
         if training:
             model.zero_grad(set_to_none=True)
@@ -131,7 +131,7 @@ def choose_memory_format(model: nn.Module, example: torch.Tensor, precision: Pre
     choice = min(times, key=times.get)
     model.to(memory_format=MEMORY_FORMATS[choice])
     log.info(f"Memory format: {choice} ({', '.join(f'{k} {v * 1000:.1f} ms' for k, v in times.items())} "
-             f"per batch of {example.shape[0]}, {precision.name})")
+             f"per {sample.shape[0]} items, {precision.name})")
     return choice
 
 
