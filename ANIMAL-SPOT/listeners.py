@@ -63,7 +63,20 @@ class BestWeights(Listener):
         self.epoch, self.summary = best.get("epoch"), best.get("summary")
 
 
-class PlateauScheduler(Listener):
+class Scheduler(Listener):
+    """An LR scheduler as a listener; its state is the original's ``trainState.scheduler``."""
+
+    scheduler = None
+
+    def save(self, train_state, extra) -> None:
+        train_state["scheduler"] = self.scheduler.state_dict()
+
+    def restore(self, train_state, extra) -> None:
+        if train_state.get("scheduler"):
+            self.scheduler.load_state_dict(train_state["scheduler"])
+
+
+class PlateauScheduler(Scheduler):
     """The original's LR schedule: ReduceLROnPlateau on validation accuracy (mode max,
     absolute threshold 1e-3), stepped after each validation."""
 
@@ -75,15 +88,8 @@ class PlateauScheduler(Listener):
         if r.phase == "val":
             self.scheduler.step(r.accuracy)
 
-    def save(self, train_state, extra) -> None:
-        train_state["scheduler"] = self.scheduler.state_dict()
 
-    def restore(self, train_state, extra) -> None:
-        if train_state.get("scheduler"):
-            self.scheduler.load_state_dict(train_state["scheduler"])
-
-
-class OneCycleScheduler(Listener):
+class OneCycleScheduler(Scheduler):
     """One-cycle LR (peak = the effective LR), stepped after every training batch."""
 
     def __init__(self, optimizer, peak_lr: float, total_steps: int):
@@ -94,21 +100,12 @@ class OneCycleScheduler(Listener):
         if batch.phase == "train" and self.scheduler.last_epoch + 1 < self.scheduler.total_steps:
             self.scheduler.step()
 
-    def save(self, train_state, extra) -> None:
-        train_state["scheduler"] = self.scheduler.state_dict()
 
-    def restore(self, train_state, extra) -> None:
-        if train_state.get("scheduler"):
-            self.scheduler.load_state_dict(train_state["scheduler"])
-
-
-class CosineScheduler(OneCycleScheduler):
+class CosineScheduler(Scheduler):
     """Cosine annealing from the effective LR to 0 over the run, stepped per epoch."""
 
     def __init__(self, optimizer, epochs: int):
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
-
-    def on_batch_end(self, trainer, batch) -> None: ...
 
     def on_pass_end(self, trainer, r: PassResult) -> None:
         if r.phase == "train":

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from data.augment import epoch_seed
 from utils.checkpoints import CHECKPOINT_FORMAT
-from utils.classmap import ClassMap
+from utils.classmap import ClassMap, binary_count
 from utils.metrics import PassMetrics
 from utils.runtime import Precision, Processes
 
@@ -33,7 +33,7 @@ class TrainingError(RuntimeError):
 
 
 def model_prefix(num_classes: int) -> str:
-    return "binary_classifier" if num_classes == 2 else f"multi_class_{num_classes}_classifier"
+    return "binary_classifier" if binary_count(num_classes) else f"multi_class_{num_classes}_classifier"
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Trainer:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         metrics = PassMetrics(self.num_classes, self.device, keep_samples=phase == "test")
-        binary = self.num_classes == 2
+        binary = self.class_map.is_binary
         self._emit("on_pass_start", phase, epoch, len(loader))
         log.debug(f"{phase}|{epoch}|start")
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)

@@ -351,3 +351,13 @@ def test_python_use_of_the_core(models):
     assert predictor.sequence_len == 0.3                                 # the model's training segment
     assert probs.shape == (len(starts), 3) and isinstance(probs, np.ndarray)
     assert starts[1] == 0.25 and ends[0] == round(4799 / 16000, 3)
+
+
+def test_a_recording_sampled_below_twice_fmax_is_named(tmp_path, models, capsys):
+    paths, _ = models
+    low = str(tmp_path / "low.wav")
+    make_recording(low, 1.0, 8000, [("upsweep", 0.2)])          # the models' fmax is 8000 Hz
+    assert predict.main(["--model_path", paths["binary"], "--input_file", low, "--output_dir", str(tmp_path / "o"),
+                         "--num_workers", "0", "--no_progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"{low}: sampled at 8000 Hz, below twice the model's fmax (8000 Hz)" in err

@@ -9,7 +9,7 @@ channels are averaged; other rates are resampled with resampy's ``kaiser_best`` 
 import math
 import os
 from functools import lru_cache
-from typing import Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -190,9 +190,9 @@ class SignalReader:
         return chunk[start - offset:stop - offset]
 
 
-def recording_files(path: str, extensions: Iterable[str] = RECORDING_EXTENSIONS) -> List[str]:
-    """A single file, or every audio file below a folder (recursive, sorted, hidden
-    entries skipped)."""
+def files_below(path: str, accept: Callable[[str], bool]) -> List[str]:
+    """A single file, or every file below a folder whose name ``accept`` takes
+    (recursive, sorted, hidden entries skipped)."""
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
@@ -200,6 +200,10 @@ def recording_files(path: str, extensions: Iterable[str] = RECORDING_EXTENSIONS)
     found = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, n) for n in sorted(files)
-                  if not n.startswith(".") and has_extension(n, extensions)]
+        found += [os.path.join(root, n) for n in sorted(files) if not n.startswith(".") and accept(n)]
     return sorted(found)
+
+
+def recording_files(path: str, extensions: Iterable[str] = RECORDING_EXTENSIONS) -> List[str]:
+    """A single file, or every audio file below a folder."""
+    return files_below(path, lambda name: has_extension(name, extensions))

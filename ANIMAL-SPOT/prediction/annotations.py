@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from data.audio_io import files_below
+
 BEGIN, END, FILE, OFFSET, SELECTION, SCORE = "begin time (s)", "end time (s)", "begin file", "file offset (s)", \
     "selection", "score"
 TABLE_SUFFIX = ".selections.txt"
@@ -49,15 +51,7 @@ def is_table(path: str) -> bool:
 
 
 def find_tables(folder: str) -> List[str]:
-    if os.path.isfile(folder):
-        return [folder]
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder}: no such file or folder")
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, n) for n in sorted(files) if is_table(n)]
-    return sorted(found)
+    return files_below(folder, is_table)
 
 
 def read_table(path: str, label_column: str = "Sound type", fallback_label: Optional[str] = None) -> List[Event]:

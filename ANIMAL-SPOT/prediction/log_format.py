@@ -45,7 +45,7 @@ class PredictionLog:
 
     @property
     def binary(self) -> bool:
-        return len(self.classes) <= 2
+        return self.class_map.is_binary
 
     @property
     def class_map(self) -> ClassMap:

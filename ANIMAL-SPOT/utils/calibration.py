@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from utils.classmap import binary_count
+
 log = logging.getLogger("ANIMAL-SPOT")
 DEFAULT_THRESHOLD = 0.5
 MIN_SAMPLES = 5
@@ -111,7 +113,7 @@ def choose_threshold(scores: np.ndarray, is_class: np.ndarray, target_precision:
 def choose_thresholds(probs: np.ndarray, labels: np.ndarray, names: Sequence[str], noise: Optional[int],
                       target_precision: Optional[float] = None) -> Dict[str, float]:
     """class name -> threshold for every class but noise."""
-    binary = len(names) == 2
+    binary = binary_count(len(names))
     chosen: Dict[str, float] = {}
     for c, name in enumerate(names):
         if c == noise or (binary and c != 1):
@@ -140,7 +142,7 @@ def threshold_list(thresholds: Dict[str, float], names: Sequence[str]) -> List[O
 def detection_figures(probs: np.ndarray, labels: np.ndarray, names: Sequence[str],
                       thresholds: Dict[str, float]) -> Dict[str, Dict[str, float]]:
     """Per class with a threshold: precision, recall, F1 and support of its detections."""
-    binary = len(names) == 2
+    binary = binary_count(len(names))
     detected = detections(probs, threshold_list(thresholds, names), binary)
     out = {}
     for c, name in enumerate(names):

@@ -13,6 +13,11 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 DEFAULT_BINARY = {"noise": 0, "target": 1}
 
 
+def binary_count(num_classes: int) -> bool:
+    """The original's rule, in one place: two classes make a target/noise detector."""
+    return num_classes == 2
+
+
 @dataclass(frozen=True)
 class ClassMap:
     """``mapping`` is the stored dict (name -> index, in its stored order)."""
@@ -23,7 +28,7 @@ class ClassMap:
     def from_names(cls, names: Iterable[str]) -> "ClassMap":
         """The original's mapping of the given (normally sorted) class names."""
         names = list(names)
-        if len(names) == 2:
+        if binary_count(len(names)):
             return cls(tuple((name, int(name == "target")) for name in names))
         return cls(tuple((name, index) for index, name in enumerate(names)))
 
@@ -40,7 +45,7 @@ class ClassMap:
     @property
     def is_binary(self) -> bool:
         """A target/noise detector (two classes; positive class = index 1)."""
-        return len(self) == 2
+        return binary_count(len(self))
 
     @property
     def names(self) -> List[str]:
@@ -93,6 +98,6 @@ def check_class_count(names: Sequence[str], num_classes: int) -> None:
     if len(names) != num_classes:
         raise ValueError(f"--num_classes is {num_classes} but the data holds {len(names)} class(es): "
                          + ", ".join(names))
-    if num_classes == 2 and "target" not in names:
+    if binary_count(num_classes) and "target" not in names:
         raise ValueError("a binary run needs the classes 'target' and 'noise' (found: "
                          + ", ".join(names) + "); rename the files or use more classes")

@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from utils.classmap import binary_count
+
 BINARY_METRICS = ("tp", "tn", "fp", "fn", "accuracy", "f1", "precision", "TPR", "FPR")
 Z95 = 1.959963984540054
 BOOTSTRAP_RESAMPLES = 1000
@@ -58,7 +60,7 @@ class PassMetrics:
 
     def __init__(self, num_classes: int, device="cpu", keep_samples: bool = False):
         self.num_classes = max(2, int(num_classes))
-        self.binary = self.num_classes == 2
+        self.binary = binary_count(self.num_classes)
         self.keep_samples = keep_samples
         self.reset(device)
 

@@ -28,6 +28,7 @@ MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.
 # ------------------------------------------------------------------------- devices
 def choose_device(cuda: bool = True, local_rank: int = 0) -> torch.device:
     if cuda and torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True      # fixed input shapes: let cuDNN pick its fastest kernels
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if cuda and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
