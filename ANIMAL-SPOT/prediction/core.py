@@ -18,6 +18,7 @@ channels-last), a TorchScript file (``jit=True``), or an ONNX file (onnxruntime)
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -32,7 +33,7 @@ from data.features import FeatureOptions
 from data.recording import RecordingWindows, WindowGeometry
 from models.model_file import LoadedModel, ModelFileError, ModelSpec, load_model
 from utils.classmap import ClassMap
-from utils.runtime import MEMORY_FORMATS, Precision, choose_memory_format
+from utils.runtime import MEMORY_FORMATS, FormatTrial, Precision
 
 log = logging.getLogger("PREDICT")
 DEFAULT_SEQUENCE_LEN = 2.0      # seconds, the original's default
@@ -65,15 +66,18 @@ class TorchBackend:
         self.device, self.precision, self.jit = device, precision, loaded.jit
         model = loaded.model.eval()
         self.model = (model if loaded.jit else fuse_batchnorm(model)).to(device)
-        self.memory_format = memory_format          # "auto" until the first batch has been timed
+        # a traced model keeps the layout it was traced in
+        self.formats = FormatTrial(precision, "contiguous" if loaded.jit and memory_format == "auto" else memory_format)
 
     def __call__(self, inputs: torch.Tensor, pooled: bool = False):
-        x = inputs.to(self.device, non_blocking=True)
-        if self.memory_format == "auto":
-            self.memory_format = choose_memory_format(self.model, x, self.precision, self.device)
-        x = x.contiguous(memory_format=MEMORY_FORMATS[self.memory_format])
+        name = self.formats.format_for(self.model)
+        x = inputs.to(self.device, non_blocking=True).contiguous(memory_format=MEMORY_FORMATS[name])
+        start = time.perf_counter()
         with torch.inference_mode(), self.precision.autocast(self.device):
             logits = self.model(x)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+        self.formats.timed(name, time.perf_counter() - start, x.shape[0])
         if self.precision.dtype is not None and not bool(torch.isfinite(logits).all()):
             with torch.inference_mode():      # reduced precision overflowed: this batch in float32
                 logits = self.model(x)

@@ -96,15 +96,15 @@ def choose_precision(device: torch.device, amp: bool, quiet: bool = False) -> Pr
 def choose_memory_format(model: nn.Module, example: torch.Tensor, precision: Precision, device: torch.device,
                          forced: str = "auto", training: bool = False, rounds: int = 2) -> str:
     """``contiguous`` or ``channels_last``: the forced one, or the faster of the two on
-    (up to 4 items of) ``example`` -- forward, plus backward when ``training`` -- each
-    format warmed up once, then timed alternately ``rounds`` times (best of each), and
-    logged. The model is left in the chosen format."""
+    ``example`` (a real batch: the faster format depends on the batch size) -- forward,
+    plus backward when ``training`` -- each format warmed up once, then timed alternately
+    ``rounds`` times (best of each), and logged. The model is left in the chosen format."""
     if forced != "auto":
         model.to(memory_format=MEMORY_FORMATS[forced])
         return forced
     was_training = model.training
     model.train(training)
-    sample = example[: min(4, example.shape[0])].to(device)
+    sample = example.to(device)
     times = {name: float("inf") for name in MEMORY_FORMATS}
 
     def run(name):
@@ -131,9 +131,41 @@ def choose_memory_format(model: nn.Module, example: torch.Tensor, precision: Pre
         model.train(was_training)
     choice = min(times, key=times.get)
     model.to(memory_format=MEMORY_FORMATS[choice])
-    log.info(f"Memory format: {choice} ({', '.join(f'{k} {v * 1000:.1f} ms' for k, v in times.items())} "
-             f"per {sample.shape[0]} items, {precision.name})")
+    log_choice(choice, times, sample.shape[0], precision)
     return choice
+
+
+def log_choice(choice: str, times: dict, items: int, precision: Precision) -> None:
+    log.info(f"Memory format: {choice} ({', '.join(f'{k} {v * 1000:.1f} ms' for k, v in times.items())} "
+             f"per batch of {items}, {precision.name})")
+
+
+class FormatTrial:
+    """Chooses the memory format on the first real batches of a prediction run, costing
+    nothing extra: batches 1 and 2 warm up contiguous and channels-last, batches 3 and 4
+    are timed in each, every result is used; from batch 5 on, the faster format."""
+
+    ORDER = ("contiguous", "channels_last", "contiguous", "channels_last")
+
+    def __init__(self, precision: Precision, forced: str = "auto"):
+        self.precision, self.calls = precision, 0
+        self.chosen = None if forced == "auto" else forced
+        self.times = {name: float("inf") for name in MEMORY_FORMATS}
+
+    def format_for(self, model: nn.Module) -> str:
+        name = self.chosen or self.ORDER[self.calls]
+        model.to(memory_format=MEMORY_FORMATS[name])
+        return name
+
+    def timed(self, name: str, seconds: float, items: int) -> None:
+        if self.chosen is not None:
+            return
+        if self.calls >= 2:                        # after both warm-ups: per item
+            self.times[name] = min(self.times[name], seconds / max(items, 1))
+        self.calls += 1
+        if self.calls == len(self.ORDER):
+            self.chosen = min(self.times, key=self.times.get)
+            log_choice(self.chosen, {k: v * items for k, v in self.times.items()}, items, self.precision)
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
