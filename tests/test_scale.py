@@ -104,6 +104,28 @@ def test_memory_format_is_chosen_recorded_and_kept(tmp_path, call_set):
     assert "Resuming with epoch 1" in log and "Memory format:" not in log          # kept, not timed again
 
 
+def test_prediction_times_both_formats_on_real_batches_then_keeps_the_faster(caplog):
+    """Timings are given, not measured: what is checked is the order of the trial and
+    the choice (the best of three per format, per item, warm-ups not counted)."""
+    model = nn.Conv2d(2, 4, 3)             # 2 input channels: the two layouts differ
+    trial = runtime.FormatTrial(runtime.Precision())
+    fake = {"contiguous": [9.0, 1.6, 1.1, 1.3], "channels_last": [0.1, 1.2, 1.5, 1.4]}   # s per batch of 16
+    used = []
+    with caplog.at_level("INFO"):
+        for call in range(8):
+            name = trial.format_for(model)
+            used.append(name)
+            assert model.weight.is_contiguous(memory_format=runtime.MEMORY_FORMATS[name])
+            trial.timed(name, fake[name][call // 2], 16)
+    assert used == ["contiguous", "channels_last"] * 4
+    assert trial.chosen == "contiguous"                 # 1.1 s beats 1.2 s; the 0.1 s warm-up is not counted
+    assert "Memory format: contiguous (contiguous 1100.0 ms, channels_last 1200.0 ms per batch of 16" in caplog.text
+    assert [trial.format_for(model) for _ in range(3)] == ["contiguous"] * 3
+    forced = runtime.FormatTrial(runtime.Precision(), "channels_last")
+    model.to(memory_format=torch.contiguous_format)
+    assert forced.format_for(model) == "channels_last" and model.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_compile_falls_back_cleanly(tmp_path, call_set, monkeypatch, capsys):
     def broken(model, *a, **k):
         def run(x):

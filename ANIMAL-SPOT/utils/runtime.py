@@ -142,25 +142,29 @@ def log_choice(choice: str, times: dict, items: int, precision: Precision) -> No
 
 class FormatTrial:
     """Chooses the memory format on the first real batches of a prediction run, costing
-    nothing extra: batches 1 and 2 warm up contiguous and channels-last, batches 3 and 4
-    are timed in each, every result is used; from batch 5 on, the faster format."""
+    nothing extra: batches 1 and 2 warm up contiguous and channels-last, batches 3 to 8
+    are timed alternately (the best of three per format: one batch's time can vary by
+    half on a shared machine), every result is used; from batch 9 on, the faster format."""
 
-    ORDER = ("contiguous", "channels_last", "contiguous", "channels_last")
+    ORDER = ("contiguous", "channels_last") * 4
+    WARM_UP = 2
 
     def __init__(self, precision: Precision, forced: str = "auto"):
-        self.precision, self.calls = precision, 0
+        self.precision, self.calls, self.applied = precision, 0, None
         self.chosen = None if forced == "auto" else forced
         self.times = {name: float("inf") for name in MEMORY_FORMATS}
 
     def format_for(self, model: nn.Module) -> str:
         name = self.chosen or self.ORDER[self.calls]
-        model.to(memory_format=MEMORY_FORMATS[name])
+        if name != self.applied:
+            model.to(memory_format=MEMORY_FORMATS[name])
+            self.applied = name
         return name
 
     def timed(self, name: str, seconds: float, items: int) -> None:
         if self.chosen is not None:
             return
-        if self.calls >= 2:                        # after both warm-ups: per item
+        if self.calls >= self.WARM_UP:             # per item: a file's last batch may be short
             self.times[name] = min(self.times[name], seconds / max(items, 1))
         self.calls += 1
         if self.calls == len(self.ORDER):
