@@ -64,9 +64,9 @@ def resample_sigma(orig: int, new: int, peak: float, incoming: float = 0.0) -> f
     with error standard deviation ``incoming`` and magnitude at most ``peak``."""
     if orig == new:
         return incoming
-    kernel = reference.resample_kernel(orig, new)[0]
-    taps = kernel.shape[1]
-    l2 = float(np.sqrt((kernel ** 2).sum(axis=1)).max())
+    rows = reference.resample_rows(orig, new)
+    taps = max(len(row) for row in rows)
+    l2 = max(float(np.sqrt((row ** 2).sum())) for row in rows)
     return U * math.sqrt((taps + 1) / 3) * l2 * peak + l2 * incoming
 
 

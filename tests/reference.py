@@ -2,6 +2,7 @@
 used to check the torch pipeline number by number, and the float32 error bounds that
 say how far a correct float32 computation may land from it (see ``error_bounds``)."""
 
+import functools
 import math
 
 import numpy as np
@@ -79,36 +80,58 @@ def network_input(x, sr, n_fft, hop, compression="linear", n_bins=256, fmin=500,
 
 
 # ---------------------------------------------------------------------- resampling
-KAISER_BEST = dict(width=64, rolloff=0.9475937167399596, beta=14.769656459379492)
+# resampy's kaiser_best: its stored table is a Kaiser-windowed sinc (scipy's symmetric
+# window over the whole filter), 50 zero crossings, 8192 entries per crossing.
+KAISER_BEST = dict(zeros=50, precision=8192, rolloff=0.9173473712608761, beta=12.984585247040012)
 
 
-def resample_kernel(orig: int, new: int):
-    """Kaiser-windowed sinc filters of resampy's ``kaiser_best`` design, one row per
-    output phase (float64): ``h[j, i] = s * sinc(s * (i / o - j / n)) * kaiser(...)``
-    with ``s = min(o, n) * rolloff`` in units of the reduced rates ``o``, ``n``."""
-    g = math.gcd(orig, new)
-    o, n = orig // g, new // g
-    base = min(o, n) * KAISER_BEST["rolloff"]
-    width = math.ceil(KAISER_BEST["width"] * o / base)
-    idx = np.arange(-width, width + o) / o
-    t = (-np.arange(n)[:, None] / n + idx[None, :]) * base
-    t = np.clip(t, -KAISER_BEST["width"], KAISER_BEST["width"])
-    beta = KAISER_BEST["beta"]
-    window = np.i0(beta * np.sqrt(1 - (t / KAISER_BEST["width"]) ** 2)) / np.i0(beta)
-    kernel = np.sinc(t) * window * base / o
-    return kernel, width, o, n
+@functools.lru_cache(maxsize=1)
+def kaiser_best_table() -> np.ndarray:
+    import scipy.signal
+    n = KAISER_BEST["zeros"] * KAISER_BEST["precision"]
+    window = scipy.signal.get_window(("kaiser", KAISER_BEST["beta"]), 2 * n + 1, fftbins=False)[n:]
+    r = KAISER_BEST["rolloff"]
+    return r * np.sinc(r * np.linspace(0, KAISER_BEST["zeros"], n + 1)) * window
+
+
+def resample_weights(orig: int, new: int, t_out: np.ndarray, n_in: int):
+    """resampy's loop, stated for many outputs at once (float64): for output times
+    ``t_out`` (in input samples), the input indices and weights of each wing."""
+    ratio = float(new) / orig
+    scale = min(1.0, ratio)
+    win = kaiser_best_table() * (ratio if ratio < 1 else 1.0)
+    delta = np.diff(win, append=win[-1])
+    P = KAISER_BEST["precision"]
+    step = int(scale * P)
+    n = t_out.astype(np.int64)
+    wings = []
+    for frac, first, direction, room in ((scale * (t_out - n), n, -1, n + 1),
+                                         (scale - scale * (t_out - n), n + 1, 1, n_in - n - 1)):
+        offset = (frac * P).astype(np.int64)
+        eta = frac * P - offset
+        count = np.minimum(room, (len(win) - offset) // step)
+        for i in range(int(count.max(initial=0))):
+            use = i < count
+            index = np.where(use, offset + i * step, 0)
+            wings.append((np.where(use, first + direction * i, 0), np.where(use, win[index] + eta * delta[index], 0.0)))
+    return wings
 
 
 def resample(x, orig: int, new: int):
-    """``x`` (float64) from ``orig`` to ``new`` Hz; ``int(len(x) * new / orig)`` samples
-    (resampy's length rule)."""
+    """``x`` (float64) from ``orig`` to ``new`` Hz as resampy computes it (in float64);
+    ``int(len(x) * new / orig)`` samples (resampy's length rule)."""
+    x = np.asarray(x, dtype=np.float64)
     if orig == new:
-        return np.asarray(x, dtype=np.float64)
-    kernel, width, o, n = resample_kernel(orig, new)
-    padded = np.pad(np.asarray(x, dtype=np.float64), (width, width + o))
-    taps = kernel.shape[1]
-    count = (len(padded) - taps) // o + 1
-    starts = np.arange(count) * o
-    blocks = np.stack([padded[s:s + taps] for s in starts])           # (count, taps)
-    out = (blocks @ kernel.T).reshape(-1)                                # phase-interleaved
-    return out[:int(len(x) * (float(new) / orig))]
+        return x
+    t_out = np.arange(int(len(x) * float(new) / float(orig))) * (1.0 / (float(new) / orig))
+    y = np.zeros(len(t_out))
+    for index, weight in resample_weights(orig, new, t_out, len(x)):
+        y += weight * x[index]
+    return y
+
+
+def resample_rows(orig: int, new: int):
+    """The weights of each output phase (one period, far from the signal's edges)."""
+    t_out = 10_000 + np.arange(new // math.gcd(orig, new)) * (orig / new)
+    wings = resample_weights(orig, new, t_out, 10 ** 6)
+    return [np.array([weight[j] for _, weight in wings if weight[j] != 0.0]) for j in range(len(t_out))]

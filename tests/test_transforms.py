@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from data.audio_io import AudioFileError, load_audio
+from data.audio_io import AudioFileError, load_audio, resample
 from data.audiodataset import Dataset, StridedAudioDataset
 from data.augment import RandomAmplitude, RandomPitchShift, RandomTimeStretch
 from data.cache import CachedSpectrogram, cache_file_name
@@ -260,6 +260,33 @@ def test_block_windows_equal_per_window_inputs(tmp_path, rate, min_max, seconds,
     error_bounds.assert_within(blocks[:, 0].numpy(), bounds, "block-wise input", loose)
     error_bounds.assert_within(expected[:, 0].numpy(), bounds, "per-window input", loose)
     assert float(expected.std()) > 0.01
+
+
+# resampy 0.4.3's own output for a unit impulse (resampy.resample(x, a, b, filter="kaiser_best")
+# with x = zeros(600), x[position] = 1): numbers written down from resampy, not from this code.
+RESAMPY_IMPULSE = {
+    (48000, 44100, 200): {176: -0.010906722865381009, 179: 0.0524337648565382, 182: -0.15685067756147736,
+                          185: -0.10360728130730078, 188: -0.020611609892695868},
+    (16000, 44100, 100): {270: -0.060350657945489515, 273: 0.12890519406143786, 276: 0.8939802991883488,
+                          279: -0.09781579740995602, 282: 0.050685810567187774},
+    (44100, 16000, 300): {104: 0.022126482815758863, 106: 0.03751844017585258, 108: 0.08915747655326334,
+                          110: -0.018904518464134455, 112: 0.011514526996318924},
+}
+
+
+@pytest.mark.parametrize("rates", list(RESAMPY_IMPULSE))
+def test_resampling_is_resampys_kaiser_best(rates):
+    """An impulse's output is one filter weight, rounded once to float32 (2^-24 relative);
+    the float64 reference states resampy's loop and must give resampy's numbers exactly."""
+    orig, new, position = rates
+    x = np.zeros(600)
+    x[position] = 1.0
+    ours = resample(torch.from_numpy(x).float().unsqueeze(0), orig, new)[0].double().numpy()
+    exact = reference.resample(x, orig, new)
+    assert len(ours) == len(exact) == int(600 * new / orig)
+    for index, value in RESAMPY_IMPULSE[rates].items():
+        assert abs(exact[index] - value) <= 1e-15
+        assert abs(ours[index] - value) <= 2.0 ** -24 * abs(value)
 
 
 def test_resampling_in_blocks_equals_whole_file(tmp_path):

@@ -16,9 +16,11 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-# resampy's "kaiser_best" filter: 64 zero crossings of the sinc on each side, cut-off at
-# 0.9476 of the lower Nyquist frequency, Kaiser window beta 14.77.
-KAISER_BEST = dict(zero_crossings=64, rolloff=0.9475937167399596, beta=14.769656459379492)
+# resampy's "kaiser_best" filter as resampy (0.2 and later) ships it: a Kaiser-windowed
+# sinc with 50 zero crossings on each side, cut-off at 0.9173 of the lower Nyquist
+# frequency, beta 12.98, tabulated at 8192 points per zero crossing. resampy stores the
+# table; beta is the value that reproduces it (to 2e-15).
+KAISER_BEST = dict(zero_crossings=50, rolloff=0.9173473712608761, beta=12.984585247040012, precision=8192)
 TRAINING_EXTENSIONS = (".wav",)             # compared without regard to case
 RECORDING_EXTENSIONS = (".wav", ".flac")
 
@@ -94,34 +96,67 @@ def resampled_length(n_samples: int, orig_sr: int, new_sr: int) -> int:
     return n_samples if orig_sr == new_sr else int(n_samples * (float(new_sr) / orig_sr))
 
 
+def bessel_i0(x) -> np.ndarray:
+    return torch.special.i0(torch.as_tensor(x, dtype=torch.float64)).numpy()      # numpy's i0 is slow
+
+
+def filter_table(index: np.ndarray, gain: float) -> np.ndarray:
+    """resampy's kaiser_best table (float64) at integer positions ``index`` (8192 per
+    zero crossing), times ``gain``."""
+    zeros, rolloff, beta, precision = (KAISER_BEST[k] for k in ("zero_crossings", "rolloff", "beta", "precision"))
+    u = index / precision
+    window = bessel_i0(beta * np.sqrt(np.clip(1 - (u / zeros) ** 2, 0, None))) / bessel_i0(beta)
+    return gain * rolloff * np.sinc(rolloff * u) * window
+
+
+def filter_wing(frac: float, step: int, gain: float) -> np.ndarray:
+    """Weights of one side of an output sample, nearest input first, as resampy computes
+    them: the table read at ``frac * 8192 + i * step`` (``step = int(scale * 8192)``),
+    interpolated linearly between its entries, for as many taps as the table holds."""
+    size = KAISER_BEST["zero_crossings"] * KAISER_BEST["precision"] + 1
+    position = frac * KAISER_BEST["precision"]
+    offset = int(position)
+    index = offset + step * np.arange((size - offset) // step)
+    low = filter_table(index, gain)
+    high = np.where(index + 1 < size, filter_table(np.minimum(index + 1, size - 1), gain), low)
+    return low + (position - offset) * (high - low)
+
+
 @lru_cache(maxsize=16)
 def resampling_kernel(orig_sr: int, new_sr: int) -> Tuple[torch.Tensor, int, int, int]:
-    """Polyphase filters ``(phases, 1, taps)`` of the kaiser_best design, with the padding
-    ``width`` and the reduced rates: output sample ``j`` of each period of ``orig`` input
-    samples is ``sum_i x[i] * base/orig * sinc(base * (i/orig - j/new)) * kaiser(...)``,
-    ``base = min(orig, new) * rolloff`` (rates divided by their gcd). Computed in float64
-    and rounded once to float32."""
+    """resampy's kaiser_best resampling as polyphase filters ``(phases, 1, taps)``, with
+    the input samples the first tap lies before a period's start (``left``) and the
+    reduced rates: per period of ``orig`` input samples (rates divided by their gcd),
+    output ``j`` sits at input time ``t = j * orig / new`` and takes input ``n - i`` with
+    the left wing's weight ``i`` and input ``n + 1 + k`` with the right wing's weight
+    ``k`` (``n = floor(t)``; the wings start at ``scale * (t - n)`` and ``scale * (n + 1 - t)``,
+    ``scale = min(1, new_sr / orig_sr)``). Weights in float64, rounded once to float32."""
     g = math.gcd(orig_sr, new_sr)
     orig, new = orig_sr // g, new_sr // g
-    zeros, beta = KAISER_BEST["zero_crossings"], KAISER_BEST["beta"]
-    base = min(orig, new) * KAISER_BEST["rolloff"]
-    width = math.ceil(zeros * orig / base)
-    taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig
-    t = ((taps.unsqueeze(0) - torch.arange(new, dtype=torch.float64).unsqueeze(1) / new) * base).clamp(-zeros, zeros)
-    window = (torch.special.i0(beta * torch.sqrt(1 - (t / zeros) ** 2))
-              / torch.special.i0(torch.tensor(beta, dtype=torch.float64)))
-    kernel = torch.sinc(t) * window * (base / orig)
-    return kernel.float().unsqueeze(1), width, orig, new
+    ratio = new_sr / orig_sr
+    scale, gain = min(1.0, ratio), min(1.0, ratio)
+    step = int(scale * KAISER_BEST["precision"])
+    rows = []
+    for j in range(new):
+        n, rest = divmod(j * orig, new)
+        frac = scale * rest / new
+        left, right = filter_wing(frac, step, gain), filter_wing(scale - frac, step, gain)
+        rows.append((n - len(left) + 1, np.concatenate([left[::-1], right])))
+    first = min(start for start, _ in rows)
+    kernel = np.zeros((new, max(start + len(w) for start, w in rows) - first))
+    for j, (start, weights) in enumerate(rows):
+        kernel[j, start - first:start - first + len(weights)] = weights
+    return torch.from_numpy(kernel).float().unsqueeze(1), -first, orig, new
 
 
 def resample(signal: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Band-limited resampling along the last axis with the kaiser_best filter,
-    ``resampled_length`` samples long (as resampy)."""
+    """Band-limited resampling along the last axis with resampy's kaiser_best filter,
+    ``resampled_length`` samples long (as resampy; zeros outside the signal)."""
     if orig_sr == new_sr:
         return signal
-    kernel, width, orig, _ = resampling_kernel(orig_sr, new_sr)
+    kernel, left, orig, _ = resampling_kernel(orig_sr, new_sr)
     flat = signal.reshape(-1, signal.shape[-1])
-    padded = F.pad(flat, (width, width + orig)).unsqueeze(1)
+    padded = F.pad(flat, (left, kernel.shape[-1] - left + orig)).unsqueeze(1)
     out = F.conv1d(padded, kernel.to(signal.device), stride=orig)          # (batch, phases, periods)
     out = out.transpose(1, 2).reshape(flat.shape[0], -1)
     return out[:, :resampled_length(signal.shape[-1], orig_sr, new_sr)].reshape(*signal.shape[:-1], -1)
@@ -148,9 +183,8 @@ class SignalReader:
         self.rate, self.n_in = info.samplerate, info.frames
         g = math.gcd(self.rate, sr)
         self.up, self.down = sr // g, self.rate // g  # output/input samples per period
-        width = math.ceil(KAISER_BEST["zero_crossings"] * self.down
-                          / (min(self.down, self.up) * KAISER_BEST["rolloff"]))
-        self.margin = self.down * (width // self.down + 2)
+        reach = resampling_kernel(self.rate, sr)[0].shape[-1] if self.rate != sr else 0   # input samples
+        self.margin = self.down * (reach // self.down + 2)
         self.n_samples = resampled_length(self.n_in, self.rate, sr)
         self._handle = None
 

@@ -28,7 +28,7 @@ class CachedSpectrogram:
     """``spectrogram(path)`` -> power spectrogram ``(1, T, n_fft//2+1)``; cached on disk
     when ``cache_dir`` is set."""
 
-    VERSION = 5
+    VERSION = 6                 # 6: resampling with resampy's kaiser_best table (50 zero crossings)
 
     def __init__(self, options: FeatureOptions, cache_dir: Optional[str] = None):
         self.options = options
