@@ -175,7 +175,7 @@ class SignalReader:
     larger than the filter)."""
 
     def __init__(self, path: str, sr: int):
-        self.path, self.sr = path, sr
+        self.path, self.sr, self._handle = path, sr, None       # set first: __del__ runs after a failed __init__ too
         problem = audio_problem(path)
         if problem is not None:
             raise AudioFileError(f"{path}: {problem}")
@@ -186,7 +186,6 @@ class SignalReader:
         reach = resampling_kernel(self.rate, sr)[0].shape[-1] if self.rate != sr else 0   # input samples
         self.margin = self.down * (reach // self.down + 2)
         self.n_samples = resampled_length(self.n_in, self.rate, sr)
-        self._handle = None
 
     def close(self) -> None:
         if self._handle is not None:
