@@ -133,14 +133,13 @@ def resampling_kernel(orig_sr: int, new_sr: int) -> Tuple[torch.Tensor, int, int
     ``scale = min(1, new_sr / orig_sr)``). Weights in float64, rounded once to float32."""
     g = math.gcd(orig_sr, new_sr)
     orig, new = orig_sr // g, new_sr // g
-    ratio = new_sr / orig_sr
-    scale, gain = min(1.0, ratio), min(1.0, ratio)
+    scale = min(1.0, new_sr / orig_sr)         # also the gain: resampy scales the table when downsampling
     step = int(scale * KAISER_BEST["precision"])
     rows = []
     for j in range(new):
         n, rest = divmod(j * orig, new)
         frac = scale * rest / new
-        left, right = filter_wing(frac, step, gain), filter_wing(scale - frac, step, gain)
+        left, right = filter_wing(frac, step, scale), filter_wing(scale - frac, step, scale)
         rows.append((n - len(left) + 1, np.concatenate([left[::-1], right])))
     first = min(start for start, _ in rows)
     kernel = np.zeros((new, max(start + len(w) for start, w in rows) - first))
