@@ -32,3 +32,15 @@ def call_set(tmp_path):
 def train_set(tmp_path):
     """A 4-class set with 10 tapes per class, so every class reaches every partition."""
     return _make_set(tmp_path / "train_data", {"K1": 20, "K2": 20, "K3": 20, "noise": 20}, 10, seed=2)
+
+
+@pytest.fixture(scope="module")
+def three_class_set(tmp_path_factory):
+    """A folder with ``data/`` (K1, K2, noise at 16 kHz, 5 tapes per class, 0.25 s clips)
+    and ``rec.wav`` (3 s with one upsweep at 1 s), shared by a module's tests."""
+    from utils.synthetic import make_call_set, make_recording
+
+    root = tmp_path_factory.mktemp("three_classes")
+    make_call_set(str(root / "data"), {"K1": 10, "K2": 10, "noise": 10}, tapes_per_class=5, sr=16000, duration=0.25)
+    make_recording(str(root / "rec.wav"), 3.0, 16000, [("upsweep", 1.0)], seed=2)
+    return root

@@ -20,7 +20,7 @@ from models.model_file import load_model
 from models.timm_encoder import TimmEncoder, TimmModelError
 from models.tv_encoder import PretrainedWeightsError, TorchvisionEncoder
 from prediction.core import Predictor, PredictionModel
-from utils.synthetic import make_call_set, make_recording
+from utils.synthetic import make_call_set
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
@@ -106,11 +106,8 @@ def test_timm_model_with_local_weights_averages_the_stem(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def family_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    make_call_set(str(root / "data"), {"K1": 10, "K2": 10, "noise": 10}, tapes_per_class=5, sr=16000, duration=0.25)
-    make_recording(str(root / "rec.wav"), 3.0, 16000, [("upsweep", 1.0)], seed=2)
-    return root
+def family_data(three_class_set):
+    return three_class_set
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_b0", "mobilenet_v3_large", "regnet_y_400mf", "tv_resnet18",

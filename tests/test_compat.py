@@ -21,7 +21,7 @@ from models.checkpoint_compat import adapt_checkpoint, legacy_order
 from models.classifier import Classifier
 from models.model_file import build_model, load_model
 from models.residual_encoder import ResidualEncoder
-from utils.synthetic import make_call_set, make_recording, write_clip
+from utils.synthetic import make_call_set, write_clip
 
 DATA_OPTS = {"sr": 16000, "preemphases": 0.98, "n_fft": 256, "hop_length": 64, "n_freq_bins": 32, "fmin": 0,
              "fmax": 8000, "freq_compression": "linear", "min_level_db": -100, "ref_level_db": 20}
@@ -32,11 +32,8 @@ CLASSES = {"K1": 0, "K2": 1, "noise": 2}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("compat")
-    make_call_set(str(root / "data"), {"K1": 10, "K2": 10, "noise": 10}, tapes_per_class=5, sr=16000, duration=0.25)
-    make_recording(str(root / "rec.wav"), 3.0, 16000, [("upsweep", 1.0)], seed=2)
-    return root
+def data(three_class_set):
+    return three_class_set
 
 
 # ------------------------------------------------------------------ original's order
