@@ -72,12 +72,14 @@ class TorchBackend:
     def __call__(self, inputs: torch.Tensor, pooled: bool = False):
         name = self.formats.format_for(self.model)
         x = inputs.to(self.device, non_blocking=True).contiguous(memory_format=MEMORY_FORMATS[name])
+        trial = self.formats.chosen is None        # only the trial's batches are timed (and synchronised)
         start = time.perf_counter()
         with torch.inference_mode(), self.precision.autocast(self.device):
             logits = self.model(x)
+        if trial:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-        self.formats.timed(name, time.perf_counter() - start, x.shape[0])
+            self.formats.timed(name, time.perf_counter() - start, x.shape[0])
         if self.precision.dtype is not None and not bool(torch.isfinite(logits).all()):
             with torch.inference_mode():      # reduced precision overflowed: this batch in float32
                 logits = self.model(x)
