@@ -20,8 +20,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import main as train_main
-from prediction.annotations import Event, read_table
-from prediction.events import score, table_lines
+from evaluation.raven import Event, read_table
+from evaluation.events import score, table_lines
 from utils.synthetic import make_call_set, make_recording
 
 CLASSES = {"K1": 40, "K2": 40, "K3": 40, "K14": 12, "noise": 40}   # K14 is the rare call type

@@ -8,15 +8,41 @@ import math
 import os
 import socket
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
 import torch
 
-from trainer import Batch, Listener, PassResult
+from evaluation.metrics import METRICS
+from trainer import Batch, Listener, PassResult, TrainingError
 from utils.early_stopping import EarlyStoppingCriterion
 
 log = logging.getLogger("ANIMAL-SPOT")
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """The validation figure that picks the best weights, drives the plateau scheduler
+    and early stopping (``--monitor``): ``loss`` or an overall metric of the collection."""
+
+    name: str = "accuracy"
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.name == "loss" else METRICS[self.name].mode
+
+    @property
+    def worst(self) -> float:
+        """The starting point of the best so far (the original's 0.0 for accuracy)."""
+        return float("inf") if self.mode == "min" else 0.0
+
+    def value(self, r: PassResult) -> float:
+        value = r.figure(self.name)
+        return self.worst if math.isnan(value) else value
+
+    def better(self, value: float, best: float) -> bool:
+        return value < best if self.mode == "min" else value > best
 
 
 class EpochLog(Listener):
@@ -29,7 +55,7 @@ class EpochLog(Listener):
         if not trainer.processes.main:
             return
         line = f"{r.phase}|{r.epoch}|loss:{r.loss:.3f}"
-        line += "".join(f"|{k}:{v:.3f}" for k, v in r.metrics.epoch_metrics().items())
+        line += "".join(f"|{k}:{v:.3f}" for k, v in METRICS.line(r.metrics).items())
         if r.lr is not None:
             line += f"|lr:{r.lr:.2e}"
         log.info(line + f"|t:{r.seconds:.1f}")
@@ -39,21 +65,30 @@ class EpochLog(Listener):
 
 
 class BestWeights(Listener):
-    """Keeps the weights of the best validation accuracy (strictly better; starts at 0.0),
-    with that validation's figures."""
+    """Keeps the weights of the best validation figure (strictly better; accuracy starts
+    at 0.0 as the original), with that validation's figures and logits (calibration and
+    the unknown score are fitted on them, without a second pass)."""
 
-    def __init__(self, initial: dict):
-        self.metric, self.state = 0.0, copy.deepcopy(initial)
-        self.epoch, self.summary = None, None
+    def __init__(self, initial: dict, monitor: Monitor = Monitor()):
+        self.monitor = monitor
+        self.metric, self.state = monitor.worst, copy.deepcopy(initial)
+        self.epoch, self.summary, self.logits, self.labels, self.features = None, None, None, None, None
 
     def on_pass_end(self, trainer, r: PassResult) -> None:
-        if r.phase == "val" and r.accuracy > self.metric:
-            self.metric, self.state = r.accuracy, copy.deepcopy(trainer.model.state_dict())
+        if r.phase != "val":
+            return
+        value = self.monitor.value(r)
+        if self.monitor.better(value, self.metric):
+            self.metric, self.state = value, copy.deepcopy(trainer.model.state_dict())
             self.epoch, self.summary = r.epoch, r.metrics.summary(trainer.class_map.names, intervals=True)
+            self.logits, self.labels, self.features = r.logits, r.labels, r.features
 
     def save(self, train_state, extra) -> None:
         train_state["best_metric"], train_state["best_model"] = self.metric, self.state
-        extra["bestValidation"] = {"epoch": self.epoch, "summary": self.summary}
+        extra["bestValidation"] = {"epoch": self.epoch, "summary": self.summary, "monitor": self.monitor.name}
+        for key in ("logits", "labels", "features"):
+            if getattr(self, key) is not None:
+                extra["bestValidation"][key] = torch.from_numpy(getattr(self, key))
 
     def restore(self, train_state, extra) -> None:
         self.metric = float(train_state["best_metric"])
@@ -61,6 +96,12 @@ class BestWeights(Listener):
             self.state = train_state["best_model"]
         best = extra.get("bestValidation") or {}
         self.epoch, self.summary = best.get("epoch"), best.get("summary")
+        if best.get("monitor", self.monitor.name) != self.monitor.name:
+            raise TrainingError(f"the checkpoint chose its best weights by {best.get('monitor')}, this run by "
+                                f"{self.monitor.name}: pass --monitor {best.get('monitor')} or --start_from_scratch")
+        for key in ("logits", "labels", "features"):
+            if best.get(key) is not None:
+                setattr(self, key, best[key].numpy())
 
 
 class Scheduler(Listener):
@@ -77,16 +118,18 @@ class Scheduler(Listener):
 
 
 class PlateauScheduler(Scheduler):
-    """The original's LR schedule: ReduceLROnPlateau on validation accuracy (mode max,
-    absolute threshold 1e-3), stepped after each validation."""
+    """The original's LR schedule: ReduceLROnPlateau on the monitored validation figure
+    (accuracy, mode max, as the original; absolute threshold 1e-3), stepped after each
+    validation."""
 
-    def __init__(self, optimizer, patience: int, factor: float):
+    def __init__(self, optimizer, patience: int, factor: float, monitor: Monitor = Monitor()):
+        self.monitor = monitor
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", patience=patience, factor=factor, threshold=1e-3, threshold_mode="abs")
+            optimizer, mode=monitor.mode, patience=patience, factor=factor, threshold=1e-3, threshold_mode="abs")
 
     def on_pass_end(self, trainer, r: PassResult) -> None:
         if r.phase == "val":
-            self.scheduler.step(r.accuracy)
+            self.scheduler.step(self.monitor.value(r))
 
 
 class OneCycleScheduler(Scheduler):
@@ -116,12 +159,12 @@ class EarlyStopping(Listener):
     """Stop after ``patience + 1`` consecutive worse validations (equal counts as
     improvement, as the original); patience is given in epochs and counted in validations."""
 
-    def __init__(self, patience_epochs: int, epochs_per_eval: int):
-        self.patience_epochs = patience_epochs
-        self.criterion = EarlyStoppingCriterion(max(1, math.ceil(patience_epochs / epochs_per_eval)))
+    def __init__(self, patience_epochs: int, epochs_per_eval: int, monitor: Monitor = Monitor()):
+        self.patience_epochs, self.monitor = patience_epochs, monitor
+        self.criterion = EarlyStoppingCriterion(max(1, math.ceil(patience_epochs / epochs_per_eval)), monitor.mode)
 
     def on_pass_end(self, trainer, r: PassResult) -> None:
-        if r.phase == "val" and self.criterion.step(r.accuracy):
+        if r.phase == "val" and self.criterion.step(self.monitor.value(r)):
             self._stop(trainer)
 
     def _stop(self, trainer) -> None:
@@ -180,11 +223,12 @@ class Progress(Listener):
 
 
 class TensorBoardWriter(Listener):
-    """Per pass: ``<phase>/epoch_loss``, ``<phase>/<metric>`` of the epoch line, ``lr``,
-    ``<phase>/time``, ``<phase>/data_loading_time``; multi-class runs also
-    ``<phase>/per_class_accuracy|per_class_f1|per_class_precision/<CLASS>``,
-    ``<phase>/mean_per_class_accuracy``, ``<phase>/balanced_accuracy``, ``<phase>/macro_f1``
-    and the confusion matrices; binary runs the ROC curve. Images of the first batch."""
+    """Per pass: ``<phase>/epoch_loss``, the collection's TensorBoard scalars
+    (``evaluation.metrics.METRICS``: the epoch line's figures; multi-class runs also
+    ``per_class_accuracy|per_class_f1|per_class_precision/<CLASS>``,
+    ``mean_per_class_accuracy``, ``balanced_accuracy``, ``macro_f1``), ``lr``,
+    ``<phase>/time``, ``<phase>/data_loading_time``; the confusion matrices (multi-class)
+    or the ROC curve (binary). Images of the first batch."""
 
     def __init__(self, summary_dir: Optional[str], prefix: str):
         from torch.utils.tensorboard import SummaryWriter
@@ -210,27 +254,17 @@ class TensorBoardWriter(Listener):
 
         w, phase, epoch, m = self.writer, r.phase, r.epoch, r.metrics
         w.add_scalar(f"{phase}/epoch_loss", r.loss, epoch)
-        for name, value in m.epoch_metrics().items():
-            if name != "mean_per_class_acc":
-                w.add_scalar(f"{phase}/{name}", value, epoch)
+        names = trainer.class_map.names
+        for tag, value in METRICS.board(m, names):
+            w.add_scalar(f"{phase}/{tag}", value, epoch)
         if r.lr is not None:
             w.add_scalar("lr", r.lr, epoch)
         w.add_scalar(f"{phase}/time", r.seconds, epoch)
         w.add_scalar(f"{phase}/data_loading_time", r.load_seconds, epoch)
-        names = trainer.class_map.names
         if m.binary:
             fpr, tpr, auc = m.roc()
             w.add_figure(f"{phase}_roc/roc", summary.roc_figure(fpr, tpr, auc), epoch)
             return
-        for tag, values in (("per_class_accuracy", m.recall()), ("per_class_f1", m.f1()),
-                            ("per_class_precision", m.precision())):
-            for name, value in zip(names, values):
-                if not math.isnan(value):     # a class absent from the split has no figure
-                    w.add_scalar(f"{phase}/{tag}/{name}", float(value), epoch)
-        for tag, value in (("mean_per_class_accuracy", m.balanced_accuracy()),
-                           ("balanced_accuracy", m.balanced_accuracy()), ("macro_f1", m.macro_f1())):
-            if not math.isnan(value):
-                w.add_scalar(f"{phase}/{tag}", value, epoch)
         raw, norm = m.matrix, m.normalized_confusion()
         w.add_image(f"{phase}_confusion_matrix_norm/cm_numbered",
                     summary.confusion_image(norm, names, True, "Confusion matrix (normalised)"), epoch)

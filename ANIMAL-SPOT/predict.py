@@ -11,24 +11,24 @@ windows it passes. ``.onnx`` files (``export.py``) run with onnxruntime.
 """
 
 import argparse
+import dataclasses
 import logging
 import os
-import pickle
 import sys
 from typing import List, Optional
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch
-
 from data.audio_io import AudioFileError, SignalReader, recording_files
 from models.model_file import ModelFileError
-from prediction.core import Predictor, PredictionModel, WindowBatch
-from prediction.log_format import LogFormatError, LogWriter, PredictionLog, WindowRecord, parse_log
-from prediction.raven import DecisionRule, combined_table, selection_table
+from prediction.core import Predictor, PredictionModel
+from prediction.decisions import Decider, DecisionRule, PostProcessing, log_events
+from prediction.log_format import LogFormatError, parse_log
+from prediction.sinks import (FORMATS, CombinedRavenSink, LatentSink, LogSink, PdfSink, RavenSink, Recording,
+                              RunInfo)
 from utils import runtime
-from utils.atomic import OutputError, atomic_write, atomic_write_text
+from utils.atomic import OutputError
 from utils.logging import close_logger, setup_logger
 
 KNOWN_ERRORS = (ModelFileError, AudioFileError, FileNotFoundError, ValueError, OutputError, LogFormatError)
@@ -74,16 +74,43 @@ def build_parser() -> argparse.ArgumentParser:
     a("--input_file", type=str, default=None, help="a recording, or a folder searched recursively (.wav, .flac)")
     g = p.add_argument_group("this fork")
     g.add_argument("--raven", action="store_true", help="also write Raven selection tables (per file and combined)")
+    g.add_argument("--format", type=str, nargs="+", default=[], choices=sorted(FORMATS), metavar="FORMAT",
+                   help=f"also write the selections per recording as {', '.join(sorted(FORMATS))} (one or more)")
     g.add_argument("--overwrite", action="store_true", help="redo recordings whose outputs are complete")
     g.add_argument("--detector_path", type=str, default=None,
                    help="a binary target/noise model run first; the classifier sees only the windows it passes")
     g.add_argument("--detector_threshold", type=float, default=None,
                    help="the detector's threshold (default: its stored threshold, else 0.5)")
+    g.add_argument("--unknown", action="store_true",
+                   help="label detections beyond the model's unknown threshold 'unknown' (models trained here)")
+    g.add_argument("--channels", type=str, default="mean", choices=("mean", "max", "each"),
+                   help="several channels: mean (down-mix, default), max (per window the channel with the most "
+                        "probable top class) or each (every channel; one log per channel)")
+    g.add_argument("--describe", type=str, default=None, metavar="M.pk", help="print the model card of M.pk and exit")
     g.add_argument("--amp", action="store_true", help="reduced precision (bfloat16 / float16) where the device has it")
     g.add_argument("--memory_format", type=str, default="auto", choices=("auto", "contiguous", "channels_last"),
                    help="network memory format (auto: timed on the first batch)")
     g.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bar")
+    e = p.add_argument_group("events (decisions and tables only; the log keeps the raw probabilities)")
+    e.add_argument("--merge_gap", type=_non_negative, default=0.0, metavar="S",
+                   help="merge detections of one class separated by at most S seconds (default 0: touching only)")
+    e.add_argument("--min_duration", type=_non_negative, default=0.0, metavar="S",
+                   help="drop events shorter than S seconds (default 0)")
+    e.add_argument("--smooth", type=_positive(int), default=1, metavar="K",
+                   help="smooth the probabilities over K windows before deciding (default 1: none)")
+    e.add_argument("--smooth_method", type=str, default="median", choices=("median", "mean"),
+                   help="how --smooth combines the windows (default median)")
     return p
+
+
+def _non_negative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
 
 
 def model_paths(values: List[str]) -> List[str]:
@@ -106,92 +133,85 @@ def output_folder(args, path: str) -> Optional[str]:
     return args.output_dir
 
 
-def log_path(args, path: str) -> Optional[str]:
-    folder = output_folder(args, path)
-    return os.path.join(folder, f"{file_stem(path)}_predict_output.log") if folder else None
+def relative_path(args, path: str) -> str:
+    """The recording's path below ``--input_file`` (Raven's ``Begin Path``)."""
+    if os.path.isdir(args.input_file):
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(args.input_file))
+    return os.path.basename(path)
 
 
-def table_path(args, path: str) -> str:
-    return os.path.join(output_folder(args, path), f"{file_stem(path)}.Table.1.selections.txt")
+def describe_recording(args, path: str, predictor: Predictor, reader: SignalReader) -> Recording:
+    geometry = predictor.geometry(reader)
+    return Recording(path, relative_path(args, path), file_stem(path), output_folder(args, path), reader.seconds,
+                     reader.n_samples, geometry.step, reader.rate, reader.channels)
 
 
-def outputs_complete(args, path: str, predictor: Predictor) -> bool:
-    """A log with every window of the recording (and its table with --raven)."""
-    out = log_path(args, path)
-    if not out or not os.path.isfile(out) or (args.raven and not os.path.isfile(table_path(args, path))):
+def outputs_complete(args, recording: Recording, sinks, predictor: Predictor, reader: SignalReader) -> bool:
+    """Every output of the recording exists, and its log holds every window."""
+    if not recording.folder:
+        return False
+    paths = [p for sink in sinks for p in sink.outputs(recording)]
+    if not paths or not all(os.path.isfile(p) for p in paths):
         return False
     try:
-        reader = SignalReader(path, predictor.models[0].options.sr)
-        return len(parse_log(out).windows) == predictor.geometry(reader).count
-    except (AudioFileError, LogFormatError, OSError, ValueError):
+        logs = [p for p in paths if p.endswith("_predict_output.log")]
+        return all(len(parse_log(p).windows) == predictor.geometry(reader).count for p in logs)
+    except (LogFormatError, OSError, ValueError):
         return False
+
+
+def make_sinks(args, info: RunInfo, predictor: Predictor) -> List:
+    """The outputs asked for, in the order they are written."""
+    chosen = [LogSink(info, each_channel=args.channels == "each")]
+    if args.raven:
+        chosen += [RavenSink(info), CombinedRavenSink(info)]
+    chosen += [FORMATS[name](info) for name in dict.fromkeys(args.format)]
+    if args.latent_extract:
+        chosen.append(LatentSink(args.output_dir))
+    if args.visualize:
+        chosen.append(PdfSink(predictor.models[0].options, predictor.class_map))
+    return chosen
 
 
 # ------------------------------------------------------------------------ one file
-class FileRun:
-    """Writes one recording's outputs from the predictor's stream."""
-
-    def __init__(self, args, predictor: Predictor, rule: DecisionRule, path: str, latent: Optional[dict]):
-        self.args, self.predictor, self.rule, self.path, self.latent = args, predictor, rule, path, latent
-        self.class_map = predictor.class_map
-        self.reader = SignalReader(path, predictor.models[0].options.sr)     # an unreadable file stops here
-        folder = output_folder(args, path)
-        self.logger = setup_logger(f"{file_stem(path)}_predict_output", folder,
-                                   f"{file_stem(path)}_predict_output.log", args.debug, console=True)
-        self.writer = LogWriter(self.logger, self.class_map)
-        self.log = PredictionLog(path, self.class_map.to_dict(), predictor.models[0].spec.data_opts)
-        self.window = 0
-
-    def run(self, progress=None) -> PredictionLog:
-        first, reader = self.predictor.models[0], self.reader
-        warn_sample_rate(self.path, reader, first)
-        geometry = self.predictor.geometry(reader)
-        if reader.n_samples < geometry.window:
-            logging.getLogger("PREDICT").info(
-                f"{self.path}: {reader.seconds:.3f} s, shorter than one window ({self.predictor.sequence_len} s): "
-                "one window over the whole recording (zero-padded to one FFT frame where shorter)")
-        o = first.options
-        self.writer.header(self.path, ",".join(m.path for m in self.predictor.models), first.spec.data_opts,
-                           self.predictor.sequence_len, self.args.hop, self.rule.threshold, o.fmin, o.fmax,
-                           o.min_max_norm, reader.n_samples, geometry.step)
-        pooled = self.args.latent_extract
-        for batch in self.predictor.stream(self.path, pooled=pooled, reader=reader):
-            self.write_batch(batch)
+def predict_recording(args, predictor: Predictor, info: RunInfo, sinks, recording: Recording,
+                      reader: SignalReader, progress=None) -> None:
+    """Stream one recording through the decider into every sink."""
+    first = predictor.models[0]
+    warn_sample_rate(recording.path, reader, first)
+    geometry = predictor.geometry(reader)
+    if reader.n_samples < geometry.window:
+        logging.getLogger("PREDICT").info(
+            f"{recording.path}: {reader.seconds:.3f} s, shorter than one window ({predictor.sequence_len} s): "
+            "one window over the whole recording (zero-padded to one FFT frame where shorter)")
+    for sink in sinks:
+        sink.start(recording)
+    pooled = args.latent_extract
+    if args.channels == "each" and reader.channels > 1:
+        runs = [(c, predictor.stream(recording.path, pooled, channel=c)) for c in range(1, reader.channels + 1)]
+    elif args.channels == "max" and reader.channels > 1:
+        runs = [(None, predictor.stream_max(recording.path, reader.channels, pooled))]
+    else:
+        runs = [(None, predictor.stream(recording.path, pooled, reader=reader))]
+    events = []
+    for channel, stream in runs:
+        decider = Decider(info.rule, predictor.class_map, info.post)
+        for batch in stream:
+            meta = [{"start_sample": batch.start_samples[i], "end_sample": batch.end_samples[i],
+                     "channel": channel if channel is not None else (batch.channels[i] if batch.channels else None),
+                     "source": (batch, i)} for i in range(len(batch.starts))]
+            windows = decider.feed(batch.starts, batch.ends, batch.probs, batch.unknown, meta)
+            for sink in sinks:
+                sink.windows(recording, channel, windows)
             if progress is not None:
-                progress(len(batch.starts) * geometry.step / geometry.sr)
-        return self.log
-
-    def write_batch(self, batch: WindowBatch) -> None:
-        for n in range(batch.probs.shape[0]):
-            probs = [float(p) for p in batch.probs[n]]
-            binary = self.class_map.is_binary
-            c = max(range(len(probs)), key=probs.__getitem__)
-            if binary or self.rule.thresholds:     # a detection, by the rule in force
-                decision = int(self.rule.decide(probs, self.class_map) is not None)
-            else:                                  # the original: the top class's probability
-                decision = int(probs[c] >= self.rule.threshold)
-            self.writer.record(batch.starts[n], batch.ends[n], probs, decision, batch.start_samples[n],
-                               batch.end_samples[n])
-            printed = probs[1] if binary else probs[c]
-            self.log.add(WindowRecord(batch.starts[n], batch.ends[n], printed, None if binary else c,
-                                      None if binary else probs, repr(printed)))
-            if self.latent is not None:
-                self.keep_latent(batch, n)
-            if self.args.visualize:
-                visualize(batch.inputs[n], self.predictor.models[0].options,
-                          self.class_map.name_of(decision if binary else c), self.path,
-                          output_folder(self.args, self.path), self.window)
-            self.window += 1
-
-    def keep_latent(self, batch: WindowBatch, n: int) -> None:
-        base = self.path.replace(".wav", "")
-        self.latent["filenames"].append(f"{base}_{batch.starts[n]}_{batch.ends[n]}.wav")
-        self.latent["features"].append(batch.pooled[n].numpy())
-        self.latent["spectra_input"].append(batch.inputs[n:n + 1].cpu())
-
-    def close(self) -> None:
-        self.reader.close()
-        close_logger(self.logger)
+                progress(len(batch.starts) * geometry.step / geometry.sr / len(runs))
+        windows = decider.flush()
+        for sink in sinks:
+            sink.windows(recording, channel, windows)
+        events += decider.events(recording.stem)
+    events.sort(key=lambda e: (e.begin, e.channel))
+    for sink in sinks:
+        sink.end(recording, events)
 
 
 def warn_sample_rate(path: str, reader: SignalReader, model: PredictionModel) -> None:
@@ -202,31 +222,11 @@ def warn_sample_rate(path: str, reader: SignalReader, model: PredictionModel) ->
             f"{reader.rate / 2:g} Hz is empty in this recording")
 
 
-def visualize(item: torch.Tensor, options, label: str, path: str, folder: str, index: int) -> None:
-    """A PDF of one window's network input (frequency x time)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    spec = item[0].float().cpu().t().numpy()                                   # (F, T)
-    figure, axis = plt.subplots(figsize=(5, 10))
-    figure.suptitle("Spectrogram")
-    axis.set_title("spectrogram")
-    freqs = torch.linspace(options.fmin, options.fmax, spec.shape[0]).numpy()
-    times = (torch.arange(spec.shape[1]) * options.hop_length / options.sr).numpy()
-    mesh = axis.pcolormesh(times, freqs, spec, cmap="viridis", shading="auto")
-    axis.set_xlabel("time [s]")
-    axis.set_ylabel("frequency [Hz]")
-    figure.colorbar(mesh, ax=axis)
-    out = os.path.join(folder, f"net_input_spec_{index}_{label}_{file_stem(path)}.pdf")
-    with atomic_write(out, "wb", durable=False) as handle:
-        figure.savefig(handle, format="pdf")
-    plt.close(figure)
-
-
 # ----------------------------------------------------------------------- the run
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.describe:
+        return describe(args.describe)
     try:
         log = setup_logger("PREDICT", args.log_dir, "PREDICT.log", args.debug)
     except OutputError as error:
@@ -246,13 +246,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         close_logger(library)
 
 
+def describe(path: str) -> int:
+    """``--describe M.pk``: the model card, from the model file alone."""
+    from models.model_card import render
+    from models.model_file import load_model
+
+    try:
+        print(render(load_model(path).spec, os.path.basename(path)))
+        return 0
+    except ModelFileError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 1
+
+
 def check_arguments(args, log: logging.Logger) -> List[str]:
     if not args.model_path:
         raise ValueError("--model_path is required")
     if args.input_file is None:
         raise ValueError("no audio file or directory of audio files have been specified!")
-    if (args.latent_extract or args.visualize or args.raven) and not args.output_dir:
-        raise ValueError("--latent_extract, --visualize and --raven need --output_dir")
+    if (args.latent_extract or args.visualize or args.raven or args.format) and not args.output_dir:
+        raise ValueError("--latent_extract, --visualize, --raven and --format need --output_dir")
     if args.checkpoint_path:
         log.warning("--checkpoint_path is not used; the model comes from --model_path")
     files = recording_files(args.input_file)
@@ -279,7 +292,7 @@ def make_predictor(args, log: logging.Logger) -> Predictor:
         log.debug(f"Model successfully load via torch {'jit' if args.jit_load else 'load'}: {model.path}")
         log.info(getattr(model.backend, "model", model.backend))
     return Predictor(models, args.sequence_len, args.hop, args.batch_size, detector, args.detector_threshold,
-                     device, prefetch=args.num_workers > 0 and device.type != "cpu")
+                     device, prefetch=args.num_workers > 0 and device.type != "cpu", unknown=args.unknown)
 
 
 def decision_rule(args, predictor: Predictor, log: logging.Logger) -> DecisionRule:
@@ -296,10 +309,20 @@ def decision_rule(args, predictor: Predictor, log: logging.Logger) -> DecisionRu
     return rule
 
 
+def run_info(args, predictor: Predictor, rule: DecisionRule) -> RunInfo:
+    first = predictor.models[0]
+    post = PostProcessing(args.merge_gap, args.min_duration, args.smooth, args.smooth_method)
+    return RunInfo(model_paths=[m.path for m in predictor.models], class_map=predictor.class_map,
+                   data_opts=first.spec.data_opts, sequence_len=predictor.sequence_len, hop=args.hop, rule=rule,
+                   post=post, min_max_norm=first.options.min_max_norm, output_dir=args.output_dir, debug=args.debug,
+                   unknown=args.unknown)
+
+
 def run(args, log: logging.Logger) -> int:
     files = check_arguments(args, log)
     predictor = make_predictor(args, log)
     rule = decision_rule(args, predictor, log)
+    info = run_info(args, predictor, rule)
     first = predictor.models[0]
     log.debug(f"dataOpts: {first.spec.data_opts}")
     log.debug(f"prediction length: {predictor.sequence_len}[s], hop length: {args.hop}[s], threshold: "
@@ -307,50 +330,61 @@ def run(args, log: logging.Logger) -> int:
     log.info(f"Class Distribution: {predictor.class_map.to_dict()}")
     log.info(f"Predicting files names: {files}")
     log.info(f"Predicting {len(files)} files")
-    latent = {"filenames": [], "features": [], "spectra_input": []} if args.latent_extract else None
-    done, failed, last_run = [], [], None
+    if info.post != PostProcessing():
+        log.info(f"Events: {info.post.describe()}")
+    sinks = make_sinks(args, info, predictor)
+    failed = []
     progress = Progress(files) if args.progress else None
     for path in files:
-        if not args.overwrite and not args.latent_extract and outputs_complete(args, path, predictor):
-            log.info(f"{path}: outputs complete, skipped (--overwrite redoes it)")
-            done.append((path, parse_log(log_path(args, path))))
-            continue
-        file_run = None
         try:
-            file_run = FileRun(args, predictor, rule, path, latent)
-            result = file_run.run(progress.advance if progress else None)
+            reader = SignalReader(path, first.options.sr)     # an unreadable file stops here
         except AudioFileError as error:   # name it, go on with the other recordings
             log.error(str(error))
             failed.append(path)
-            if file_run is not None:
-                file_run.close()
             continue
-        if args.raven:
-            atomic_write_text(table_path(args, path), selection_table(result, rule, score=True))
-        done.append((path, result))
-        if last_run is not None:
-            last_run.close()
-        last_run = file_run
+        recording = describe_recording(args, path, predictor, reader)
+        try:
+            if not args.overwrite and not args.latent_extract and \
+                    outputs_complete(args, recording, sinks, predictor, reader):
+                log.info(f"{path}: outputs complete, skipped (--overwrite redoes it)")
+                skipped(args, recording, sinks, info)
+                continue
+            predict_recording(args, predictor, info, sinks, recording, reader,
+                              progress.advance if progress else None)
+        except AudioFileError as error:
+            log.error(str(error))
+            failed.append(path)
+            for sink in sinks:
+                if isinstance(sink, LogSink):
+                    sink.discard()
+        finally:
+            reader.close()
     if progress:
         progress.close()
-    finish(args, predictor, rule, done, latent, last_run)
+    for sink in sinks:
+        sink.close()
     if failed:
         log.error(f"{len(failed)} of {len(files)} file(s) could not be read: {', '.join(failed)}")
         return 1
     return 0
 
 
-def finish(args, predictor, rule, done, latent, last_run) -> None:
-    if args.raven and done:
-        rows = [(path, result, SignalReader(path, predictor.models[0].options.sr).seconds) for path, result in done]
-        atomic_write_text(os.path.join(args.output_dir, "combined.Table.1.selections.txt"), combined_table(rows, rule))
-    if last_run is not None:
-        if latent is not None:
-            with atomic_write(os.path.join(args.output_dir, "animal-spot-classifier.p"), "wb") as handle:
-                pickle.dump(latent, handle)
-            last_run.logger.debug("Successfully saved latent classification features (final hidden layer)!")
-        last_run.logger.debug("Finished proccessing")
-        last_run.close()
+def skipped(args, recording: Recording, sinks, info: RunInfo) -> None:
+    """A recording done earlier still counts in the combined table (its events from its log)."""
+    combined = [s for s in sinks if isinstance(s, CombinedRavenSink)]
+    if not combined:
+        return
+    events = []
+    for name in [s for s in sinks if isinstance(s, LogSink)][0].outputs(recording):
+        channel = None
+        parsed = parse_log(name)
+        if args.channels == "each":
+            channel = int(name.rsplit("_ch", 1)[1].split("_", 1)[0])
+        events += [e if channel is None else dataclasses.replace(e, channel=channel)
+                   for e in log_events(parsed, info.rule, info.post, recording.stem)]
+    events.sort(key=lambda e: (e.begin, e.channel))
+    for sink in combined:
+        sink.end(recording, events)
 
 
 class Progress:

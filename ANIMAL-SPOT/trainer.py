@@ -2,12 +2,14 @@
 concerns around it (log lines, TensorBoard, best weights, LR schedule, early stopping,
 checkpoints, progress). A listener has hooks for the start of a fit, the end of a batch
 and the end of a pass, and keeps its own state in checkpoints; the trainer only runs
-passes. Mixed precision, gradient clipping and ``torchrun`` change the step, not the
-listeners. Library code raises ``TrainingError``; ``main`` chooses the exit status.
+passes. Mixed precision, gradient clipping, mixup and ``torchrun`` change the step, not
+the listeners. Library code raises ``TrainingError``; ``main`` chooses the exit status.
 
 Order after a validation (``epoch % epochs_per_eval == 0`` or the last epoch): best
-weights (strictly better accuracy), LR scheduler, early stopping, then the checkpoint,
-so a checkpoint holds the state *after* its epoch and a resumed run continues exactly.
+weights (strictly better monitored figure), LR scheduler, early stopping, then the
+checkpoint, so a checkpoint holds the state *after* its epoch and a resumed run
+continues exactly. Validation and test passes keep their logits (gathered over the
+processes), so calibration needs no second pass.
 """
 
 import logging
@@ -15,14 +17,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from data.augment import epoch_seed
+from data.augment import mixup
+from evaluation.metrics import METRICS, PassMetrics
 from utils.checkpoints import CHECKPOINT_FORMAT
 from utils.classmap import ClassMap, binary_count
-from utils.metrics import PassMetrics
-from utils.runtime import Precision, Processes
+from utils.runtime import Forward, Precision, Processes
+from utils.seeding import batch_generator, epoch_seed
 
 log = logging.getLogger("ANIMAL-SPOT")
 PHASES = ("train", "val", "test")
@@ -57,10 +61,17 @@ class PassResult:
     load_seconds: float
     lr: Optional[float] = None
     batches: int = 0
+    logits: Optional[np.ndarray] = None      # val / test: (samples, classes) float64, every process's
+    labels: Optional[np.ndarray] = None
+    features: Optional[np.ndarray] = None    # val / test: pooled encoder features (the unknown score)
 
     @property
     def accuracy(self) -> float:
         return self.metrics.accuracy()
+
+    def figure(self, name: str) -> float:
+        """A figure by name: ``loss`` or any overall metric of ``evaluation.metrics.METRICS``."""
+        return self.loss if name == "loss" else float(METRICS[name].compute(self.metrics))
 
 
 class Listener:
@@ -85,12 +96,13 @@ class Listener:
 @dataclass
 class Step:
     """How one training step runs: precision (autocast, gradient scaler), gradient
-    clipping and the input memory format."""
+    clipping, the input memory format and mixup (``mixup`` = Beta alpha, None = off)."""
 
     precision: Precision = field(default_factory=Precision)
     grad_clip: Optional[float] = None
     memory_format: torch.memory_format = torch.contiguous_format
     scaler: Optional[torch.amp.GradScaler] = None
+    mixup: Optional[float] = None
 
 
 class Trainer:
@@ -106,6 +118,7 @@ class Trainer:
         self.optimizer = optimizer
         self.listeners: List[Listener] = list(listeners)
         self.step = step or Step()
+        self.forward = Forward(device, self.step.precision, self.step.memory_format)
         self.processes = processes
         self.seed = seed
         self.stop_reason: Optional[str] = None
@@ -128,19 +141,24 @@ class Trainer:
         log.debug(f"{phase}|{epoch}|start")
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         batches, load_time, self.skipped = 0, 0.0, 0
+        kept_logits, kept_labels, kept_features = [], [], []
         start = tick = time.time()
         with torch.set_grad_enabled(training):
             for index, (inputs, label) in enumerate(loader):
                 load_time += time.time() - tick
-                inputs = inputs.to(self.device, non_blocking=True).contiguous(memory_format=self.step.memory_format)
+                inputs = self.forward.inputs(inputs)
                 targets = label["call"].to(self.device, non_blocking=True)
-                logits, loss = self._forward(inputs, targets, training)
+                logits, loss = self._step(inputs, targets, epoch, index) if training else self._evaluate(inputs, targets)
                 if bool(torch.isfinite(loss)):
                     loss_sum += loss.double()
                     batches += 1
                 predictions = logits.argmax(dim=1)
                 scores = torch.softmax(logits.detach().float(), dim=1)[:, 1] if binary else None
                 metrics.update(targets, predictions, scores=scores)
+                if not training:
+                    kept_logits.append(logits.cpu())
+                    kept_labels.append(targets.cpu())
+                    kept_features.append(self.pooled())
                 self._emit("on_batch_end", Batch(phase, epoch, index, inputs, targets, predictions, float(loss)))
                 tick = time.time()
         totals = self.processes.sum(torch.stack([loss_sum, torch.tensor(float(batches), dtype=torch.float64,
@@ -154,38 +172,79 @@ class Trainer:
                         + (f" ({self.step.precision.name}; try without --amp)" if self.step.precision.dtype else ""))
         lr = self.optimizer.param_groups[0]["lr"] if training else None
         result = PassResult(phase, epoch, mean_loss, metrics, time.time() - start, load_time, lr, batches)
+        if not training:
+            result.logits, result.labels, result.features = self._gathered(kept_logits, kept_labels, kept_features)
         self.results[phase] = result
         self._emit("on_pass_end", result)
         return result
 
-    def _forward(self, inputs, targets, training: bool):
+    def pooled(self) -> Optional[torch.Tensor]:
+        """The pooled encoder features of the last forward (None where the network does not
+        keep them, e.g. compiled)."""
+        hidden = getattr(getattr(self.model, "classifier", None), "hidden_layer_1", None)
+        return None if hidden is None else hidden.float().cpu()
+
+    def _gathered(self, logits: List[torch.Tensor], labels: List[torch.Tensor], features: List):
+        kept = features if features and all(f is not None for f in features) else None
+        parts = self.processes.gather((torch.cat(logits) if logits else torch.zeros(0, self.num_classes),
+                                       torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+                                       torch.cat(kept) if kept else None))
+        gathered_features = None
+        if all(p[2] is not None for p in parts):
+            gathered_features = torch.cat([p[2] for p in parts]).numpy().astype(np.float64)
+        return (torch.cat([p[0] for p in parts]).numpy().astype(np.float64),
+                torch.cat([p[1] for p in parts]).numpy(), gathered_features)
+
+    def _evaluate(self, inputs, targets):
+        logits = self.forward(self.network, inputs)
+        return logits, self.loss_fn(logits, targets).detach()
+
+    def _step(self, inputs, targets, epoch: int, index: int):
+        """One optimiser step (none on a non-finite loss)."""
         step = self.step
-        if training:
-            self.optimizer.zero_grad(set_to_none=True)
-        with step.precision.autocast(self.device):
-            logits = self.network(inputs)
-        loss = self.loss_fn(logits.float(), targets)
-        if training and not bool(torch.isfinite(loss)):
+        self.optimizer.zero_grad(set_to_none=True)
+        if step.mixup:
+            mixed, permutation, lam = mixup(inputs, step.mixup, batch_generator(self.seed, epoch, index, "mixup"))
+            logits = self.forward(self.network, mixed)
+            loss = lam * self.loss_fn(logits, targets) + (1 - lam) * self.loss_fn(logits, targets[permutation])
+        else:
+            logits = self.forward(self.network, inputs)
+            loss = self.loss_fn(logits, targets)
+        if not bool(torch.isfinite(loss)):
             self.skipped += 1           # no step on a non-finite loss (reported after the pass)
             return logits.detach(), loss.detach()
-        if training:
-            if step.scaler is not None:
-                step.scaler.scale(loss).backward()
-                if step.grad_clip:
-                    step.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), step.grad_clip)
-                step.scaler.step(self.optimizer)
-                step.scaler.update()
-            else:
-                loss.backward()
-                if step.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), step.grad_clip)
-                self.optimizer.step()
+        if step.scaler is not None:
+            step.scaler.scale(loss).backward()
+            if step.grad_clip:
+                step.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), step.grad_clip)
+            step.scaler.step(self.optimizer)
+            step.scaler.update()
+        else:
+            loss.backward()
+            if step.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), step.grad_clip)
+            self.optimizer.step()
         return logits.detach(), loss.detach()
 
+    @torch.no_grad()
+    def evaluate(self, loader):
+        """``(logits, labels, pooled features)`` of a whole split in eval mode, without
+        listeners (the training clips' centroids; a resumed run whose checkpoint kept no
+        validation logits)."""
+        self.model.eval()
+        logits, labels, features = [], [], []
+        for inputs, label in loader:
+            logits.append(self.forward(self.model, inputs).cpu())
+            labels.append(label["call"])
+            features.append(self.pooled())
+        if not logits:
+            return np.zeros((0, self.num_classes)), np.zeros(0, dtype=int), None
+        kept = torch.cat(features).numpy().astype(np.float64) if all(f is not None for f in features) else None
+        return torch.cat(logits).numpy().astype(np.float64), torch.cat(labels).numpy(), kept
+
     # --------------------------------------------------------------------- the fit
-    def fit(self, loaders: Dict[str, object], n_epochs: int, epochs_per_eval: int, start_epoch: int = 0,
-            best_state: Optional[dict] = None) -> PassResult:
+    def fit(self, loaders: Dict[str, object], n_epochs: int, epochs_per_eval: int, start_epoch: int = 0) -> PassResult:
         """Epochs ``start_epoch .. n_epochs-1``, then the test pass on the best weights."""
         self._emit("on_fit_start")
         started = time.time()
@@ -204,6 +263,8 @@ class Trainer:
         elapsed = time.time() - started
         log.info(f"Training complete in {elapsed // 60:.0f}m {elapsed % 60:.0f}s")
         log.info(f"Best val metric: {best.metric if best else 0.0:4f}")
+        if best is not None and best.epoch is not None:
+            log.info(f"best weights by {best.monitor.name}: {best.metric:.3f} at epoch {best.epoch}")
         log.info(f"Final test metric: {test.accuracy:4f}")
         self._emit("on_fit_end")
         return test
@@ -212,7 +273,8 @@ class Trainer:
         self.stop_reason = reason
 
     def best_weights(self) -> Optional[Listener]:
-        """The listener that tracks the best validation weights (``metric``, ``state``)."""
+        """The listener that tracks the best validation weights (``metric``, ``state``,
+        ``epoch``, ``monitor``, the validation ``logits``)."""
         for listener in self.listeners:
             if hasattr(listener, "metric") and hasattr(listener, "state"):
                 return listener

@@ -16,20 +16,20 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from data.audio_io import scan_audio
+from data.augment import SpecAugment
 from data.audiodataset import Dataset, EpochKeys, noise_files_in
 from data.features import FeatureOptions
 from data.filenames import class_name, discover_classes, filter_broken_audio, find_audio_files, usable_files
 from data.samplers import BalancedSampler, ShardSampler, ShuffleSampler, class_counts, sampling_weights
 from data.split import PARTITIONS, get_split, report_split, split_exists
 from utils.classmap import ClassMap, check_class_count
-from utils.imbalance import class_weights, parse_boosts
+from models.losses import class_weights, parse_boosts
 from utils.runtime import Processes
 
 log = logging.getLogger("ANIMAL-SPOT")
@@ -50,102 +50,141 @@ class TrainingData:
         return class_counts(self.datasets["train"].labels, len(self.class_map))
 
 
-def discover(args, processes: Processes, log: logging.Logger) -> Tuple[Dict[str, List[str]], ClassMap]:
-    """The split (made on the main process, read by the others) and the class map."""
-    if not args.data_dir or not os.path.isdir(args.data_dir):
-        raise ValueError(f"--data_dir {args.data_dir} is not a folder")
-    if processes.main:
-        split = make_split(args, log)
-    processes.barrier()
-    if not processes.main:
-        split = get_split(args.data_dir, [], random.Random(0))
-    names = discover_classes(find_audio_files(args.data_dir))
-    num_classes = len(names) if args.num_classes == "auto" else args.num_classes
+def discover(config, processes: Processes, log: logging.Logger) -> Tuple[Dict[str, List[str]], ClassMap]:
+    """The split (made on the main process, read by the others) and the class map. With
+    ``--folds`` the data folder's own split is neither made nor read: every usable file
+    is returned under ``all``."""
+    if not config.data_dir or not os.path.isdir(config.data_dir):
+        raise ValueError(f"--data_dir {config.data_dir} is not a folder")
+    if config.folds:
+        split = {"all": usable_files(find_audio_files(config.data_dir))}
+        if not split["all"]:
+            raise ValueError(f"No .wav files below {config.data_dir}")
+    else:
+        if processes.main:
+            split = make_split(config, log)
+        processes.barrier()
+        if not processes.main:
+            split = get_split(config.data_dir, [], random.Random(0))
+    names = discover_classes(find_audio_files(config.data_dir))
+    num_classes = len(names) if config.num_classes == "auto" else config.num_classes
     check_class_count(names, num_classes)
-    report_split(split, names)
-    split = set_aside_unreadable(args, split, log)
+    if not config.folds:
+        report_split(split, names)
+    split = set_aside_unreadable(config, split, log)
     return split, ClassMap.from_names(names)
 
 
-def make_split(args, log: logging.Logger) -> Dict[str, List[str]]:
-    reuse = split_exists(args.data_dir)
-    log.debug(f"Searching for audio files in {args.data_dir}")
-    files = find_audio_files(args.data_dir)
+def make_split(config, log: logging.Logger) -> Dict[str, List[str]]:
+    reuse = split_exists(config.data_dir)
+    log.debug(f"Searching for audio files in {config.data_dir}")
+    files = find_audio_files(config.data_dir)
     if not reuse:
-        if args.filter_broken_audio:
-            filter_broken_audio(args.data_dir, files)
-            files = find_audio_files(args.data_dir)
+        if config.filter_broken_audio:
+            filter_broken_audio(config.data_dir, files)
+            files = find_audio_files(config.data_dir)
         log.info(f"Found {len(files)} audio files for training.")
         if not files:
-            raise ValueError(f"No .wav files below {args.data_dir}")
-    rng = random.Random(args.seed)
-    return get_split(args.data_dir, files if reuse else usable_files(files), rng)
+            raise ValueError(f"No .wav files below {config.data_dir}")
+    rng = random.Random(config.seed)
+    return get_split(config.data_dir, files if reuse else usable_files(files), rng)
 
 
-def set_aside_unreadable(args, split: Dict[str, List[str]], log: logging.Logger) -> Dict[str, List[str]]:
+def set_aside_unreadable(config, split: Dict[str, List[str]], log: logging.Logger) -> Dict[str, List[str]]:
     """Header scan of every split file (fast: no decoding)."""
-    problems = scan_audio(os.path.join(args.data_dir, f) for p in PARTITIONS for f in split.get(p, []))
+    problems = scan_audio(os.path.join(config.data_dir, f) for files in split.values() for f in files)
     if not problems:
         return split
     listing = "\n".join(f"  {path}: {problem}" for path, problem in problems)
-    if not args.filter_broken_audio:
+    if not config.filter_broken_audio:
         raise ValueError(f"{len(problems)} training file(s) cannot be used (fix or remove them, or pass "
                          f"--filter_broken_audio to set them aside):\n{listing}")
-    bad = {os.path.relpath(path, args.data_dir) for path, _ in problems}
+    bad = {os.path.relpath(path, config.data_dir) for path, _ in problems}
     log.warning(f"Setting aside {len(bad)} unreadable file(s) (--filter_broken_audio):\n{listing}")
     return {p: [f for f in files if f not in bad] for p, files in split.items()}
 
 
-def build(args, options: FeatureOptions, frames: int, split: Dict[str, List[str]], class_map: ClassMap,
+def training_channel(config) -> Optional[int]:
+    """``--channels K`` (1-based) for training clips; ``mean`` (default) down-mixes."""
+    value = str(config.channels)
+    if value == "mean":
+        return None
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise ValueError(f"--channels {value}: training takes 'mean' or a channel number (1, 2, ...)")
+
+
+def background_files(config, split: Dict[str, List[str]], class_map: ClassMap) -> List[str]:
+    """``--background_dir`` recordings and, with ``--background_from_noise_class``, the
+    training split's noise clips."""
+    files = list(noise_files_in(config.background_dir)) if config.background_dir else []
+    if config.background_dir and not files:
+        raise ValueError(f"--background_dir {config.background_dir}: no .wav files in this folder")
+    if config.background_from_noise_class:
+        noise = class_map.noise_index
+        if noise is None:
+            raise ValueError("--background_from_noise_class: the data has no class called noise")
+        files += [os.path.join(config.data_dir, f) for f in split["train"]
+                  if class_map.index(class_name(f)) == noise]
+    return files
+
+
+def build(config, options: FeatureOptions, frames: int, split: Dict[str, List[str]], class_map: ClassMap,
           seed: int, processes: Processes) -> TrainingData:
-    noise = noise_files_in(args.noise_dir) if args.augmentation else []
+    noise = noise_files_in(config.noise_dir) if config.augmentation else []
+    masks = SpecAugment(config.time_masks, config.time_mask_width, config.freq_masks, config.freq_mask_width) \
+        if config.spec_augment else None
+    background = background_files(config, split, class_map)
+    channel = training_channel(config)
     datasets = {}
     for partition in PARTITIONS:
-        augment = args.augmentation and partition == "train"
-        datasets[partition] = Dataset(split[partition], args.data_dir, args.cache_dir, class_map, seq_len=frames,
+        train = partition == "train"
+        augment = config.augmentation and train
+        datasets[partition] = Dataset(split[partition], config.data_dir, config.cache_dir, class_map, seq_len=frames,
                                       augmentation=augment, noise_files=noise if augment else [],
-                                      dataset_name=partition, options=options, seed=seed)
+                                      dataset_name=partition, options=options, seed=seed,
+                                      spec_augment=masks if train else None,
+                                      background_files=background if train else (),
+                                      background_snr=tuple(config.background_snr), channel=channel)
     train = datasets["train"]
-    if args.weighted_sampling != "none" or args.rare_class_boost:
+    if config.weighted_sampling != "none" or config.rare_class_boost:
         counts = class_counts(train.labels, len(class_map))
-        base = class_weights(counts, args.weighted_sampling, class_map.names)
-        weights = sampling_weights(base, class_map.names, parse_boosts(args.rare_class_boost, class_map.names))
+        base = class_weights(counts, config.weighted_sampling, class_map.names)
+        weights = sampling_weights(base, class_map.names, parse_boosts(config.rare_class_boost, class_map.names))
         sampler = BalancedSampler(train.labels, weights, seed, processes.rank, processes.world)
     else:
         sampler = ShuffleSampler(len(train), seed, processes.rank, processes.world)
-    loaders = {"train": loader(args, train, sampler, drop_last=len(sampler) >= args.batch_size)}
+    loaders = {"train": loader(config, train, sampler, drop_last=len(sampler) >= config.batch_size)}
     single = {}
     for partition in ("val", "test"):
         dataset = datasets[partition]
-        loaders[partition] = loader(args, dataset, ShardSampler(len(dataset), processes.rank, processes.world))
-        single[partition] = loader(args, dataset, ShardSampler(len(dataset))) if processes.distributed \
+        loaders[partition] = loader(config, dataset, ShardSampler(len(dataset), processes.rank, processes.world))
+        single[partition] = loader(config, dataset, ShardSampler(len(dataset))) if processes.distributed \
             else loaders[partition]
     return TrainingData(split, class_map, options, frames, datasets, loaders, single)
 
 
-def loader(args, dataset, sampler, drop_last: bool = False) -> DataLoader:
+def loader(config, dataset, sampler, drop_last: bool = False) -> DataLoader:
     """Batches of ``(epoch, index)``-keyed items; workers stay alive between epochs and
     prefetch; pinned memory only for a GPU. The loader's own generator keeps it from
     drawing on the global random state (which the model's own randomness uses)."""
-    workers = max(0, args.num_workers)
-    return DataLoader(dataset, batch_size=args.batch_size, sampler=EpochKeys(sampler), num_workers=workers,
-                      drop_last=drop_last, pin_memory=args.cuda and torch.cuda.is_available(),
+    workers = max(0, config.num_workers)
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=EpochKeys(sampler), num_workers=workers,
+                      drop_last=drop_last, pin_memory=not config.no_cuda and torch.cuda.is_available(),
                       persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
                       generator=torch.Generator().manual_seed(0))
 
 
-@torch.no_grad()
-def collect_logits(trainer, loader) -> Tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of a whole split (eval mode, the run's precision)."""
-    model = trainer.model.eval()
-    logits, labels = [], []
-    for inputs, label in loader:
-        inputs = inputs.to(trainer.device).contiguous(memory_format=trainer.step.memory_format)
-        with trainer.step.precision.autocast(trainer.device):
-            out = model(inputs)
-        logits.append(out.float().cpu())
-        labels.append(label["call"])
-    if not logits:
-        return np.zeros((0, trainer.num_classes)), np.zeros(0, dtype=int)
-    return torch.cat(logits).numpy().astype(np.float64), torch.cat(labels).numpy()
-
+def plain_loader(config, data: TrainingData, per_class: int = 256) -> DataLoader:
+    """Up to ``per_class`` training clips per class (a fixed choice), without augmentation,
+    in one process: the clips whose features place the class centroids."""
+    train = data.datasets["train"]
+    by_class: Dict[int, List[str]] = {}
+    for name, label in zip(train.file_names, train.labels):
+        by_class.setdefault(label, []).append(name)
+    rng = random.Random(0)
+    chosen = sorted(f for files in by_class.values() for f in (files if len(files) <= per_class
+                                                               else rng.sample(sorted(files), per_class)))
+    dataset = Dataset(chosen, config.data_dir, config.cache_dir, data.class_map, seq_len=data.frames,
+                      dataset_name="train (centroids)", options=data.options, channel=training_channel(config))
+    return loader(config, dataset, ShardSampler(len(dataset)))

@@ -1,17 +1,29 @@
 """Event-level scores of predictions against annotated recordings.
 
     python EVALUATION/score.py --predictions DIR --annotations DIR --output_dir DIR \
-        [--label_column "Sound type"] [--min_overlap 0.5] [--threshold 0.5]
+        [--label_column "Sound type"] [--matching overlap|iou] [--min_overlap 0.5] [--iou 0.3] \
+        [--threshold 0.5] [--merge_gap 0 0.5 1] [--min_duration 0 0.25] [--smooth 1 3 5]
     python EVALUATION/score.py EVALUATION/score_config          # the launcher style
 
 Predictions: this project's ``*.selections.txt`` tables (``predict.py --raven``), or
 prediction logs (decided with ``--threshold``; ``model`` = the model's per-class
 thresholds); where a folder holds both for one recording, the table is used.
-Annotations: Raven selection tables. Writes ``scores.csv``, ``scores.json`` and, from
-logs, ``pr_curve.png`` (event-level precision-recall over thresholds) to --output_dir.
+Annotations: Raven selection tables. Matching: ``overlap`` (the default: overlap of at
+least ``--min_overlap`` of the shorter event, greedy by score) or ``iou`` (intersection
+over union of at least ``--iou``, maximum one-to-one matching, as the DCASE few-shot
+bioacoustic task scores).
+
+From prediction logs, every combination of the event settings given (``--merge_gap``,
+``--min_duration``, ``--smooth`` with ``--smooth_method``) is scored too: its event F1 is
+printed and written to ``settings.csv``, so the settings that fit your annotations can go
+to ``predict.py``. The main table uses the first value of each.
+
+Writes ``scores.csv``, ``scores.json``, ``settings.csv`` and (from logs) ``pr_curve.png``
+(event-level precision-recall over thresholds) to --output_dir.
 """
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -19,16 +31,17 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ANIMAL-SPOT"))
 
+from evaluation.events import Matching, csv_text, pr_curve, score, table_lines  # noqa: E402
+from evaluation.raven import TableError, read_annotations, read_table, recording_name  # noqa: E402
 from models.model_file import ModelFileError  # noqa: E402
-from prediction.annotations import (Event, TableError, events_by_recording, find_tables, read_annotations,  # noqa
-                                    read_table, recording_name)
-from prediction.events import csv_text, pr_curve, score, table_lines  # noqa: E402
+from prediction.decisions import DecisionRule, PostProcessing, log_events, model_rule  # noqa: E402
 from prediction.log_format import LogFormatError, parse_log  # noqa: E402
-from prediction.raven import DecisionRule, model_rule, selections  # noqa: E402
 from utils.atomic import OutputError, atomic_write_text  # noqa: E402
 from utils.config import ConfigError, read_config  # noqa: E402
 
 PR_THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
+CONFIG_KEYS = ("predictions", "annotations", "output_dir", "label_column", "min_overlap", "threshold", "matching",
+               "iou", "merge_gap", "min_duration", "smooth", "smooth_method")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,28 +49,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="a key=value config file instead of the flags (launcher style)")
     p.add_argument("--predictions", help="folder of predicted tables (*.selections.txt) or prediction logs")
     p.add_argument("--annotations", help="folder of annotated Raven selection tables")
-    p.add_argument("--output_dir", help="where scores.csv, scores.json and pr_curve.png go")
+    p.add_argument("--output_dir", help="where scores.csv, scores.json, settings.csv and pr_curve.png go")
     p.add_argument("--label_column", default="Sound type", help="the annotations' label column (default 'Sound type')")
+    p.add_argument("--matching", default="overlap", choices=("overlap", "iou"),
+                   help="overlap: fraction of the shorter event, greedy (default); iou: intersection over union, "
+                        "maximum matching (DCASE)")
     p.add_argument("--min_overlap", type=float, default=0.5,
-                   help="overlap needed for a match, as a fraction of the shorter event (default 0.5)")
+                   help="overlap rule: fraction of the shorter event needed for a match (default 0.5)")
+    p.add_argument("--iou", type=float, default=0.3, help="iou rule: intersection over union needed (default 0.3)")
     p.add_argument("--threshold", default="0.5",
                    help="decision threshold for prediction logs (default 0.5; 'model': the model's thresholds)")
+    p.add_argument("--merge_gap", type=float, nargs="+", default=[0.0, 0.5, 1.0],
+                   help="event settings to score from logs: merge gaps in seconds (default 0 0.5 1)")
+    p.add_argument("--min_duration", type=float, nargs="+", default=[0.0, 0.25],
+                   help="minimum event durations in seconds (default 0 0.25)")
+    p.add_argument("--smooth", type=int, nargs="+", default=[1, 3, 5],
+                   help="windows of probability smoothing (default 1 3 5)")
+    p.add_argument("--smooth_method", default="median", choices=("median", "mean"))
     return p
+
+
+def _numbers(value, kind):
+    return [kind(v) for v in str(value).replace(",", " ").split()] if isinstance(value, str) else value
 
 
 def arguments(argv):
     args = build_parser().parse_args(argv)
     if args.config:
         config = read_config(args.config)
-        for key in ("predictions", "annotations", "output_dir", "label_column", "min_overlap", "threshold"):
+        for key in CONFIG_KEYS:
             if key in config:
                 setattr(args, key, config[key])
-        args.min_overlap = float(args.min_overlap)
+        args.min_overlap, args.iou = float(args.min_overlap), float(args.iou)
+        args.merge_gap, args.min_duration = _numbers(args.merge_gap, float), _numbers(args.min_duration, float)
+        args.smooth = _numbers(args.smooth, int)
     missing = [k for k in ("predictions", "annotations", "output_dir") if not getattr(args, k)]
     if missing:
         raise ConfigError(f"missing: {', '.join('--' + k for k in missing)}")
     if not 0 < args.min_overlap <= 1:
         raise ConfigError(f"--min_overlap must be in (0, 1], not {args.min_overlap}")
+    if not 0 < args.iou <= 1:
+        raise ConfigError(f"--iou must be in (0, 1], not {args.iou}")
+    if args.matching not in ("overlap", "iou"):
+        raise ConfigError(f"matching must be overlap or iou, not {args.matching!r}")
+    args.settings = [PostProcessing(gap, duration, smooth, args.smooth_method)
+                     for gap, duration, smooth in itertools.product(args.merge_gap, args.min_duration, args.smooth)]
     return args
 
 
@@ -72,17 +108,11 @@ def prediction_sources(folder: str):
             path = os.path.join(root, name)
             if name.lower().endswith(".selections.txt") and not name.startswith("combined."):
                 sources[recording_name(name)] = ("table", path)
-            elif "_predict_output" in name and name.endswith(".log"):
+            elif "_predict_output" in name and name.endswith(".log") and not name.startswith("."):
                 sources.setdefault(recording_name(name), ("log", path))
     if not sources:
         raise FileNotFoundError(f"--predictions {folder}: no selection tables or prediction logs")
     return sources
-
-
-def log_events(path: str, rule: DecisionRule):
-    log = parse_log(path)
-    return [Event(recording_name(path), s.begin, s.end, s.name, None if s.score != s.score else s.score)
-            for s in selections(log, rule)]
 
 
 def rule_for(threshold, path):
@@ -91,26 +121,61 @@ def rule_for(threshold, path):
     return DecisionRule(float(threshold))
 
 
+def detections_of(sources, threshold, post: PostProcessing, label_column: str):
+    detections = {}
+    for recording, (kind, path) in sources.items():
+        if kind == "table":
+            detections[recording] = read_table(path, "Sound type", fallback_label=label_column)
+        else:
+            parsed = parse_log(path)
+            detections[recording] = [e for e in log_events(parsed, rule_for(threshold, path), post, recording)
+                                     if e.label.lower() != "noise"]
+    return detections
+
+
+def settings_table(args, sources, annotations, matching: Matching):
+    """Event F1 (all classes) for every combination of the event settings (logs only)."""
+    logs = {r: s for r, s in sources.items() if s[0] == "log"}
+    rows = []
+    for post in args.settings:
+        found = detections_of(logs, args.threshold, post, args.label_column)
+        total = score(found, {r: a for r, a in annotations.items() if r in logs}, matching).total().figures()
+        rows.append((post, total))
+    return rows
+
+
 def run(args, log: logging.Logger) -> int:
     annotations = read_annotations(args.annotations, args.label_column)
     sources = prediction_sources(args.predictions)
-    detections = {}
-    for recording, (kind, path) in sources.items():
-        detections[recording] = (read_table(path, "Sound type", fallback_label=args.label_column) if kind == "table"
-                                 else log_events(path, rule_for(args.threshold, path)))
-    scores = score(detections, annotations, args.min_overlap,
+    matching = Matching(args.matching, args.min_overlap, args.iou)
+    detections = detections_of(sources, args.threshold, args.settings[0], args.label_column)
+    scores = score(detections, annotations, matching,
                    lambda r: log.info(f"{r}: predicted but not annotated; its detections count as false positives"))
+    print(f"Matching: {matching.describe()}")
     for line in table_lines(scores):
         print(line)
     os.makedirs(args.output_dir, exist_ok=True)
     atomic_write_text(os.path.join(args.output_dir, "scores.csv"), csv_text(scores))
-    atomic_write_text(os.path.join(args.output_dir, "scores.json"), json.dumps(scores.to_json(), indent=2))
+    atomic_write_text(os.path.join(args.output_dir, "scores.json"),
+                      json.dumps(dict(scores.to_json(), matching=vars(matching)), indent=2))
     logs = {r: p for r, (kind, p) in sources.items() if kind == "log"}
+    if logs:
+        lines = ["merge_gap,min_duration,smooth,smooth_method,tp,fp,fn,precision,recall,f1"]
+        print("Event F1 per setting (prediction logs):")
+        for post, f in settings_table(args, sources, annotations, matching):
+            f1 = "-" if f["f1"] is None else f"{100 * f['f1']:.1f}%"
+            print(f"  merge_gap {post.merge_gap:g} s, min_duration {post.min_duration:g} s, smooth {post.smooth} "
+                  f"({post.smooth_method}): F1 {f1}")
+            lines.append(",".join(str(v) if v is not None else "" for v in (
+                post.merge_gap, post.min_duration, post.smooth, post.smooth_method, f["tp"], f["fp"], f["fn"],
+                f["precision"], f["recall"], f["f1"])))
+        atomic_write_text(os.path.join(args.output_dir, "settings.csv"), "\n".join(lines) + "\n")
     if logs and str(args.threshold).strip().lower() != "model":
         curve = {}
         for threshold in PR_THRESHOLDS:
-            found = {r: log_events(p, DecisionRule(threshold)) for r, p in logs.items()}
-            part = score(found, {r: a for r, a in annotations.items() if r in logs}, args.min_overlap)
+            found = detections_of({r: ("log", p) for r, p in logs.items()}, threshold, args.settings[0],
+                                  args.label_column)
+            part = score(found, {r: a for r, a in annotations.items() if r in logs}, matching)
             for label, counts in part.per_class.items():
                 f = counts.figures()
                 curve.setdefault(label, []).append((threshold, f["precision"], f["recall"]))

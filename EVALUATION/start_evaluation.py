@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from utils.config import ConfigError, config_path_from_argv, launcher_logger, read_config  # noqa: E402
 from prediction.log_format import LogFormatError  # noqa: E402
-from prediction.raven import evaluate  # noqa: E402
+from prediction.decisions import evaluate  # noqa: E402
 from models.model_file import ModelFileError  # noqa: E402
 
 

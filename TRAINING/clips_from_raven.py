@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from data.audio_io import AudioFileError, read_audio, recording_files  # noqa: E402
-from prediction.annotations import TableError, read_annotations, recording_name  # noqa: E402
+from evaluation.raven import TableError, read_annotations, recording_name  # noqa: E402
 from utils.atomic import OutputError, atomic_write  # noqa: E402
 
 log = logging.getLogger("ANIMAL-SPOT")

@@ -132,7 +132,8 @@ def end_to_end_rate(files, root, workers, batch, cache, encoder, precision, memo
 def item_breakdown(files, root, count: int = 48) -> dict:
     """Milliseconds per training item in each stage of the pipeline (no cache)."""
     from data.audio_io import load_audio
-    from data.augment import RandomAmplitude, RandomPitchShift, RandomTimeStretch, chain, item_rng
+    from data.augment import RandomAmplitude, RandomPitchShift, RandomTimeStretch, chain
+    from utils.seeding import item_rng
     from data.features import pad_or_crop
 
     stages = {"decode + resample": 0.0, "pre-emphasis + STFT": 0.0, "augmentation": 0.0,

@@ -5,8 +5,8 @@ import logging
 import numpy as np
 import pytest
 
-from prediction.raven import DecisionRule
-from utils.calibration import (calibrate, calibrated_from_probabilities, choose_thresholds,
+from prediction.decisions import DecisionRule
+from evaluation.calibration import (calibrate, calibrated_from_probabilities, choose_thresholds,
                                expected_calibration_error, fit_temperature, softmax)
 from utils.classmap import ClassMap
 

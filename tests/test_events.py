@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from prediction.annotations import Event, TableError, read_table
-from prediction.events import score
+from evaluation.raven import Event, TableError, read_table
+from evaluation.events import score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSound type\n"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from utils.early_stopping import EarlyStoppingCriterion
-from utils.metrics import (Accuracy, F1Score, FPR, FalseNegatives, Max, Mean, PassMetrics, PerClassAccuracy,
+from evaluation.metrics import (Accuracy, F1Score, FPR, FalseNegatives, Max, Mean, PassMetrics, PerClassAccuracy,
                            Precision, Recall, Sum, TruePositives, wilson_interval)
 
 

@@ -17,7 +17,7 @@ import predict
 from models.model_file import load_model
 from prediction.core import Predictor, PredictionModel
 from prediction.log_format import LogFormatError, parse_log
-from prediction.raven import DecisionRule, evaluate
+from prediction.decisions import DecisionRule, evaluate
 from utils.synthetic import make_call_set, make_recording
 
 SMALL = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
@@ -174,16 +174,17 @@ def test_raven_tables_equal_the_evaluation_step(tmp_path, models):
     ours = (out / "rec.Table.1.selections.txt").read_text().splitlines()
     theirs = open(evaluate(str(out / "rec_predict_output.log"), str(tmp_path / "ev"),
                            float(threshold))[0]).read().splitlines()
-    assert ours[0] == theirs[0] + "\tScore"
+    assert ours[0] == theirs[0] + "\tScore\tBegin Path\tBegin Date Time"
     assert len(ours) == len(theirs) > 1
-    assert [row.rsplit("\t", 1)[0] for row in ours[1:]] == theirs[1:]
+    assert ["\t".join(row.split("\t")[:9]) for row in ours[1:]] == theirs[1:]
+    assert all(row.split("\t")[10:] == ["rec.wav", ""] for row in ours[1:])    # no start time in the name
     log = parse_log(str(out / "rec_predict_output.log"))
     for row in ours[1:]:
-        begin, end, score = float(row.split("\t")[3]), float(row.split("\t")[4]), float(row.split("\t")[-1])
+        begin, end, score = float(row.split("\t")[3]), float(row.split("\t")[4]), float(row.split("\t")[9])
         inside = [w.prob for w in log.windows.values() if begin <= w.start and w.end <= end + 1e-9]
         assert score == pytest.approx(max(inside), abs=1e-4)
     combined = (out / "combined.Table.1.selections.txt").read_text().splitlines()
-    assert combined[0].split("\t")[-3:] == ["Begin File", "File Offset (s)", "Score"]
+    assert combined[0].split("\t")[-5:] == ["Begin File", "File Offset (s)", "Score", "Begin Path", "Begin Date Time"]
     assert [r.split("\t")[3:8] for r in combined[1:]] == [r.split("\t")[3:8] for r in ours[1:]]   # one file: offset 0
     assert all(r.split("\t")[9] == "rec.wav" for r in combined[1:])
 

@@ -11,7 +11,7 @@ import main as train_main
 from data.samplers import BalancedSampler
 from listeners import OneCycleScheduler
 from trainer import Batch
-from utils.imbalance import class_weights, make_loss, parse_boosts
+from models.losses import class_weights, make_loss, parse_boosts
 from utils.synthetic import make_call_set
 
 SMALL = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",

@@ -52,8 +52,13 @@ def check_finite(data: np.ndarray, path: str) -> None:
         raise AudioFileError(f"{path}: the file holds NaN or infinite sample values")
 
 
-def to_mono(data: np.ndarray) -> torch.Tensor:
-    """float32 ``(samples, channels)`` -> ``(samples,)``, the mean over channels."""
+def to_mono(data: np.ndarray, channel: Optional[int] = None) -> torch.Tensor:
+    """float32 ``(samples, channels)`` -> ``(samples,)``: the mean over channels, or one
+    ``channel`` (1-based, as Raven numbers them)."""
+    if channel is not None:
+        if not 1 <= channel <= data.shape[1]:
+            raise AudioFileError(f"channel {channel} asked for, but the file has {data.shape[1]} channel(s)")
+        return torch.from_numpy(np.ascontiguousarray(data[:, channel - 1]))
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     return torch.from_numpy(np.ascontiguousarray(mono))
 
@@ -161,10 +166,15 @@ def resample(signal: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     return out[:, :resampled_length(signal.shape[-1], orig_sr, new_sr)].reshape(*signal.shape[:-1], -1)
 
 
-def load_audio(path: str, sr: int) -> torch.Tensor:
-    """Mono float32 ``(1, n)`` at ``sr``: channels averaged, resampled when needed."""
+def load_audio(path: str, sr: int, channel: Optional[int] = None) -> torch.Tensor:
+    """Mono float32 ``(1, n)`` at ``sr``: channels averaged (or ``channel``, 1-based),
+    resampled when needed."""
     data, rate = read_audio(path)
-    return resample(to_mono(data).unsqueeze(0), rate, sr)
+    try:
+        mono = to_mono(data, channel)
+    except AudioFileError as error:
+        raise AudioFileError(f"{path}: {error}") from None
+    return resample(mono.unsqueeze(0), rate, sr)
 
 
 # ---------------------------------------------------------------------- long recordings
@@ -173,13 +183,16 @@ class SignalReader:
     block by block; resampled blocks equal the whole-file resampling (overlap margins
     larger than the filter)."""
 
-    def __init__(self, path: str, sr: int):
+    def __init__(self, path: str, sr: int, channel: Optional[int] = None):
         self.path, self.sr, self._handle = path, sr, None       # set first: __del__ runs after a failed __init__ too
         problem = audio_problem(path)
         if problem is not None:
             raise AudioFileError(f"{path}: {problem}")
         info = sf.info(path)
-        self.rate, self.n_in = info.samplerate, info.frames
+        self.rate, self.n_in, self.channels = info.samplerate, info.frames, info.channels
+        if channel is not None and not 1 <= channel <= self.channels:
+            raise AudioFileError(f"{path}: channel {channel} asked for, but the file has {self.channels} channel(s)")
+        self.channel = channel          # None: the mean of the channels; else one channel (1-based)
         g = math.gcd(self.rate, sr)
         self.up, self.down = sr // g, self.rate // g  # output/input samples per period
         reach = resampling_kernel(self.rate, sr)[0].shape[-1] if self.rate != sr else 0   # input samples
@@ -207,7 +220,7 @@ class SignalReader:
         except Exception as error:
             raise AudioFileError(f"{self.path}: cannot read audio ({error})") from None
         check_finite(data, self.path)
-        return to_mono(data)
+        return to_mono(data, self.channel)
 
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Samples ``[start, stop)`` of the mono signal at the target rate."""

@@ -5,7 +5,7 @@
 ``FeatureOptions`` (``options=``); the original's keyword arguments still work.
 
 Reproducibility: with a ``seed``, each item's augmentation draws come from a generator
-keyed on (seed, epoch, item) (``data.augment.item_rng``), so loader workers and resumed
+keyed on (seed, epoch, item) (``utils.seeding.item_rng``), so loader workers and resumed
 runs draw the same numbers. The epoch reaches the workers through the sampler: items
 are requested as ``(epoch, index)`` pairs (``EpochKeys``); a plain index uses the epoch
 set with ``set_epoch``.
@@ -20,7 +20,9 @@ import torch
 import torch.utils.data
 
 from data.audio_io import AudioFileError, load_audio  # noqa: F401  (public names)
-from data.augment import RandomAddNoise, RandomAmplitude, RandomPitchShift, RandomTimeStretch, chain, item_rng
+from data.augment import (BackgroundOverlay, RandomAddNoise, RandomAmplitude, RandomPitchShift, RandomTimeStretch,
+                          SpecAugment, chain)
+from utils.seeding import item_rng
 from data.cache import CachedSpectrogram
 from data.features import FeatureOptions, pad_or_crop
 from data.filenames import YEAR_MAX, YEAR_MIN, class_name, find_audio_files, tape_key
@@ -168,6 +170,10 @@ class Dataset(FileNameDataset):
         dataset_name: str = "",
         options: Optional[FeatureOptions] = None,
         seed: Optional[int] = None,
+        spec_augment: Optional[SpecAugment] = None,
+        background_files: Sequence[str] = (),
+        background_snr: Tuple[float, float] = (0.0, 20.0),
+        channel: Optional[int] = None,
     ):
         super().__init__(file_names, working_dir, dataset_name=dataset_name)
         self.class_map = class_map_of(classes, self.file_names)
@@ -178,7 +184,7 @@ class Dataset(FileNameDataset):
         self.seq_len = seq_len
         self.augmentation = augmentation
         self.seed, self.epoch = seed, 0
-        self.spectrogram = CachedSpectrogram(self.options, cache_dir)
+        self.spectrogram = CachedSpectrogram(self.options, cache_dir, channel)
         names = [class_name(f) for f in self.file_names]
         self.labels = [self.class_map.index(name) for name in names]
 
@@ -202,6 +208,10 @@ class Dataset(FileNameDataset):
             self.add_noise = None
         log.debug("Init min-max-normalization activated" if self.options.min_max_norm
                   else "Init 0/1-dB-normalization activated")
+        # this project's augmentation (off unless asked; drawn after the original's)
+        self.spec_augment = spec_augment
+        self.background = BackgroundOverlay(background_files, self.spectrogram, background_snr) \
+            if background_files else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -213,16 +223,22 @@ class Dataset(FileNameDataset):
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         path = self.path_of(index)
         rng = self.rng(epoch, index)
-        spec = self.options.compress(chain(self.augment, self.spectrogram(path), rng))
+        spec = chain(self.augment, self.spectrogram(path), rng)
+        if self.background is not None:
+            spec = self.background(spec, rng)
+        spec = self.options.compress(spec)
         label = {"file_name": path, "call": self.labels[index]}
         if self.add_noise is not None:
             noisy, clean = self.add_noise(spec, rng)
             pair = torch.cat([self.options.finish(noisy), self.options.finish(clean)])
             pair = pad_or_crop(pair, self.seq_len, random_offset=True, rng=rng)
             label["ground_truth"] = pair[1:2]
-            return pair[0:1], label
+            return self._masked(pair[0:1], rng), label
         item = pad_or_crop(self.options.finish(spec), self.seq_len, random_offset=self.augmentation, rng=rng)
-        return item, label
+        return self._masked(item, rng), label
+
+    def _masked(self, item: torch.Tensor, rng) -> torch.Tensor:
+        return self.spec_augment(item, rng) if self.spec_augment is not None else item
 
 
 class NoiseTransform:

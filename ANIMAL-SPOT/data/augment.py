@@ -2,12 +2,11 @@
 spectrograms ``(1, T, F)``.
 
 Every transform takes the random generator at call time: the dataset gives each item a
-``random.Random`` keyed on (seed, epoch, item), so a run, its loader workers and a run
-resumed from a checkpoint all draw the same numbers. Integer draws exclude the upper
+``random.Random`` keyed on (seed, epoch, item) (``utils.seeding``), so a run, its loader
+workers and a run resumed from a checkpoint all draw the same numbers. Integer draws exclude the upper
 bound, as the original's (quirk Q-RANDINT, kept: it is the training distribution).
 """
 
-import hashlib
 import math
 import random
 from typing import Callable, Sequence, Tuple
@@ -15,18 +14,6 @@ from typing import Callable, Sequence, Tuple
 import torch
 
 from data.features import resize
-
-
-def item_rng(seed: int, epoch: int, index: int) -> random.Random:
-    """The generator of one item's draws in one epoch (the same in any process)."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "little"))
-
-
-def epoch_seed(seed: int, epoch: int, purpose: str = "shuffle") -> int:
-    """A 63-bit seed for one epoch's shuffling (or other per-epoch draws)."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{purpose}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 class RandomAmplitude:
@@ -116,3 +103,60 @@ class RandomAddNoise:
             return spec, spec
         gain = (spec.sum() / noise_power) * 10.0 ** (-snr / 10.0)
         return spec + gain * noise, spec
+
+
+# ------------------------------------------------------ this project's augmentation
+class SpecAugment:
+    """Time and frequency masks on the network input ``(1, T, F)`` (Park et al. 2019):
+    ``time_masks`` stretches of up to ``time_width`` frames and ``freq_masks`` bands of
+    up to ``freq_width`` bins, each width drawn from ``0 .. max`` and placed at random,
+    set to 0 (the normalised floor)."""
+
+    def __init__(self, time_masks: int = 2, time_width: int = 10, freq_masks: int = 2, freq_width: int = 8):
+        self.time_masks, self.time_width = time_masks, time_width
+        self.freq_masks, self.freq_width = freq_masks, freq_width
+
+    def __call__(self, x: torch.Tensor, rng: random.Random = random) -> torch.Tensor:
+        x = x.clone()
+        for count, width, axis in ((self.time_masks, self.time_width, -2), (self.freq_masks, self.freq_width, -1)):
+            size = x.shape[axis]
+            for _ in range(count):
+                w = min(rng.randint(0, width), size)
+                start = rng.randint(0, size - w)
+                x.narrow(axis, start, w).zero_()
+        return x
+
+
+class BackgroundOverlay:
+    """Mix a background recording's power spectrogram into the item at an SNR drawn
+    uniformly from ``snr_db`` (low, high): a random stretch of the background as long as
+    the item (repeated where shorter), scaled so that the item's power over the
+    background's is the SNR. ``spectrogram(path)`` gives a file's power spectrogram."""
+
+    def __init__(self, files: Sequence[str], spectrogram: Callable, snr_db: Tuple[float, float] = (0.0, 20.0)):
+        self.files, self.spectrogram = list(files), spectrogram
+        self.low, self.high = float(snr_db[0]), float(snr_db[1])
+
+    def __call__(self, spec: torch.Tensor, rng: random.Random = random) -> torch.Tensor:
+        noise = self.spectrogram(rng.choice(self.files))
+        frames = spec.shape[-2]
+        if noise.shape[-2] < frames:
+            noise = noise.repeat(1, math.ceil(frames / noise.shape[-2]), 1)
+        start = rng.randrange(0, noise.shape[-2] - frames + 1)
+        noise = noise[..., start:start + frames, :]
+        snr = rng.uniform(self.low, self.high)
+        noise_power, power = float(noise.sum()), float(spec.sum())
+        if noise_power <= 0 or power <= 0:
+            return spec
+        return spec + noise * (power / noise_power) * 10.0 ** (-snr / 10.0)
+
+
+def mixup(inputs: torch.Tensor, alpha: float, generator: torch.Generator):
+    """``(mixed inputs, permutation, lambda)``: every input mixed with a partner of the
+    same batch, ``lambda ~ Beta(alpha, alpha)`` (Zhang et al. 2018), both drawn from
+    ``generator``; the loss is ``lambda * loss(y) + (1 - lambda) * loss(y[permutation])``."""
+    from scipy.stats import beta
+
+    lam = float(beta.ppf(float(torch.rand((), generator=generator)), alpha, alpha))   # inverse-CDF draw
+    permutation = torch.randperm(inputs.shape[0], generator=generator).to(inputs.device)
+    return lam * inputs + (1 - lam) * inputs[permutation], permutation, lam

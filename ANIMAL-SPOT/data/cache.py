@@ -30,9 +30,10 @@ class CachedSpectrogram:
 
     VERSION = 6                 # 6: resampling with resampy's kaiser_best table (50 zero crossings)
 
-    def __init__(self, options: FeatureOptions, cache_dir: Optional[str] = None):
+    def __init__(self, options: FeatureOptions, cache_dir: Optional[str] = None, channel: Optional[int] = None):
         self.options = options
         self.cache_dir = cache_dir
+        self.channel = channel          # None: the channels' mean; else that channel (1-based)
         if cache_dir:
             try:
                 os.makedirs(cache_dir, exist_ok=True)
@@ -44,10 +45,10 @@ class CachedSpectrogram:
         o = self.options
         return {"v": self.VERSION, "source": os.path.abspath(path), "size": stat.st_size,
                 "mtime_ns": stat.st_mtime_ns, "sr": o.sr, "preemphases": o.preemphases,
-                "n_fft": o.n_fft, "hop_length": o.hop_length}
+                "n_fft": o.n_fft, "hop_length": o.hop_length, "channel": self.channel}
 
     def compute(self, path: str) -> torch.Tensor:
-        return self.options.spectrogram(load_audio(path, self.options.sr))
+        return self.options.spectrogram(load_audio(path, self.options.sr, self.channel))
 
     def __call__(self, path: str) -> torch.Tensor:
         if not self.cache_dir:
@@ -56,7 +57,7 @@ class CachedSpectrogram:
             key = self._key(path)
         except OSError as error:
             raise AudioFileError(f"{path}: {error.strerror or error}") from None
-        cache_path = cache_file_name(self.cache_dir, path)
+        cache_path = cache_file_name(self.cache_dir, path) + (f".ch{self.channel}" if self.channel else "")
         cached = self._read(cache_path)
         if cached is not None and all(cached.get(k) == v for k, v in key.items()):
             return cached["data"]

@@ -150,10 +150,6 @@ class FeatureOptions:
         return opts
 
     @property
-    def n_freq_full(self) -> int:
-        return self.n_fft // 2 + 1
-
-    @property
     def input_bins(self) -> int:
         if self.freq_compression == "mfcc":
             return min(N_MFCC, self.n_freq_bins - 1)

@@ -49,12 +49,6 @@ class WindowGeometry:
         return round(start / self.sr, 3), round(end / self.sr, 3)
 
 
-def window_geometry(sequence_len: float, hop: float, sr: int, n_samples: int) -> Tuple[int, int, int]:
-    """``(W, H, n)`` of ``WindowGeometry`` (kept for scripts that used it)."""
-    g = WindowGeometry.from_seconds(sequence_len, hop, sr, n_samples)
-    return g.window, g.step, g.count
-
-
 class StridedAudioDataset(torch.utils.data.Dataset):
     """Windows of a whole recording loaded into memory, each pre-emphasised and
     transformed on its own (the original's prediction path). As the original,
@@ -94,9 +88,10 @@ class RecordingWindows:
 
     def __init__(self, path: str, options: FeatureOptions, sequence_len: float, hop: float,
                  batch_size: int = 16, reader: Optional[SignalReader] = None,
-                 device: torch.device = torch.device("cpu"), count: Optional[int] = None):
+                 device: torch.device = torch.device("cpu"), count: Optional[int] = None,
+                 channel: Optional[int] = None):
         self.path, self.options, self.batch_size, self.device = path, options, batch_size, device
-        self.reader = reader or SignalReader(path, options.sr)
+        self.reader = reader or SignalReader(path, options.sr, channel)
         geometry = WindowGeometry.from_seconds(sequence_len, hop, options.sr, self.reader.n_samples)
         if count is not None:
             geometry = WindowGeometry(geometry.window, geometry.step, count, geometry.n_samples, geometry.sr)
@@ -145,9 +140,3 @@ class RecordingWindows:
         unique, inverse = torch.unique(starts, return_inverse=True)
         return signal[unique.unsqueeze(1) + taps], inverse
 
-
-def iter_window_batches(path: str, options: FeatureOptions, sequence_len: float, hop: float,
-                        batch_size: int, reader: Optional[SignalReader] = None
-                        ) -> Iterator[Tuple[int, torch.Tensor]]:
-    """``(first window index, inputs (B, 1, T, F))`` over a recording (see ``RecordingWindows``)."""
-    return iter(RecordingWindows(path, options, sequence_len, hop, batch_size, reader))

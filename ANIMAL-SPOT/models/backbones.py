@@ -9,7 +9,7 @@ model without an entry.
 
 import difflib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -33,8 +33,13 @@ class Option:
     nargs: Optional[str] = None
     parse: Optional[Callable[[Any], Any]] = None   # command-line value -> encoderOpts value
 
+    @property
+    def dest(self) -> str:
+        """Its field in the run configuration: the flag's name."""
+        return self.flag.lstrip("-")
+
     def add_to(self, parser) -> None:
-        kwargs = dict(type=self.type, default=None, dest=self.key, help=self.help)
+        kwargs = dict(type=self.type, default=None, dest=self.dest, help=self.help)
         if self.choices:
             kwargs["choices"] = self.choices
         if self.nargs:
@@ -54,7 +59,6 @@ class Backbone:
     options: Tuple[Option, ...] = ()      # command-line options it declares
     pretrained: bool = False              # whether ImageNet weights exist for it
     description: str = ""
-    family: str = field(default="", compare=False)
 
     def parameters(self) -> int:
         """Parameter count, counted on the meta device (nothing is allocated)."""
@@ -164,7 +168,6 @@ register(Backbone(
                "0 = no max-pool but a strided layer1, 2 = neither (half the down-sampling)", choices=(0, 1, 2)),
     ),
     description="the original ANIMAL-SPOT ResNet encoder (18/34/50/101/152), from scratch",
-    family="resnet",
 ))
 
 for _variant, (_builder, _channels) in convnext_encoder.VARIANTS.items():
@@ -176,7 +179,6 @@ for _variant, (_builder, _channels) in convnext_encoder.VARIANTS.items():
         out_channels=lambda opts, c=_channels: c,
         pretrained=True,
         description=f"torchvision {_builder} (final LayerNorm kept)",
-        family="convnext",
     ))
 
 
@@ -215,7 +217,6 @@ for _name, (_builder, _description) in TORCHVISION.items():
         out_channels=lambda opts: _torchvision_channels(opts["builder"]),
         pretrained=True,
         description=_description,
-        family=tv_encoder.family_of(_builder),
     ))
 
 
@@ -231,5 +232,4 @@ def timm_backbone(model: str) -> Backbone:
         out_channels=lambda opts: channels,
         pretrained=True,
         description=f"timm {model}",
-        family="timm",
     )

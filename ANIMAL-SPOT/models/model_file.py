@@ -56,6 +56,8 @@ class ModelSpec:
     thresholds: Optional[Dict[str, float]] = None
     temperature: Optional[float] = None
     provenance: Dict = field(default_factory=dict)
+    unknown: Optional[Dict] = None          # {"score", "threshold", "false_rejection"} (predict.py --unknown)
+    card: Optional[Dict] = None             # the model card's facts (models/model_card.py)
 
     @property
     def backbone(self) -> str:
@@ -96,6 +98,10 @@ class ModelSpec:
         if self.temperature is not None:
             extra["temperature"] = float(self.temperature)
         extra["provenance"] = dict(self.provenance)
+        if self.unknown is not None:
+            extra["unknown"] = dict(self.unknown)
+        if self.card is not None:
+            extra["modelCard"] = dict(self.card)
         extra["formatVersion"] = FORMAT_VERSION
         return extra
 
@@ -116,7 +122,8 @@ class ModelSpec:
             encoder_opts, encoder_state = seed_convnext_encoder(encoder_opts, encoder_state)
         spec = cls(encoder_opts, dict(state["classifierOpts"]), dict(state["dataOpts"]),
                    dict(state.get("classes") or DEFAULT_BINARY), dict(state.get("trainOpts") or {}),
-                   state.get("thresholds"), state.get("temperature"), dict(state.get("provenance") or {}))
+                   state.get("thresholds"), state.get("temperature"), dict(state.get("provenance") or {}),
+                   state.get("unknown"), state.get("modelCard"))
         return spec, encoder_state, dict(state["classifierState"])
 
 
@@ -216,7 +223,7 @@ def save_jit_model(path: str, model: nn.Module, example: torch.Tensor, spec: Mod
 
 
 JIT_EXTRA_FILES = ("dataOpts", "encoderOpts", "classifierOpts", "classes", "trainOpts", "transforms",
-                   "thresholds", "temperature", "provenance", "formatVersion")
+                   "thresholds", "temperature", "provenance", "unknown", "modelCard", "formatVersion")
 
 
 def parse_extra(raw, name: str, path: str):
@@ -252,7 +259,7 @@ def load_jit(path: str, device: torch.device) -> LoadedModel:
     classes = parsed["classes"] if isinstance(parsed["classes"], dict) else dict(DEFAULT_BINARY)
     spec = ModelSpec(parsed["encoderOpts"] or {}, parsed["classifierOpts"] or {"num_classes": len(classes)},
                      parsed["dataOpts"], classes, parsed["trainOpts"] or {}, parsed["thresholds"],
-                     parsed["temperature"], parsed["provenance"] or {})
+                     parsed["temperature"], parsed["provenance"] or {}, parsed["unknown"], parsed["modelCard"])
     return LoadedModel(model.eval(), spec, jit=True, path=path)
 
 

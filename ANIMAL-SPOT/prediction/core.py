@@ -33,7 +33,7 @@ from data.features import FeatureOptions
 from data.recording import RecordingWindows, WindowGeometry
 from models.model_file import LoadedModel, ModelFileError, ModelSpec, load_model
 from utils.classmap import ClassMap
-from utils.runtime import MEMORY_FORMATS, FormatTrial, Precision
+from utils.runtime import MEMORY_FORMATS, FormatTrial, Forward, Precision
 
 log = logging.getLogger("PREDICT")
 DEFAULT_SEQUENCE_LEN = 2.0      # seconds, the original's default
@@ -68,28 +68,26 @@ class TorchBackend:
         self.model = (model if loaded.jit else fuse_batchnorm(model)).to(device)
         # a traced model keeps the layout it was traced in
         self.formats = FormatTrial(precision, "contiguous" if loaded.jit and memory_format == "auto" else memory_format)
+        self.forward = Forward(device, precision)
 
     def __call__(self, inputs: torch.Tensor, pooled: bool = False):
         name = self.formats.format_for(self.model)
-        x = inputs.to(self.device, non_blocking=True).contiguous(memory_format=MEMORY_FORMATS[name])
+        self.forward.memory_format = MEMORY_FORMATS[name]
         trial = self.formats.chosen is None        # only the trial's batches are timed (and synchronised)
         start = time.perf_counter()
-        with torch.inference_mode(), self.precision.autocast(self.device):
-            logits = self.model(x)
+        with torch.inference_mode():
+            logits = self.forward(self.model, inputs, fallback=True)
         if trial:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-            self.formats.timed(name, time.perf_counter() - start, x.shape[0])
-        if self.precision.dtype is not None and not bool(torch.isfinite(logits).all()):
-            with torch.inference_mode():      # reduced precision overflowed: this batch in float32
-                logits = self.model(x)
-        probs = torch.softmax(logits.float(), dim=1).cpu()
+            self.formats.timed(name, time.perf_counter() - start, inputs.shape[0])
+        probs = torch.softmax(logits, dim=1).cpu()
         hidden = None
         if pooled:
             hidden = getattr(getattr(self.model, "classifier", None), "hidden_layer_1", None)
             if hidden is None:
-                raise ModelFileError("pooled features (--latent_extract) need a model file loaded without "
-                                     "--jit_load or ONNX")
+                raise ModelFileError("pooled features (--latent_extract, --unknown) need a model file loaded "
+                                     "without --jit_load or ONNX")
             hidden = hidden.float().cpu()
         return probs, hidden
 
@@ -172,6 +170,8 @@ class WindowBatch:
     probs: torch.Tensor                 # (B, classes) float32
     pooled: Optional[torch.Tensor]      # (B, C) of the (first) classifier, when asked
     inputs: torch.Tensor                # (B, 1, T, F) network input of the (first) classifier
+    unknown: Optional[List[bool]] = None    # beyond the first model's unknown threshold (--unknown)
+    channels: Optional[List[int]] = None    # per window, the channel it came from (--channels max)
 
 
 class Predictor:
@@ -182,10 +182,14 @@ class Predictor:
     def __init__(self, models: Sequence[PredictionModel], sequence_len: Optional[float] = None, hop: float = 1.0,
                  batch_size: int = 16, detector: Optional[PredictionModel] = None,
                  detector_threshold: Optional[float] = None, device: torch.device = torch.device("cpu"),
-                 prefetch: bool = True):
+                 prefetch: bool = True, unknown: bool = False):
         if not models:
             raise ValueError("no model to predict with")
         self.models, self.detector, self.device = list(models), detector, device
+        self.unknown = models[0].spec.unknown if unknown else None
+        if unknown and not self.unknown:
+            raise ModelFileError(f"{models[0].path}: --unknown needs a model trained by this version (its file "
+                                 "holds no unknown threshold)")
         first = self.models[0]
         for other in self.models[1:]:
             if not other.class_map.same_classes(first.class_map):
@@ -225,31 +229,62 @@ class Predictor:
     def geometry(self, reader: SignalReader) -> WindowGeometry:
         return WindowGeometry.from_seconds(self.sequence_len, self.hop, reader.sr, reader.n_samples)
 
-    def window_sets(self, path: str, reader: Optional[SignalReader] = None) -> List[RecordingWindows]:
-        """The windows of ``path`` for every model (the first model's count for all)."""
+    def window_sets(self, path: str, reader: Optional[SignalReader] = None, channel: Optional[int] = None
+                    ) -> List[RecordingWindows]:
+        """The windows of ``path`` (one ``channel``, 1-based, or the channels' mean) for every
+        model (the first model's count for all)."""
         members = self.models + ([self.detector] if self.detector else [])
         sets, count = [], None
         for member in members:
             own = reader if reader is not None and reader.sr == member.options.sr else None
             windows = RecordingWindows(path, member.options, self.sequence_len, self.hop, self.batch_size,
-                                       own, self.device, count)
+                                       own, self.device, count, channel)
             count = windows.geometry.count if count is None else count
             sets.append(windows)
         return sets
 
-    def stream(self, path: str, pooled: bool = False, reader: Optional[SignalReader] = None
-               ) -> Iterator[WindowBatch]:
-        sets = self.window_sets(path, reader)
+    @property
+    def needs_pooled(self) -> bool:
+        return bool(self.unknown) and self.unknown["score"] == "centroid_distance"
+
+    def stream(self, path: str, pooled: bool = False, reader: Optional[SignalReader] = None,
+               channel: Optional[int] = None) -> Iterator[WindowBatch]:
+        """The window batches of one channel (or the mean of the channels)."""
+        sets = self.window_sets(path, reader, channel)
         geometry = sets[0].geometry
         batches = zip(*[iter(s) for s in sets])
         for parts in prefetch(batches, self.prefetch):
             first = parts[0][0]
             inputs = [x for _, x in parts]
-            probs, hidden = self.classify(inputs, pooled)
+            probs, hidden = self.classify(inputs, pooled or self.needs_pooled)
             spans = [geometry.span(i) for i in range(first, first + probs.shape[0])]
             seconds = [geometry.seconds(i) for i in range(first, first + probs.shape[0])]
             yield WindowBatch(first, [s for s, _ in seconds], [e for _, e in seconds], [s for s, _ in spans],
-                              [e for _, e in spans], probs, hidden, inputs[0])
+                              [e for _, e in spans], probs, hidden if pooled else None, inputs[0],
+                              self.unknown_flags(probs, hidden))
+
+    def stream_max(self, path: str, channels: int, pooled: bool = False) -> Iterator[WindowBatch]:
+        """``--channels max``: every channel predicted; per window, the channel whose top
+        class is most probable."""
+        streams = [self.stream(path, pooled, channel=c) for c in range(1, channels + 1)]
+        for batches in zip(*streams):
+            top = torch.stack([b.probs.max(dim=1).values for b in batches])          # (channels, B)
+            best = top.argmax(dim=0)
+            rows = torch.arange(best.shape[0])
+            pick = lambda values: torch.stack(list(values))[best, rows] if values[0] is not None else None
+            first = batches[0]
+            unknown = None if first.unknown is None else [batches[int(c)].unknown[i] for i, c in enumerate(best)]
+            yield WindowBatch(first.first, first.starts, first.ends, first.start_samples, first.end_samples,
+                              pick([b.probs for b in batches]), pick([b.pooled for b in batches]),
+                              pick([b.inputs for b in batches]), unknown, [int(c) + 1 for c in best])
+
+    def unknown_flags(self, probs: torch.Tensor, hidden: Optional[torch.Tensor]) -> Optional[List[bool]]:
+        if not self.unknown:
+            return None
+        from evaluation.calibration import is_unknown
+
+        features = None if hidden is None else hidden.double().numpy()
+        return [bool(v) for v in is_unknown(self.unknown, features, probs.double().numpy())]
 
     def classify(self, inputs: List[torch.Tensor], pooled: bool):
         """Probabilities of one batch (inputs per model, the detector's last)."""
@@ -260,16 +295,17 @@ class Predictor:
         probs = torch.zeros(n, classes)
         probs[:, self.class_map.noise_index] = 1.0
         hidden = None
+        if pooled:           # windows the detector rejects have no features: zeros
+            hidden = torch.zeros(n, int(self.models[0].spec.classifier_opts.get("input_channels", 0)))
         keep = detected.nonzero().view(-1)
         if len(keep):
             kept, kept_hidden = self.average([x[keep] for x in inputs[:-1]], pooled)
             probs[keep] = 0.0
             probs[keep, :kept.shape[1]] = kept
             if kept_hidden is not None:
-                hidden = torch.zeros(n, kept_hidden.shape[1])
+                if hidden is None or hidden.shape[1] != kept_hidden.shape[1]:
+                    hidden = torch.zeros(n, kept_hidden.shape[1])
                 hidden[keep] = kept_hidden
-        elif pooled:
-            raise ModelFileError("pooled features are not available for windows the detector rejects")
         return probs, hidden
 
     def average(self, inputs: List[torch.Tensor], pooled: bool):

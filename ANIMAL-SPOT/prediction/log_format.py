@@ -32,6 +32,7 @@ class WindowRecord:
     label: Optional[int] = None              # multi-class: the top class index
     probs: Optional[List[float]] = None      # multi-class: every class's probability
     prob_text: str = ""                      # as printed (the evaluator compares text)
+    unknown: bool = False                    # pred_class=unknown (predict.py --unknown)
 
 
 @dataclass
@@ -79,17 +80,21 @@ class LogWriter:
         info(f"stop time={max(n_samples // hop_samples, 1)}")
 
     def record(self, start: float, end: float, probs: List[float], decision: int,
-               start_sample: Optional[int] = None, end_sample: Optional[int] = None) -> None:
+               start_sample: Optional[int] = None, end_sample: Optional[int] = None, unknown: bool = False) -> None:
+        """One window's record; ``unknown`` writes ``pred_class=unknown`` (the
+        probabilities stay the raw softmax)."""
         if start_sample is not None:
             self.logger.debug(f"start extract={start_sample}")
             self.logger.debug(f"end extract={end_sample}")
         times = f"time={start}-{end}"
         if self.class_map.is_binary:
-            self.logger.info(f"{times}, pred={decision}, prob={probs[1]}")
+            label = ", pred_class=unknown" if unknown else ""
+            self.logger.info(f"{times}, pred={decision}{label}, prob={probs[1]}")
             return
         c = max(range(len(probs)), key=probs.__getitem__)
         rows = "".join(f"{name}={p};\n" for name, p in zip(self.names, probs))
-        self.logger.info(f"{times}, pred={decision}, pred_class={self.names[c]}-{c}, prob={probs[c]}"
+        label = "unknown" if unknown else f"{self.names[c]}-{c}"
+        self.logger.info(f"{times}, pred={decision}, pred_class={label}, prob={probs[c]}"
                          f"\noutput_layer:\n{rows}")
 
 
@@ -143,12 +148,15 @@ def _parse_window(log: PredictionLog, message: str, path: str, number: int) -> W
         start, end = (float(v) for v in key.split("-"))
         prob_text = message.split("prob=", 1)[1].strip()
         prob = float(prob_text)
-        label = None
-        if not log.binary:
-            label = int(message.split("pred_class=", 1)[1].split(",", 1)[0].rsplit("-", 1)[1].strip())
+        label, unknown = None, False
+        if "pred_class=" in message:
+            text = message.split("pred_class=", 1)[1].split(",", 1)[0].strip()
+            unknown = text == "unknown"
+            if not log.binary and not unknown:
+                label = int(text.rsplit("-", 1)[1].strip())
     except (IndexError, ValueError):
         raise LogFormatError(f"{path}:{number}: malformed window record {message.strip()!r}") from None
-    record = WindowRecord(start, end, prob, label, None if log.binary else [], prob_text)
+    record = WindowRecord(start, end, prob, label, None if log.binary else [], prob_text, unknown)
     log.add(record, key)
     return record
 

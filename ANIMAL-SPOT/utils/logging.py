@@ -1,9 +1,10 @@
 """Log lines as the original writes them: ``HH:MM:SS|<L>|message`` (L = level initial)."""
 
+import contextlib
 import logging
 import os
 import sys
-from typing import Optional
+from typing import Iterator, Optional
 
 FORMAT = logging.Formatter("%(asctime)s|%(levelname).1s|%(message)s", datefmt="%H:%M:%S")
 
@@ -40,3 +41,21 @@ def close_logger(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
         handler.close()
         logger.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def extra_log_file(logger: logging.Logger, log_dir: Optional[str], file_name: str) -> Iterator[None]:
+    """While the block runs, ``logger`` also writes to ``<log_dir>/<file_name>`` (one fold
+    of a cross-validation has its own log beside the run's)."""
+    if not log_dir:
+        yield
+        return
+    os.makedirs(log_dir, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(log_dir, file_name), mode="a")
+    handler.setFormatter(FORMAT)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -92,6 +92,22 @@ def choose_precision(device: torch.device, amp: bool, quiet: bool = False) -> Pr
     return Precision()
 
 
+def machine_description() -> str:
+    """The processor (and GPU) a run used, in words (model card, benchmarks)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name(0)}"
+    return text
+
+
 # ------------------------------------------------------------------- memory format
 def choose_memory_format(model: nn.Module, example: torch.Tensor, precision: Precision, device: torch.device,
                          forced: str = "auto", training: bool = False, rounds: int = 2) -> str:
@@ -133,6 +149,33 @@ def choose_memory_format(model: nn.Module, example: torch.Tensor, precision: Pre
     model.to(memory_format=MEMORY_FORMATS[choice])
     log_choice(choice, times, sample.shape[0], precision)
     return choice
+
+
+@dataclass
+class Forward:
+    """One forward pass, as training, calibration and prediction all run it: the inputs
+    moved to the device in the memory format, the network under autocast in the run's
+    precision, float32 logits out. ``fallback``: a batch whose reduced-precision logits
+    are not finite runs again in float32 (training guards its loss instead)."""
+
+    device: torch.device = torch.device("cpu")
+    precision: Precision = Precision()
+    memory_format: torch.memory_format = torch.contiguous_format
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def __call__(self, network: nn.Module, x: torch.Tensor, fallback: bool = False) -> torch.Tensor:
+        x = self.inputs(x)
+        with self.precision.autocast(self.device):
+            logits = network(x)
+        if fallback and self.precision.dtype is not None and not bool(torch.isfinite(logits).all()):
+            logits = self.float32(network, x)
+        return logits.float()
+
+    def float32(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The same inputs without autocast."""
+        return network(self.inputs(x)).float()
 
 
 def log_choice(choice: str, times: dict, items: int, precision: Precision) -> None:

@@ -9,6 +9,12 @@
   reaches ``target_precision`` where one does; a class with fewer than
   ``MIN_SAMPLES`` validation samples keeps the default (0.5), with a warning.
 * Expected calibration error: 15 equal-width bins of the top probability.
+* The "unknown" answer: an out-of-distribution score of each window, and the threshold
+  beyond which ``--unknown_false_rejection`` of the known validation clips lie.
+  ``centroid_distance`` (default): the cosine distance of the window's pooled features
+  to the nearest class centroid of the training clips; ``max_probability``: 1 - the top
+  softmax probability (works without features, e.g. TorchScript, but a network is often
+  confidently wrong on calls it never heard).
 """
 
 import logging
@@ -175,3 +181,63 @@ def calibrated_from_probabilities(probs: np.ndarray, temperature: float) -> np.n
     ``softmax(log p / T)`` equals ``softmax(logits / T)``."""
     with np.errstate(divide="ignore"):
         return softmax(np.log(np.clip(probs, 1e-45, None)), temperature)
+
+
+# --------------------------------------------------------------------- unknown
+UNKNOWN_SCORES = ("centroid_distance", "max_probability")
+
+
+def class_centroids(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The mean direction of each class's pooled features (rows of unit length); classes
+    without samples are left out."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    rows = [unit[labels == c].mean(axis=0) for c in range(num_classes) if (labels == c).any()]
+    rows = np.stack(rows) if rows else np.zeros((0, features.shape[1]))
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def unknown_scores(unknown: Dict, features: Optional[np.ndarray] = None,
+                   probs: Optional[np.ndarray] = None) -> np.ndarray:
+    """The out-of-distribution score of each row, high = unknown: ``centroid_distance`` is
+    1 - the cosine similarity of the pooled features to the nearest class centroid (of the
+    training clips); ``max_probability`` is 1 - the top softmax probability."""
+    score = unknown["score"]
+    if score == "centroid_distance":
+        if features is None:
+            raise ValueError("the centroid_distance unknown score needs the pooled features")
+        centroids = np.asarray(unknown["centroids"], dtype=np.float64)
+        unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        return 1.0 - (unit @ centroids.T).max(axis=1)
+    if score == "max_probability":
+        return 1.0 - np.asarray(probs, dtype=np.float64).max(axis=1)
+    raise ValueError(f"unknown out-of-distribution score {score!r}; choose one of {', '.join(UNKNOWN_SCORES)}")
+
+
+def fit_unknown(score: str, false_rejection: float, val_features: np.ndarray, val_logits: np.ndarray,
+                train_features: Optional[np.ndarray] = None, train_labels: Optional[np.ndarray] = None) -> Dict:
+    """``{"score", "threshold", "false_rejection"[, "centroids"]}``: a window whose score
+    exceeds the threshold is unknown; the threshold is the ``1 - false_rejection``
+    quantile of the known validation clips' scores."""
+    unknown = {"score": score, "threshold": float("inf"), "false_rejection": float(false_rejection)}
+    if score == "centroid_distance":
+        unknown["centroids"] = class_centroids(train_features, train_labels, val_logits.shape[1]).tolist()
+    if score not in UNKNOWN_SCORES:
+        raise ValueError(f"unknown out-of-distribution score {score!r}; choose one of {', '.join(UNKNOWN_SCORES)}")
+    values = unknown_scores(unknown, val_features, softmax(val_logits) if len(val_logits) else val_logits)
+    if len(values):
+        unknown["threshold"] = float(np.quantile(values, 1.0 - false_rejection))
+    return unknown
+
+
+def is_unknown(unknown: Optional[Dict], features: Optional[np.ndarray], probs: np.ndarray) -> np.ndarray:
+    """Per row: beyond the unknown threshold."""
+    if not unknown:
+        return np.zeros(len(probs), dtype=bool)
+    return unknown_scores(unknown, features, probs) > unknown["threshold"]
+
+
+def unknown_report(unknown: Dict, features: Optional[np.ndarray], logits: np.ndarray) -> Dict:
+    """How often clips (held-out known test clips) are called unknown."""
+    flagged = is_unknown(unknown, features, softmax(logits) if len(logits) else logits)
+    return {"clips": int(len(flagged)), "rejected": int(flagged.sum()),
+            "rejected_share": float(flagged.mean()) if len(flagged) else None}

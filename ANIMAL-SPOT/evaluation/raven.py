@@ -1,5 +1,11 @@
-"""Raven selection tables (``*.selections.txt``): the user's annotations and this
-project's prediction tables, read as events ``(recording, begin, end, label, score)``.
+"""Raven selection tables (``*.selections.txt``), read and written: the user's
+annotations and this project's prediction tables, as events ``(recording, begin, end,
+label, score, channel)``.
+
+Writing: the original's columns (spec §9.6: ``Selection View Channel Begin time (s)
+End time (s) Low Freq (Hz) High Freq (Hz) Sound type Comments``), then this project's
+(``Score``; multi-file tables ``Begin File``, ``File Offset (s)``, ...). ``table_rows``
+gives the rows once for every format that holds them (Raven text, CSV, Parquet).
 
 A table belongs to a recording by the name before the first ``.`` of the table's file
 name (Raven's ``<recording>.Table.1.selections.txt``), or row by row by a ``Begin File``
@@ -11,12 +17,12 @@ view (Spectrogram 1, Waveform 1): such rows count once.
 import csv
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from data.audio_io import files_below
 
-BEGIN, END, FILE, OFFSET, SELECTION, SCORE = "begin time (s)", "end time (s)", "begin file", "file offset (s)", \
-    "selection", "score"
+BEGIN, END, FILE, OFFSET, SELECTION, SCORE, CHANNEL = "begin time (s)", "end time (s)", "begin file", \
+    "file offset (s)", "selection", "score", "channel"
 TABLE_SUFFIX = ".selections.txt"
 
 
@@ -31,6 +37,7 @@ class Event:
     end: float
     label: str
     score: Optional[float] = None
+    channel: int = 1
 
     @property
     def duration(self) -> float:
@@ -82,6 +89,10 @@ def read_table(path: str, label_column: str = "Sound type", fallback_label: Opti
             score = float(row[header[SCORE]]) if SCORE in header and row[header[SCORE]].strip() else None
         except (IndexError, ValueError):
             raise TableError(f"{path}:{number}: malformed row {row!r}") from None
+        try:
+            channel = int(float(row[header[CHANNEL]])) if CHANNEL in header and row[header[CHANNEL]].strip() else 1
+        except (IndexError, ValueError):
+            channel = 1
         recording = default_recording
         if FILE in header and row[header[FILE]].strip():
             recording = recording_name(row[header[FILE]].strip())
@@ -94,7 +105,7 @@ def read_table(path: str, label_column: str = "Sound type", fallback_label: Opti
         seen.add(key)
         if end < begin:
             raise TableError(f"{path}:{number}: the selection ends before it begins ({begin} > {end})")
-        events.append(Event(recording, begin, end, label, score))
+        events.append(Event(recording, begin, end, label, score, channel))
     return events
 
 
@@ -114,3 +125,41 @@ def read_annotations(folder: str, label_column: str = "Sound type") -> Dict[str,
     for table in tables:
         events += read_table(table, label_column)
     return events_by_recording(events)
+
+
+# ----------------------------------------------------------------------- writing
+HEADER_COLUMNS = ["Selection", "View", "Channel", "Begin time (s)", "End time (s)", "Low Freq (Hz)",
+                  "High Freq (Hz)", "Sound type", "Comments"]
+HEADER = "\t".join(HEADER_COLUMNS) + "\n"
+
+
+def format_score(value: Optional[float]) -> str:
+    return "" if value is None or value != value else f"{value:.4f}"
+
+
+def table_rows(events: Sequence[Event], data_opts: Dict, score: bool = False, extra_columns: Sequence[str] = (),
+               extra: Optional[Callable[[Event], Sequence[str]]] = None) -> Tuple[List[str], List[List[str]]]:
+    """``(columns, rows)`` of a selection table, every cell as Raven shows it: the
+    original's columns (Comments a single space), ``Score`` when asked, then
+    ``extra_columns`` with the cells ``extra(event)``."""
+    fmin, fmax = data_opts.get("fmin", ""), data_opts.get("fmax", "")
+    columns = list(HEADER_COLUMNS) + (["Score"] if score else []) + list(extra_columns)
+    rows = []
+    for number, e in enumerate(events, start=1):
+        row = [str(number), "Spectrogram_1", str(e.channel), str(e.begin), str(e.end), str(fmin), str(fmax),
+               e.label, " "]
+        if score:
+            row.append(format_score(e.score))
+        if extra_columns:
+            row += [str(v) for v in extra(e)]
+        rows.append(row)
+    return columns, rows
+
+
+def tsv(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return "".join("\t".join(line) + "\n" for line in [list(columns)] + [list(r) for r in rows])
+
+
+def selection_table(events: Sequence[Event], data_opts: Dict, score: bool = False) -> str:
+    """A recording's Raven table (the original's layout; ``score`` adds ``Score``)."""
+    return tsv(*table_rows(events, data_opts, score))

@@ -1,28 +1,33 @@
-"""One metrics state per pass: the confusion counts (rows = true class, columns =
-predicted), plus the positive-class scores of a binary run (ROC) and the per-sample
-pairs (bootstrap). Every figure is derived from it: the original's binary set and
-accuracy, per-class precision / recall (= per-class accuracy) / F1 / support, macro-F1,
-balanced accuracy (= mean per-class accuracy), Wilson intervals for each class's recall
-and a bootstrap interval for balanced accuracy, the log table and the TensorBoard scalars.
+"""Every figure the project reports about a pass, defined once.
+
+``PassMetrics`` is the state of one pass: the confusion counts (rows = true class,
+columns = predicted), the positive-class scores of a binary run (ROC) and the
+per-sample pairs (bootstrap). ``METRICS`` is the one named collection of figures
+computed from it: accuracy, the original's binary set, per-class recall (= per-class
+accuracy) / precision / F1 / support, balanced accuracy (= mean per-class accuracy),
+macro-F1, ROC AUC. The epoch log line, the per-class table, the TensorBoard scalars,
+``metrics.json`` and ``--monitor`` are all generated from it: adding a figure is one
+``Metric`` entry.
 
 A class without samples in a pass has no recall (NaN, shown ``n/a``) and is left out of
 the means; the seed fork reported 0.0 there, which reads as a failure.
 
 Public names of the original (``Accuracy``, ``TruePositives`` ... ``F1Score``, ``Sum``,
-``Max``, ``Mean``) and of the seed fork (``PerClassAccuracy``) keep their APIs.
+``Max``, ``Mean``) and of the seed fork (``PerClassAccuracy``) keep their APIs; they are
+importable as ``utils.metrics`` too.
 """
 
 import math
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from evaluation import intervals
 from utils.classmap import binary_count
 
-BINARY_METRICS = ("tp", "tn", "fp", "fn", "accuracy", "f1", "precision", "TPR", "FPR")
-Z95 = 1.959963984540054
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
@@ -31,15 +36,9 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 
-def wilson_interval(successes: float, n: float, z: float = Z95) -> Tuple[float, float]:
+def wilson_interval(successes: float, n: float) -> Tuple[float, float]:
     """95 % Wilson score interval of a proportion (NaN without samples)."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return intervals.wilson(successes, n)
 
 
 def balanced_accuracy_of(matrix: np.ndarray) -> float:
@@ -56,7 +55,8 @@ def confusion_of(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.
 
 class PassMetrics:
     """The counts of one pass. ``update(labels, predictions, weights=None, scores=None)``;
-    ``keep_samples`` keeps (label, prediction) pairs for the bootstrap interval."""
+    ``keep_samples`` keeps (label, prediction) pairs for the bootstrap interval. Figures
+    by name: ``figure("macro_f1")``."""
 
     def __init__(self, num_classes: int, device="cpu", keep_samples: bool = False):
         self.num_classes = max(2, int(num_classes))
@@ -95,6 +95,19 @@ class PassMetrics:
         self.score_labels = [t for state in states for t in state["score_labels"]]
         self.samples = [t for state in states for t in state["samples"]]
 
+    @classmethod
+    def from_confusion(cls, matrix: np.ndarray, keep_samples: bool = False) -> "PassMetrics":
+        """The figures of a confusion matrix of counts (pooled folds); ``keep_samples``
+        rebuilds the (label, prediction) pairs it counts, for the bootstrap."""
+        matrix = np.asarray(matrix)
+        m = cls(len(matrix), keep_samples=keep_samples)
+        m.confusion = torch.as_tensor(matrix, dtype=torch.float64)
+        if keep_samples:
+            labels, preds = np.nonzero(matrix)
+            counts = matrix[labels, preds].round().astype(int)
+            m.samples = [torch.from_numpy(np.stack([np.repeat(labels, counts), np.repeat(preds, counts)]))]
+        return m
+
     # ------------------------------------------------------------------ base counts
     @property
     def matrix(self) -> np.ndarray:
@@ -111,7 +124,6 @@ class PassMetrics:
     def accuracy(self) -> float:
         return _ratio(float(np.trace(self.matrix)), self.total)
 
-    # --------------------------------------------------------------- the original's
     def binary_metrics(self) -> "OrderedDict[str, float]":
         """tp, tn, fp, fn, accuracy, f1, precision, TPR, FPR (positive class = 1; a ratio
         with a zero denominator is 0, as the original)."""
@@ -123,11 +135,8 @@ class PassMetrics:
                            TPR=recall, FPR=_ratio(fp, fp + tn))
 
     def epoch_metrics(self) -> "OrderedDict[str, float]":
-        """The metrics of the epoch line: the binary set, or accuracy and the seed fork's
-        mean per-class accuracy."""
-        if self.binary:
-            return self.binary_metrics()
-        return OrderedDict(accuracy=self.accuracy(), mean_per_class_acc=self.balanced_accuracy())
+        """The figures of the original's epoch line (see ``METRICS.line``)."""
+        return METRICS.line(self)
 
     # ------------------------------------------------------------------- per class
     def recall(self) -> np.ndarray:
@@ -186,6 +195,10 @@ class PassMetrics:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(rows > 0, self.matrix / np.where(rows > 0, rows, 1), 0.0)
 
+    # ------------------------------------------------------------------ by name
+    def figure(self, name: str):
+        return METRICS[name].compute(self)
+
     def table(self, class_names: Sequence[str], intervals: bool = False) -> List[str]:
         return table_lines(self, class_names, intervals)
 
@@ -197,17 +210,141 @@ def bootstrap_balanced_accuracy(pairs: np.ndarray, num_classes: int, resamples: 
                                 seed: int = BOOTSTRAP_SEED) -> Tuple[float, float]:
     """2.5 and 97.5 percentiles of balanced accuracy over ``resamples`` resamples (with
     replacement) of the (label, prediction) ``pairs`` (2, n)."""
-    n = pairs.shape[1]
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        pick = rng.integers(0, n, n)
-        values.append(balanced_accuracy_of(confusion_of(pairs[0, pick], pairs[1, pick], num_classes)))
-    values = np.asarray(values)
-    values = values[~np.isnan(values)]
-    if not len(values):
-        return float("nan"), float("nan")
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+    return intervals.bootstrap_percentile(
+        lambda pick: balanced_accuracy_of(confusion_of(pairs[0, pick], pairs[1, pick], num_classes)),
+        pairs.shape[1], resamples, seed)
+
+
+# ------------------------------------------------------------------ the collection
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a pass.
+
+    ``compute(metrics)`` gives a number, or one number per class (``per_class``);
+    ``interval(metrics)`` its 95 % interval (``<name>_ci95`` in metrics.json; per class a
+    list of pairs). ``passes``: where the log line and TensorBoard show it (``all``,
+    ``binary`` or ``multi``); ``line``: its token on the epoch line; ``board``:
+    TensorBoard tags (``<phase>/<tag>``, per class ``<phase>/<tag>/<CLASS>``); ``table``:
+    its label in the per-class table; ``group``: a sub-dictionary of metrics.json
+    (``binary``); ``monitor``: whether ``--monitor`` may choose it, and ``mode`` which
+    way is better."""
+
+    name: str
+    compute: Callable[[PassMetrics], object]
+    per_class: bool = False
+    interval: Optional[Callable[[PassMetrics], object]] = None
+    passes: str = "all"
+    line: Optional[str] = None
+    board: Tuple[str, ...] = ()
+    table: Optional[str] = None
+    group: Optional[str] = None
+    monitor: bool = False
+    mode: str = "max"
+    key: Optional[str] = None          # its key in metrics.json (default: name)
+
+    def shown(self, m: PassMetrics) -> bool:
+        return self.passes == "all" or (self.passes == "binary") == m.binary
+
+
+def _binary(key: str) -> Callable[[PassMetrics], float]:
+    return lambda m: m.binary_metrics()[key]
+
+
+class Collection:
+    """The metrics in order; generates the log line, the per-class table, the TensorBoard
+    scalars and the JSON summary."""
+
+    def __init__(self, metrics: Sequence[Metric]):
+        self.metrics = list(metrics)
+        self.by_name = {m.name: m for m in self.metrics}
+
+    def __getitem__(self, name: str) -> Metric:
+        if name not in self.by_name:
+            raise KeyError(f"unknown metric {name!r}; known: {', '.join(self.by_name)}")
+        return self.by_name[name]
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(self.metrics)
+
+    def monitorable(self) -> List[str]:
+        return [m.name for m in self.metrics if m.monitor]
+
+    def line(self, m: PassMetrics) -> "OrderedDict[str, float]":
+        return OrderedDict((metric.line, float(metric.compute(m))) for metric in self.metrics
+                           if metric.line and metric.shown(m))
+
+    def board(self, m: PassMetrics, class_names: Sequence[str]) -> List[Tuple[str, float]]:
+        """``(tag, value)`` pairs; NaN figures (a class absent from the pass) are left out."""
+        scalars = []
+        for metric in self.metrics:
+            if not metric.board or not metric.shown(m):
+                continue
+            value = metric.compute(m)
+            for tag in metric.board:
+                if metric.per_class:
+                    scalars += [(f"{tag}/{name}", float(v)) for name, v in zip(class_names, value)
+                                if not math.isnan(v)]
+                elif not math.isnan(value):
+                    scalars.append((tag, float(value)))
+        return scalars
+
+    def summary(self, m: PassMetrics, class_names: Sequence[str], with_intervals: bool) -> Dict:
+        out: Dict = {}
+        per_class = OrderedDict((name, {}) for name in class_names)
+        for metric in self.metrics:
+            if metric.passes == "binary" and not m.binary:
+                continue
+            value = metric.compute(m)
+            key = metric.key or metric.name
+            bounds = metric.interval(m) if with_intervals and metric.interval else None
+            if metric.per_class:
+                for c, name in enumerate(class_names):
+                    per_class[name][key] = _json_number(value[c])
+                    if bounds is not None:
+                        per_class[name][f"{key}_ci95"] = [_json_number(v) for v in bounds[c]]
+                continue
+            target = out.setdefault(metric.group, {}) if metric.group else out
+            target[key] = _json_number(value)
+            if bounds is not None:
+                target[f"{key}_ci95"] = [_json_number(v) for v in bounds]
+        out["samples"] = int(round(m.total))
+        out["per_class"] = per_class
+        out["confusion_matrix"] = m.matrix.round().astype(int).tolist()
+        return out
+
+
+def _json_number(value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+METRICS = Collection([
+    Metric("tp", _binary("tp"), passes="binary", line="tp", board=("tp",), group="binary"),
+    Metric("tn", _binary("tn"), passes="binary", line="tn", board=("tn",), group="binary"),
+    Metric("fp", _binary("fp"), passes="binary", line="fp", board=("fp",), group="binary"),
+    Metric("fn", _binary("fn"), passes="binary", line="fn", board=("fn",), group="binary"),
+    Metric("accuracy", PassMetrics.accuracy, line="accuracy", board=("accuracy",), monitor=True),
+    Metric("binary_accuracy", PassMetrics.accuracy, passes="binary", group="binary", key="accuracy"),
+    Metric("binary_f1", _binary("f1"), passes="binary", line="f1", board=("f1",), group="binary", key="f1",
+           monitor=True),
+    Metric("binary_precision", _binary("precision"), passes="binary", line="precision", board=("precision",),
+           group="binary", key="precision"),
+    Metric("TPR", _binary("TPR"), passes="binary", line="TPR", board=("TPR",), group="binary"),
+    Metric("FPR", _binary("FPR"), passes="binary", line="FPR", board=("FPR",), group="binary"),
+    Metric("balanced_accuracy", PassMetrics.balanced_accuracy, interval=lambda m: m.balanced_accuracy_interval(),
+           passes="multi", line="mean_per_class_acc", board=("mean_per_class_accuracy", "balanced_accuracy"),
+           table="mean per-class accuracy", monitor=True),
+    Metric("macro_f1", PassMetrics.macro_f1, passes="multi", board=("macro_f1",), table="macro F1", monitor=True),
+    Metric("auc", lambda m: m.roc()[2], passes="binary", monitor=True),
+    Metric("support", lambda m: m.support.round().astype(int), per_class=True),
+    Metric("recall", PassMetrics.recall, per_class=True, interval=PassMetrics.recall_intervals, passes="multi",
+           board=("per_class_accuracy",), table=""),
+    Metric("precision", PassMetrics.precision, per_class=True, passes="multi", board=("per_class_precision",),
+           table="P"),
+    Metric("f1", PassMetrics.f1, per_class=True, passes="multi", board=("per_class_f1",), table="F1"),
+])
 
 
 def pct(value: float) -> str:
@@ -215,57 +352,41 @@ def pct(value: float) -> str:
         (isinstance(value, np.floating) and np.isnan(value)) else f"{100 * float(value):.1f}%"
 
 
-def _num(value) -> Optional[float]:
-    value = float(value)
-    return None if math.isnan(value) else value
+def _interval_text(bounds) -> str:
+    lo, hi = bounds
+    return "" if math.isnan(lo) else f" [{lo * 100:.1f}-{hi * 100:.1f}]"
 
 
-def table_lines(m: PassMetrics, class_names: Sequence[str], intervals: bool = False) -> List[str]:
-    """Per class ``K14: 83.3% [43.6-97.0] (n=6) P 71.4% F1 76.9%`` (accuracy = recall, its
-    interval with ``intervals``, support, precision, F1), then the means."""
-    recall, precision, f1 = m.recall(), m.precision(), m.f1()
-    bounds = m.recall_intervals()
+def table_lines(m: PassMetrics, class_names: Sequence[str], with_intervals: bool = False) -> List[str]:
+    """Per class ``K14: 83.3% [43.6-97.0] (n=6) P 71.4% F1 76.9%`` (the main figure =
+    recall with its interval, support, then the other per-class figures with a table
+    label), then one line per overall figure with a table label."""
+    columns = [metric for metric in METRICS if metric.per_class and metric.table is not None]
+    main = next(metric for metric in columns if metric.table == "")
+    main_values, support = main.compute(m), m.support
+    bounds = main.interval(m) if with_intervals and main.interval else None
+    others = [(metric.table, metric.compute(m)) for metric in columns if metric is not main]
     lines = []
     for c, name in enumerate(class_names):
-        n = int(round(m.support[c]))
+        n = int(round(support[c]))
         if n == 0:
             text = f"{name}: n/a (n=0)"
         else:
-            text = f"{name}: {pct(recall[c])}"
-            if intervals:
-                text += f" [{bounds[c][0] * 100:.1f}-{bounds[c][1] * 100:.1f}]"
-            text += f" (n={n})"
-        text += f" P {pct(precision[c])} F1 {pct(f1[c])}"
-        lines.append(text)
-    mean = f"mean per-class accuracy: {pct(m.balanced_accuracy())}"
-    if intervals:
-        lo, hi = m.balanced_accuracy_interval()
-        if not math.isnan(lo):
-            mean += f" [{lo * 100:.1f}-{hi * 100:.1f}]"
-    lines.append(mean + " (balanced accuracy)")
-    lines.append(f"macro F1: {pct(m.macro_f1())}")
+            text = f"{name}: {pct(main_values[c])}" + (_interval_text(bounds[c]) if bounds else "") + f" (n={n})"
+        lines.append(text + "".join(f" {label} {pct(values[c])}" for label, values in others))
+    for metric in METRICS:
+        if metric.per_class or not metric.table:
+            continue
+        text = f"{metric.table}: {pct(metric.compute(m))}"
+        if with_intervals and metric.interval:
+            text += _interval_text(metric.interval(m))
+        lines.append(text + (" (balanced accuracy)" if metric.name == "balanced_accuracy" else ""))
     return lines
 
 
-def summary_of(m: PassMetrics, class_names: Sequence[str], intervals: bool = False) -> Dict:
+def summary_of(m: PassMetrics, class_names: Sequence[str], with_intervals: bool = False) -> Dict:
     """A JSON-ready description (metrics.json)."""
-    recall, precision, f1 = m.recall(), m.precision(), m.f1()
-    bounds = m.recall_intervals()
-    per_class = OrderedDict()
-    for c, name in enumerate(class_names):
-        entry = {"support": int(round(m.support[c])), "recall": _num(recall[c]),
-                 "precision": _num(precision[c]), "f1": _num(f1[c])}
-        if intervals:
-            entry["recall_ci95"] = [_num(bounds[c][0]), _num(bounds[c][1])]
-        per_class[name] = entry
-    out = {"accuracy": m.accuracy(), "balanced_accuracy": _num(m.balanced_accuracy()),
-           "macro_f1": _num(m.macro_f1()), "samples": int(round(m.total)), "per_class": per_class,
-           "confusion_matrix": m.matrix.round().astype(int).tolist()}
-    if intervals:
-        out["balanced_accuracy_ci95"] = [_num(v) for v in m.balanced_accuracy_interval()]
-    if m.binary:
-        out["binary"] = dict(m.binary_metrics())
-    return out
+    return METRICS.summary(m, class_names, with_intervals)
 
 
 # --------------------------------------------------------------- the seed fork's API

@@ -1,10 +1,17 @@
 """Event-level scores: detections against annotated calls, per class.
 
-A detection matches an annotation of the same class when their overlap is at least
-``min_overlap`` of the shorter of the two; matching is one-to-one and greedy, the
-detections taken by ``Score`` (highest first) where they have one, else by start time,
-each taking the unmatched annotation it overlaps most. Unmatched detections are false
-positives, unmatched annotations false negatives. Noise is not an event class.
+Two matching rules (``Matching``):
+
+* ``overlap`` (default): a detection matches an annotation of the same class when their
+  overlap is at least ``min_overlap`` of the shorter of the two; matching is one-to-one
+  and greedy, the detections taken by ``Score`` (highest first) where they have one, else
+  by start time, each taking the unmatched annotation it overlaps most.
+* ``iou``: intersection over union at least ``iou`` (0.3), one-to-one, with the matching
+  that maximises the number of matches (a maximum bipartite matching, as the DCASE
+  few-shot bioacoustic event detection task scores).
+
+Unmatched detections are false positives, unmatched annotations false negatives. Noise is
+not an event class.
 Overlapping events of different classes are counted in a call-type confusion table.
 Two annotations of one class that overlap by 90 % or more are duplicates (counted once,
 with a warning).
@@ -24,6 +31,35 @@ MISSED, NONE = "(missed)", "(none)"
 
 def overlap(a: Event, b: Event) -> float:
     return max(0.0, min(a.end, b.end) - max(a.begin, b.begin))
+
+
+def iou(a: Event, b: Event) -> float:
+    shared = overlap(a, b)
+    union = max(a.end, b.end) - min(a.begin, b.begin)
+    return shared / union if union > 0 else float(a.begin == b.begin and a.end == b.end)
+
+
+@dataclass(frozen=True)
+class Matching:
+    """How detections meet annotations: ``overlap`` (fraction of the shorter event, greedy)
+    or ``iou`` (intersection over union, maximum matching)."""
+
+    kind: str = "overlap"
+    min_overlap: float = 0.5
+    iou: float = 0.3
+
+    def __post_init__(self):
+        if self.kind not in ("overlap", "iou"):
+            raise ValueError(f"--matching must be overlap or iou, not {self.kind!r}")
+
+    def matches(self, annotation: Event, detection: Event) -> bool:
+        if self.kind == "iou":
+            return iou(annotation, detection) >= self.iou
+        return overlaps_enough(annotation, detection, self.min_overlap)
+
+    def describe(self) -> str:
+        return (f"intersection over union >= {self.iou:g}, maximum one-to-one matching" if self.kind == "iou"
+                else f"overlap >= {100 * self.min_overlap:g} % of the shorter event, greedy by score")
 
 
 def overlaps_enough(a: Event, b: Event, min_overlap: float) -> bool:
@@ -88,39 +124,76 @@ class Scores:
                 "all": self.total().figures(), "confusion": self.confusion}
 
 
-def match_recording(detections: Sequence[Event], annotations: Sequence[Event], min_overlap: float,
-                    scores: Scores) -> None:
-    """Add one recording's matches to ``scores``."""
+def match_recording(detections: Sequence[Event], annotations: Sequence[Event], matching, scores: Scores) -> None:
+    """Add one recording's matches to ``scores`` (``matching``: a ``Matching``, or a
+    number = the overlap rule's ``min_overlap``)."""
+    if not isinstance(matching, Matching):
+        matching = Matching("overlap", float(matching))
     detections = [d for d in detections if not is_noise(d.label)]
     annotations = [a for a in annotations if not is_noise(a.label)]
     for event in list(detections) + list(annotations):
         scores.counts(event.label)
-    by_score = all(d.score is not None for d in detections) and detections
-    order = sorted(detections, key=(lambda d: (-d.score, d.begin)) if by_score else (lambda d: (d.begin, d.end)))
-    free = list(annotations)
-    unmatched_detections = []
-    for detection in order:
-        candidates = [a for a in free if a.label == detection.label and overlaps_enough(a, detection, min_overlap)]
-        if candidates:
-            best = max(candidates, key=lambda a: overlap(a, detection))
-            free.remove(best)
-            scores.counts(detection.label).tp += 1
-            scores.confuse(best.label, detection.label)
-        else:
-            scores.counts(detection.label).fp += 1
-            unmatched_detections.append(detection)
-    for annotation in free:
+    pairs = maximum_matching(detections, annotations, matching) if matching.kind == "iou" \
+        else greedy_matching(detections, annotations, matching)
+    matched_detections = {id(d) for d, _ in pairs}
+    matched_annotations = {id(a) for _, a in pairs}
+    for detection, annotation in pairs:
+        scores.counts(detection.label).tp += 1
+        scores.confuse(annotation.label, detection.label)
+    unmatched_detections = [d for d in detections if id(d) not in matched_detections]
+    for detection in unmatched_detections:
+        scores.counts(detection.label).fp += 1
+    for annotation in annotations:
+        if id(annotation) in matched_annotations:
+            continue
         scores.counts(annotation.label).fn += 1
-        other = next((d for d in unmatched_detections if overlaps_enough(annotation, d, min_overlap)), None)
+        other = next((d for d in unmatched_detections if matching.matches(annotation, d)), None)
         scores.confuse(annotation.label, other.label if other else MISSED)
     for detection in unmatched_detections:
-        if not any(overlaps_enough(a, detection, min_overlap) for a in annotations):
+        if not any(matching.matches(a, detection) for a in annotations):
             scores.confuse(NONE, detection.label)
 
 
-def score(detections: Dict[str, List[Event]], annotations: Dict[str, List[Event]], min_overlap: float = 0.5,
+def greedy_matching(detections: Sequence[Event], annotations: Sequence[Event], matching: Matching):
+    """The overlap rule: detections by score (else time), each takes the free annotation of
+    its class that it overlaps most."""
+    by_score = all(d.score is not None for d in detections) and detections
+    order = sorted(detections, key=(lambda d: (-d.score, d.begin)) if by_score else (lambda d: (d.begin, d.end)))
+    free, pairs = list(annotations), []
+    for detection in order:
+        candidates = [a for a in free if a.label == detection.label and matching.matches(a, detection)]
+        if candidates:
+            best = max(candidates, key=lambda a: overlap(a, detection))
+            free.remove(best)
+            pairs.append((detection, best))
+    return pairs
+
+
+def maximum_matching(detections: Sequence[Event], annotations: Sequence[Event], matching: Matching):
+    """The most one-to-one pairs of the same class with IoU >= the bound (Hopcroft-Karp)."""
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+
+    if not detections or not annotations:
+        return []
+    rows, cols = [], []
+    for i, d in enumerate(detections):
+        for j, a in enumerate(annotations):
+            if a.label == d.label and matching.matches(a, d):
+                rows.append(i)
+                cols.append(j)
+    if not rows:
+        return []
+    graph = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(detections), len(annotations)))
+    partner = maximum_bipartite_matching(graph, perm_type="column")
+    return [(detections[i], annotations[j]) for i, j in enumerate(partner) if j >= 0]
+
+
+def score(detections: Dict[str, List[Event]], annotations: Dict[str, List[Event]], min_overlap=0.5,
           unannotated_note=None) -> Scores:
-    """Scores over every recording. A predicted recording without annotations counts all
+    """Scores over every recording (``min_overlap``: a number, the overlap rule, or a
+    ``Matching``). A predicted recording without annotations counts all
     its detections as false positives (``unannotated_note`` is told); an annotated
     recording that was not predicted is an error."""
     missing = sorted(set(annotations) - set(detections))

@@ -1,0 +1,52 @@
+"""Confidence intervals (95 %), each from the library that implements the statistic.
+
+* ``wilson``: a proportion's Wilson score interval (``scipy.stats.binomtest``), for a
+  class's recall on a test split.
+* ``bootstrap_percentile``: the 2.5 and 97.5 percentiles of a statistic over resamples
+  (with replacement) of the samples, with a fixed seed, for balanced accuracy.
+* ``mean_ci95``: the mean of a few values (the folds of a cross-validation) with the
+  Student t interval, ``mean +- t(0.975, k-1) * sd / sqrt(k)``.
+"""
+
+import math
+from typing import Callable, Sequence, Tuple
+
+import numpy as np
+from scipy import stats
+
+NAN2 = (float("nan"), float("nan"))
+
+
+def wilson(successes: float, n: float) -> Tuple[float, float]:
+    """95 % Wilson score interval of ``successes`` out of ``n`` (NaN without samples)."""
+    n = int(round(n))
+    if n <= 0:
+        return NAN2
+    ci = stats.binomtest(int(round(successes)), n).proportion_ci(0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def bootstrap_percentile(statistic: Callable[[np.ndarray], float], n: int, resamples: int = 1000,
+                         seed: int = 0) -> Tuple[float, float]:
+    """``statistic(indices)`` over ``resamples`` draws of ``n`` indices with replacement."""
+    if n <= 0:
+        return NAN2
+    rng = np.random.default_rng(seed)
+    values = np.asarray([statistic(rng.integers(0, n, n)) for _ in range(resamples)], dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return NAN2
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def mean_ci95(values: Sequence[float]) -> Tuple[float, Tuple[float, float]]:
+    """Mean of the finite ``values`` and its 95 % Student t interval (NaN interval for fewer
+    than two values)."""
+    finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if not len(finite):
+        return float("nan"), NAN2
+    mean = float(finite.mean())
+    if len(finite) < 2:
+        return mean, NAN2
+    half = float(stats.t.ppf(0.975, len(finite) - 1) * finite.std(ddof=1) / math.sqrt(len(finite)))
+    return mean, (mean - half, mean + half)
