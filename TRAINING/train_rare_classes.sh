@@ -8,5 +8,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 run_training rare_classes \
   --backbone resnet --resnet 18 --beta1 0.9 \
   --sequence_len 1000 --batch_size 64 --lr 4.6875e-6 \
-  --label_smoothing 0.1 --weighted_sampling sqrt_inverse --scheduler onecycle \
+  --label_smoothing 0.1 --weighted_sampling sqrt_inverse --scheduler onecycle --monitor balanced_accuracy \
   "$@"

@@ -14,6 +14,21 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
+AUDIO_16K = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
+             "--fmax", "8000"]
+
+
+def small_run(sequence_len: int = 200, seed=3, workers=0, *extra) -> list:
+    """The flags of a small, fast training run on the 16 kHz test sets (``seed`` or
+    ``workers`` None leaves that flag out), then ``extra``."""
+    flags = AUDIO_16K + ["--sequence_len", str(sequence_len), "--batch_size", "4", "--epochs_per_eval", "1",
+                         "--lr", "1e-4"]
+    if workers is not None:
+        flags += ["--num_workers", str(workers)]
+    if seed is not None:
+        flags += ["--seed", str(seed)]
+    return flags + list(extra)
+
 
 def _make_set(root, counts, tapes_per_class, seed):
     from utils.synthetic import make_call_set
@@ -43,4 +58,28 @@ def three_class_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("three_classes")
     make_call_set(str(root / "data"), {"K1": 10, "K2": 10, "noise": 10}, tapes_per_class=5, sr=16000, duration=0.25)
     make_recording(str(root / "rec.wav"), 3.0, 16000, [("upsweep", 1.0)], seed=2)
+    return root
+
+
+WELL_TRAINED = ["--max_train_epochs", "5", "--max_pool", "2", "--batch_size", "8", "--lr", "5e-5", "--n_freq_bins", "64",
+                "--monitor", "balanced_accuracy", "--num_classes", "4"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A ResNet-18 trained for 5 epochs on four classes (K1 upsweep, K2 downsweep, K3
+    pulses, noise; 20 clips each, 10 tapes) with ``--monitor balanced_accuracy``, and two
+    call types it never heard (K8 harmonic, K9 warble), for the tests of the unknown
+    answer, the model card and the outputs. About 20 s on 2 cores."""
+    import main as train_main
+    from utils.synthetic import make_call_set
+
+    root = tmp_path_factory.mktemp("trained")
+    make_call_set(str(root / "data"), {"K1": 20, "K2": 20, "K3": 20, "noise": 20}, tapes_per_class=10, sr=16000,
+                  duration=0.3, seed=2)
+    make_call_set(str(root / "held"), {"K8": 20, "K9": 20}, tapes_per_class=2, sr=16000, duration=0.3, seed=5,
+                  shapes={"K8": "harmonic", "K9": "warble"})
+    argv = ["--data_dir", str(root / "data"), "--model_dir", str(root / "m"), "--log_dir", str(root / "l"),
+            "--summary_dir", str(root / "tb")] + small_run(200, 3, 0, "--no_progress") + WELL_TRAINED
+    assert train_main.main(argv) == 0
     return root

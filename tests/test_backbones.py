@@ -21,12 +21,10 @@ from models.timm_encoder import TimmEncoder, TimmModelError
 from models.tv_encoder import PretrainedWeightsError, TorchvisionEncoder
 from prediction.core import Predictor, PredictionModel
 from utils.synthetic import make_call_set
+from conftest import small_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
-         "--fmax", "8000", "--sequence_len", "200", "--num_workers", "0", "--batch_size", "4",
-         "--epochs_per_eval", "1", "--lr", "1e-4", "--seed", "3", "--no_progress", "--max_train_epochs", "1",
-         "--memory_format", "contiguous"]
+SMALL = small_run(200, 3, 0, "--no_progress", "--max_train_epochs", "1", "--memory_format", "contiguous")
 
 
 @pytest.mark.parametrize("name", list(backbones.REGISTRY))

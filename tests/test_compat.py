@@ -22,12 +22,11 @@ from models.classifier import Classifier
 from models.model_file import build_model, load_model
 from models.residual_encoder import ResidualEncoder
 from utils.synthetic import make_call_set, write_clip
+from conftest import small_run  # noqa: E402
 
 DATA_OPTS = {"sr": 16000, "preemphases": 0.98, "n_fft": 256, "hop_length": 64, "n_freq_bins": 32, "fmin": 0,
              "fmax": 8000, "freq_compression": "linear", "min_level_db": -100, "ref_level_db": 20}
-SMALL = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
-         "--fmax", "8000", "--sequence_len", "200", "--num_workers", "0", "--batch_size", "4",
-         "--epochs_per_eval", "1", "--lr", "1e-4", "--seed", "3", "--no_progress"]
+SMALL = small_run(200, 3, 0, "--no_progress")
 CLASSES = {"K1": 0, "K2": 1, "noise": 2}
 
 

@@ -134,7 +134,10 @@ def test_resnet_model_file_keeps_the_original_keys(tmp_path):
     original = ResidualEncoder({"input_channels": 1, "conv_kernel_size": 5, "max_pool": 0, "resnet_size": 34})
     assert set(state["encoderState"]) == set(original.state_dict())
     assert set(state["classifierState"]) == {"linear.weight", "linear.bias"}
-    assert original.load_state_dict(state["encoderState"]) is not None
+    result = original.load_state_dict(state["encoderState"])
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    for key, value in original.state_dict().items():
+        assert torch.equal(value, state["encoderState"][key]), key
 
 
 def test_pretrained_comes_from_torchvisions_cache_offline(monkeypatch, tmp_path, imagenet_like_weights):

@@ -19,10 +19,9 @@ from prediction.core import Predictor, PredictionModel
 from prediction.log_format import LogFormatError, parse_log
 from prediction.decisions import DecisionRule, evaluate
 from utils.synthetic import make_call_set, make_recording
+from conftest import small_run  # noqa: E402
 
-SMALL = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
-         "--fmax", "8000", "--sequence_len", "300", "--num_workers", "0", "--batch_size", "4",
-         "--epochs_per_eval", "1", "--lr", "1e-4", "--seed", "5", "--max_train_epochs", "1", "--no_progress"]
+SMALL = small_run(300, 5, 0, "--max_train_epochs", "1", "--no_progress")
 RECORD = re.compile(r"\|I\|time=([\d.]+)-([\d.]+), pred=(\d), (?:pred_class=(\S+)-(\d+), )?prob=(\S+)$")
 
 
@@ -212,19 +211,24 @@ def test_ensemble_with_different_classes_names_both_files(models):
 
 def test_detector_then_classifier_equals_the_two_runs_combined(tmp_path, models):
     paths, recording = models
+    detector = Predictor([PredictionModel.open(paths["detector"])], 0.3, 0.1, prefetch=False)
+    target = torch.cat([b.probs for b in detector.stream(recording)])[:, 1]
+    threshold = float(target.median())                         # about half the windows pass
+    passed = target >= threshold
+    assert 0 < int(passed.sum()) < len(passed)
     combined = torch.cat([b.probs for b in stream([paths["resnet"]], recording,
                                                   detector=PredictionModel.open(paths["detector"]),
-                                                  detector_threshold=0.5)])
+                                                  detector_threshold=threshold)])
     classifier = torch.cat([b.probs for b in stream([paths["resnet"]], recording)])
-    detector = Predictor([PredictionModel.open(paths["detector"])], 0.3, 0.1, prefetch=False)
-    passed = torch.cat([b.probs for b in detector.stream(recording)])[:, 1] >= 0.5
-    assert 0 < int(passed.sum()) < len(passed) or True
     expected = torch.zeros_like(classifier)
     expected[:, 2] = 1.0                                       # rejected windows are noise
     expected[passed] = classifier[passed]
     torch.testing.assert_close(combined, expected, rtol=0, atol=1e-6)
-    text = run_predict(tmp_path, paths["resnet"], recording, "--detector_path", paths["detector"], "--raven")
+    text = run_predict(tmp_path, paths["resnet"], recording, "--detector_path", paths["detector"], "--raven",
+                       "--detector_threshold", str(threshold))
     assert len(records(text)) == 58 and "pred_class=" in text
+    noise_only = [r for r in records(text) if r[3] == "noise"]
+    assert len(noise_only) >= len(passed) - int(passed.sum())   # every rejected window is noise
 
 
 def test_per_class_thresholds_decide_without_threshold_flag(tmp_path, models):

@@ -13,11 +13,9 @@ from listeners import OneCycleScheduler
 from trainer import Batch
 from models.losses import class_weights, make_loss, parse_boosts
 from utils.synthetic import make_call_set
+from conftest import small_run  # noqa: E402
 
-SMALL = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
-         "--fmax", "8000", "--sequence_len", "200", "--num_workers", "0", "--batch_size", "4",
-         "--epochs_per_eval", "1", "--lr", "1e-4", "--seed", "3", "--no_progress", "--memory_format", "contiguous",
-         "--backbone", "mobilenet_v3_small"]
+SMALL = small_run(200, 3, 0, "--no_progress", "--memory_format", "contiguous", "--backbone", "mobilenet_v3_small")
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 1.5, 0.0], [1.0, -1.0, 2.0]])
 TARGET = torch.tensor([0, 2, 1, 2])
 

@@ -21,12 +21,11 @@ from trainer import Listener, Trainer
 from utils import runtime
 from utils.classmap import ClassMap
 from utils.synthetic import make_call_set, make_recording
+from conftest import small_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "ANIMAL-SPOT")
-SMALL = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
-         "--fmax", "8000", "--sequence_len", "200", "--batch_size", "4", "--epochs_per_eval", "1", "--lr", "1e-4",
-         "--no_progress", "--backbone", "mobilenet_v3_small"]
+SMALL = small_run(200, None, None, "--no_progress", "--backbone", "mobilenet_v3_small")
 
 
 def args_for(data, out, *extra, workers="0"):

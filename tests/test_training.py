@@ -12,10 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import main as train_main
 from models.model_file import load_model
+from conftest import small_run  # noqa: E402
 
-SMALL = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins", "32", "--fmin", "0",
-         "--fmax", "8000", "--sequence_len", "200", "--num_workers", "0", "--batch_size", "4",
-         "--epochs_per_eval", "1", "--lr", "1e-4", "--seed", "3"]
+SMALL = small_run(200, 3, 0)
 
 
 def train(root, data, extra):
