@@ -186,11 +186,18 @@ class Decider:
         return out
 
     def _smoothed(self) -> List[float]:
+        """The current window's probabilities smoothed over ``smooth`` windows centred on
+        it; at the recording's ends the first and last windows are repeated (as
+        ``scipy.ndimage``'s ``nearest`` mode)."""
         current = self.pending[0][2]
         if self.post.smooth == 1:
             return current
-        ahead = [item[2] for item in list(self.pending)[:self.post.lag + 1]]
-        rows = np.asarray(list(self.history) + ahead, dtype=np.float64)
+        lag = self.post.lag
+        before = list(self.history)
+        ahead = [item[2] for item in list(self.pending)[:self.post.smooth - lag]]
+        before = [before[0] if before else current] * (lag - len(before)) + before
+        ahead = ahead + [ahead[-1]] * (self.post.smooth - lag - len(ahead))
+        rows = np.asarray(before + ahead, dtype=np.float64)
         values = np.median(rows, axis=0) if self.post.smooth_method == "median" else rows.mean(axis=0)
         return [float(v) for v in values]
 
