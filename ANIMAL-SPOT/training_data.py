@@ -187,4 +187,5 @@ def plain_loader(config, data: TrainingData, per_class: int = 256) -> DataLoader
                                                                else rng.sample(sorted(files), per_class)))
     dataset = Dataset(chosen, config.data_dir, config.cache_dir, data.class_map, seq_len=data.frames,
                       dataset_name="train (centroids)", options=data.options, channel=training_channel(config))
-    return loader(config, dataset, ShardSampler(len(dataset)))
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=EpochKeys(ShardSampler(len(dataset))),
+                      num_workers=0)        # one pass: starting worker processes would cost more than it saves

@@ -12,13 +12,14 @@ import math
 from typing import Callable, Sequence, Tuple
 
 import numpy as np
-from scipy import stats
 
 NAN2 = (float("nan"), float("nan"))
 
 
 def wilson(successes: float, n: float) -> Tuple[float, float]:
     """95 % Wilson score interval of ``successes`` out of ``n`` (NaN without samples)."""
+    from scipy import stats          # imported when used: it costs a second in every process that imports us
+
     n = int(round(n))
     if n <= 0:
         return NAN2
@@ -45,6 +46,8 @@ def mean_ci95(values: Sequence[float]) -> Tuple[float, Tuple[float, float]]:
     finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     if not len(finite):
         return float("nan"), NAN2
+    from scipy import stats
+
     mean = float(finite.mean())
     if len(finite) < 2:
         return mean, NAN2

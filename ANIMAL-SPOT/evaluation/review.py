@@ -1,0 +1,213 @@
+"""Estimators of a stratified review: how good a model is on *your* recordings.
+
+A review samples, per class, the detections in score strata (quantiles of the score)
+plus one stratum of units *below* the threshold whose top class is that class (the only
+way to see missed calls). Within a stratum the reviewed units are a simple random
+sample (a prefix of a random order), so stratum h with ``N[h]`` units of which ``n[h]``
+were reviewed and ``k[h]`` found correct gives:
+
+* the **stratified estimate** of the number of true calls ``sum_h N[h] k[h] / n[h]``
+  (unbiased; the raw share of "correct" answers ``sum k / sum n`` is not, because the
+  strata are sampled at different rates);
+* its **interval** from the finite-population posterior: per stratum, the true count is
+  ``k[h] + BetaBinomial(N[h] - n[h], a + k[h], b + n[h] - k[h])`` with the Jeffreys prior
+  ``a = b = 1/2``; the 2.5 and 97.5 percentiles of ``DRAWS`` joint draws give the 95 %
+  interval of any figure built from the counts: precision (true calls among the
+  detections), recall (detected true calls among all true calls) and call density
+  (true calls per hour of audio).
+
+The threshold that reaches a target precision uses every reviewed unit above and below
+the current threshold, each weighted by its inverse inclusion probability ``N[h]/n[h]``;
+its interval comes from resampling the reviewed units within their strata.
+
+Everything here is a plain function on arrays; ``review.py`` (the page) and the tests use
+them alike. Assumptions (README): skipped and unsure answers are missing at random
+within their stratum; a unit holds at most one call.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+DRAWS = 4000
+PRIOR = 0.5
+SEED = 0
+NONE2 = (None, None)
+
+
+@dataclass
+class Stratum:
+    """One stratum of one class: its units' count and the review so far."""
+
+    name: str
+    size: int                           # N: units in the stratum
+    reviewed: int = 0                   # n: units with a usable answer
+    correct: int = 0                    # k: of those, true calls of the class
+    above: bool = True                  # detections (True) or below the threshold
+    low: float = 0.0                    # score range of its units
+    high: float = 1.0
+    recordings: Dict[str, int] = field(default_factory=dict)     # units per recording
+
+    @property
+    def share(self) -> Optional[float]:
+        return self.correct / self.reviewed if self.reviewed else None
+
+
+def stratified_total(strata: Sequence[Stratum]) -> Optional[float]:
+    """``sum N k / n``, or None while a non-empty stratum has no review."""
+    total = 0.0
+    for s in strata:
+        if s.size == 0:
+            continue
+        if s.reviewed == 0:
+            return None
+        total += s.size * s.correct / s.reviewed
+    return total
+
+
+def naive_share(strata: Sequence[Stratum]) -> Optional[float]:
+    """The raw share of correct answers (biased: for comparison only)."""
+    n = sum(s.reviewed for s in strata)
+    return sum(s.correct for s in strata) / n if n else None
+
+
+def posterior_totals(strata: Sequence[Stratum], draws: int = DRAWS, seed: int = SEED) -> np.ndarray:
+    """``(draws, strata)`` draws of each stratum's number of true calls."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((draws, len(strata)))
+    for j, s in enumerate(strata):
+        rest = s.size - s.reviewed
+        if rest <= 0:
+            out[:, j] = s.correct
+            continue
+        p = rng.beta(PRIOR + s.correct, PRIOR + s.reviewed - s.correct, size=draws)
+        out[:, j] = s.correct + rng.binomial(rest, p)
+    return out
+
+
+def _interval(values: np.ndarray) -> Tuple[Optional[float], Optional[float]]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return NONE2
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def precision(above: Sequence[Stratum], draws: int = DRAWS, seed: int = SEED):
+    """Share of true calls among the detections: ``(estimate, (low, high))``."""
+    size = sum(s.size for s in above)
+    if size == 0:
+        return None, NONE2
+    total = stratified_total(above)
+    samples = posterior_totals(above, draws, seed).sum(axis=1) / size
+    return (None if total is None else total / size), _interval(samples)
+
+
+def recall(above: Sequence[Stratum], below: Sequence[Stratum], draws: int = DRAWS, seed: int = SEED):
+    """Share of the true calls that were detected: ``(estimate, (low, high))`` (None
+    without a below-threshold stratum: tables alone cannot show missed calls)."""
+    if not below:
+        return None, NONE2
+    found, missed = stratified_total(above), stratified_total(below)
+    draws_all = posterior_totals(list(above) + list(below), draws, seed)
+    t_above, t_below = draws_all[:, :len(above)].sum(axis=1), draws_all[:, len(above):].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = t_above / (t_above + t_below)
+    estimate = None
+    if found is not None and missed is not None and found + missed > 0:
+        estimate = found / (found + missed)
+    return estimate, _interval(samples)
+
+
+def call_density(strata: Sequence[Stratum], hours: float, draws: int = DRAWS, seed: int = SEED,
+                 recording: Optional[str] = None):
+    """Expected true calls per hour of audio: ``(estimate, (low, high))``; for one
+    ``recording`` its units of each stratum count (the stratum's share applies)."""
+    if hours <= 0:
+        return None, NONE2
+    if recording is None:
+        sizes = np.asarray([s.size for s in strata], dtype=np.float64)
+    else:
+        sizes = np.asarray([s.recordings.get(recording, 0) for s in strata], dtype=np.float64)
+    shares = [s.share for s in strata]
+    estimate = None
+    if all(share is not None or size == 0 for share, size in zip(shares, sizes)):
+        estimate = float(sum(size * (share or 0.0) for share, size in zip(shares, sizes))) / hours
+    totals = posterior_totals(strata, draws, seed)
+    full = np.asarray([max(s.size, 1) for s in strata], dtype=np.float64)
+    samples = (totals / full * sizes).sum(axis=1) / hours
+    return estimate, _interval(samples)
+
+
+# -------------------------------------------------------------------- thresholds
+def weighted_precision_curve(scores: np.ndarray, correct: np.ndarray, weights: np.ndarray):
+    """Estimated precision of everything scoring at least ``t``, for ``t`` each reviewed
+    score (descending): ``(thresholds, precision)``; ``weights`` = inverse inclusion
+    probabilities."""
+    order = np.argsort(-scores, kind="stable")
+    s, c, w = scores[order], correct[order], weights[order]
+    true_weight, all_weight = np.cumsum(w * c), np.cumsum(w)
+    keep = np.r_[s[1:] != s[:-1], True]                 # one point per distinct score
+    return s[keep], (true_weight / all_weight)[keep]
+
+
+def threshold_for_precision(scores: np.ndarray, correct: np.ndarray, weights: np.ndarray,
+                            target: float) -> Optional[float]:
+    """The lowest reviewed score whose estimated precision (of all units at or above it)
+    reaches ``target``; None if none does."""
+    if not len(scores):
+        return None
+    thresholds, values = weighted_precision_curve(scores, correct, weights)
+    reaching = thresholds[values >= target]
+    return float(reaching.min()) if len(reaching) else None
+
+
+def threshold_interval(scores: np.ndarray, correct: np.ndarray, weights: np.ndarray, strata: np.ndarray,
+                       target: float, resamples: int = 500, seed: int = SEED):
+    """95 % percentile interval of the threshold, resampling the reviewed units within
+    their strata; None where fewer than half of the resamples reach the target."""
+    if not len(scores):
+        return NONE2
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(strata == h) for h in np.unique(strata)]
+    found = []
+    for _ in range(resamples):
+        pick = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        value = threshold_for_precision(scores[pick], correct[pick], weights[pick], target)
+        if value is not None:
+            found.append(value)
+    if len(found) < resamples / 2:
+        return NONE2
+    return float(np.percentile(found, 2.5)), float(np.percentile(found, 97.5))
+
+
+# -------------------------------------------------------------------- sampling
+def score_strata(scores: Sequence[float], bins: int) -> List[np.ndarray]:
+    """Indices of ``scores`` in ``bins`` quantile strata (lowest first); equal scores stay
+    together, so there may be fewer strata."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if not len(scores):
+        return []
+    edges = np.unique(np.quantile(scores, np.linspace(0, 1, bins + 1)[1:-1], method="lower"))
+    which = np.searchsorted(edges, scores, side="right")
+    return [np.flatnonzero(which == b) for b in range(len(edges) + 1) if (which == b).any()]
+
+
+def allocate(per_class: int, sizes: Sequence[int]) -> List[int]:
+    """``per_class`` reviews shared equally among the strata (the highest strata get the
+    remainder), at most a stratum's size each; what a small stratum cannot take goes to
+    the others."""
+    planned = [0] * len(sizes)
+    left = per_class
+    open_ = [i for i, n in enumerate(sizes) if n > 0]
+    while left > 0 and open_:
+        share, extra = divmod(left, len(open_))
+        for rank, i in enumerate(sorted(open_, reverse=True)):
+            planned[i] += share + (1 if rank < extra else 0)
+        left = 0
+        for i in list(open_):
+            if planned[i] >= sizes[i]:
+                left += planned[i] - sizes[i]
+                planned[i] = sizes[i]
+                open_.remove(i)
+    return planned
