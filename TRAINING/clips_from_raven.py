@@ -11,6 +11,11 @@ else from the recording file's modification year and its name without ``_`` and 
 ``--noise_clips N`` adds N noise clips per recording from stretches that no selection
 touches (as long as the recording's median selection). Clips keep the recording's
 sample rate and channels.
+
+Reviewed tables (``review.py``'s ``tables/``, with a ``Verified`` column): rows verified
+``yes`` become clips of their ``Reviewed label`` (else their ``Sound type``); ``no``,
+``unsure`` and unreviewed rows are left out, or ``no`` rows become ``noise`` clips with
+``--rejected_as_noise``. Tables without a ``Verified`` column are used as they are.
 """
 
 import argparse
@@ -27,7 +32,8 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from data.audio_io import AudioFileError, read_audio, recording_files  # noqa: E402
-from evaluation.raven import TableError, read_annotations, recording_name  # noqa: E402
+from evaluation.raven import (Event, TableError, events_by_recording, find_tables, read_table,  # noqa: E402
+                              recording_name)
 from utils.atomic import OutputError, atomic_write  # noqa: E402
 
 log = logging.getLogger("ANIMAL-SPOT")
@@ -77,8 +83,44 @@ def noise_spans(selections, seconds: float, length: float, count: int, rng: rand
     return spans
 
 
+def reviewed_events(path: str, label_column: str, rejected_as_noise: bool):
+    """The events of one table; for a reviewed table only the verified rows (relabelled)
+    and, when asked, the rejected ones as noise."""
+    import csv
+
+    events = read_table(path, label_column)
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = [r for r in csv.reader(handle, delimiter="\t")]
+    header = {name.strip().lower(): i for i, name in enumerate(rows[0])}
+    if "verified" not in header:
+        return events
+    verdicts = [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    if len(verdicts) != len(events):
+        raise TableError(f"{path}: a reviewed table must not repeat selections in several views")
+    kept = []
+    for event, row in zip(events, verdicts):
+        cell = lambda name: row[header[name]].strip() if name in header and header[name] < len(row) else ""
+        verified = cell("verified").lower()
+        if verified == "yes":
+            kept.append(Event(event.recording, event.begin, event.end, cell("reviewed label") or event.label,
+                              event.score, event.channel))
+        elif verified == "no" and rejected_as_noise:
+            kept.append(Event(event.recording, event.begin, event.end, "noise", event.score, event.channel))
+    return kept
+
+
+def read_clip_tables(folder: str, label_column: str, rejected_as_noise: bool):
+    tables = find_tables(folder)
+    if not tables:
+        raise TableError(f"{folder}: no *.selections.txt annotation tables")
+    events = []
+    for table in tables:
+        events += reviewed_events(table, label_column, rejected_as_noise)
+    return events_by_recording(events)
+
+
 def cut(args) -> int:
-    annotations = read_annotations(args.annotations, args.label_column)
+    annotations = read_clip_tables(args.annotations, args.label_column, args.rejected_as_noise)
     recordings = {recording_name(p): p for p in recording_files(args.recordings)}
     missing = sorted(set(annotations) - set(recordings))
     if missing:
@@ -117,6 +159,8 @@ def main(argv=None) -> int:
     p.add_argument("--tape", default=None, help="TAPE for recordings whose names carry none")
     p.add_argument("--noise_clips", type=int, default=0, help="noise clips per recording from unannotated stretches")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise clip positions")
+    p.add_argument("--rejected_as_noise", action="store_true",
+                   help="reviewed tables: rows verified 'no' become noise clips")
     args = p.parse_args(argv)
     try:
         return cut(args)

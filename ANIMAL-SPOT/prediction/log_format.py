@@ -33,6 +33,7 @@ class WindowRecord:
     probs: Optional[List[float]] = None      # multi-class: every class's probability
     prob_text: str = ""                      # as printed (the evaluator compares text)
     unknown: bool = False                    # pred_class=unknown (predict.py --unknown)
+    flag: Optional[int] = None               # the printed pred= value (the run's decision)
 
 
 @dataclass
@@ -148,6 +149,7 @@ def _parse_window(log: PredictionLog, message: str, path: str, number: int) -> W
         start, end = (float(v) for v in key.split("-"))
         prob_text = message.split("prob=", 1)[1].strip()
         prob = float(prob_text)
+        flag = int(message.split("pred=", 1)[1].split(",", 1)[0].strip())
         label, unknown = None, False
         if "pred_class=" in message:
             text = message.split("pred_class=", 1)[1].split(",", 1)[0].strip()
@@ -156,7 +158,7 @@ def _parse_window(log: PredictionLog, message: str, path: str, number: int) -> W
                 label = int(text.rsplit("-", 1)[1].strip())
     except (IndexError, ValueError):
         raise LogFormatError(f"{path}:{number}: malformed window record {message.strip()!r}") from None
-    record = WindowRecord(start, end, prob, label, None if log.binary else [], prob_text, unknown)
+    record = WindowRecord(start, end, prob, label, None if log.binary else [], prob_text, unknown, flag)
     log.add(record, key)
     return record
 

@@ -1,0 +1,366 @@
+"""The review loop: estimators against simulated reviews with known truth, the review
+session (sampling, journal, tables, summary), its HTTP interface and file serving, bad
+input, and reviewed tables back into training clips. The real browser test is in
+``test_review_browser.py``."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import SRC
+from evaluation.review import Stratum, call_density, naive_share, precision, recall, stratified_total
+from evaluation.review_session import Journal, ReviewError, ReviewSession, load_units
+from prediction.log_format import LogWriter
+from utils.classmap import ClassMap
+from utils.logging import FORMAT, close_logger
+from utils.synthetic import make_recording
+
+NAMES = ["K1", "K2", "noise"]
+# the calls placed in the two recordings (class, start s); each lasts 0.4 s
+PLACED = {"site1/a": [("K1", 1.0), ("K2", 3.0), ("K1", 6.0), ("K2", 8.0)],
+          "site2/b": [("K1", 2.0), ("K1", 5.0), ("K2", 7.0)]}
+SHAPES = {"K1": "upsweep", "K2": "downsweep"}
+
+
+# ------------------------------------------------------------------- simulation
+def simulate(sims=1000, sizes=(400, 300, 200, 100), shares=(0.2, 0.5, 0.8, 0.95), below=(2000, 0.02), n=6,
+             hours=10.0, draws=2000, seed=1):
+    """Reviews of a finite population with known truth: 4 score strata of detections and
+    one below the threshold, ``n`` random reviews each (30 per class)."""
+    rng = np.random.default_rng(seed)
+    hits = {"precision": 0, "recall": 0, "density": 0}
+    stratified, naive, truth = [], [], []
+    for i in range(sims):
+        labels = [rng.random(size) < share for size, share in zip(list(sizes) + [below[0]], list(shares) + [below[1]])]
+        strata = []
+        for j, calls in enumerate(labels):
+            reviewed = calls[rng.permutation(len(calls))[:n]]
+            strata.append(Stratum(str(j), len(calls), n, int(reviewed.sum()), above=j < len(sizes)))
+        found, missed = sum(c.sum() for c in labels[:-1]), labels[-1].sum()
+        true = {"precision": found / sum(sizes), "recall": found / (found + missed), "density": (found + missed) / hours}
+        for name, (estimate, (lo, hi)) in (("precision", precision(strata[:-1], draws, i)),
+                                           ("recall", recall(strata[:-1], strata[-1:], draws, i)),
+                                           ("density", call_density(strata, hours, draws, i))):
+            hits[name] += lo <= true[name] <= hi
+        stratified.append(stratified_total(strata[:-1]) / sum(sizes))
+        naive.append(naive_share(strata[:-1]))
+        truth.append(true["precision"])
+    return {k: v / sims for k, v in hits.items()}, np.asarray(stratified), np.asarray(naive), np.asarray(truth)
+
+
+def test_intervals_cover_the_truth_and_the_stratified_estimate_is_unbiased():
+    coverage, stratified, naive, truth = simulate()
+    for name, share in coverage.items():
+        assert 0.93 <= share <= 0.97, (name, share)
+    error = stratified - truth                       # unbiased: the mean error is within its standard error
+    assert abs(error.mean()) < 3 * error.std() / np.sqrt(len(error))
+    bias = naive - truth                              # the raw share of "correct" answers is not
+    assert bias.mean() > 0.1 and abs(bias.mean()) > 10 * bias.std() / np.sqrt(len(bias))
+
+
+def test_estimates_on_a_review_by_hand():
+    above = [Stratum("a", 100, 10, 5), Stratum("b", 10, 10, 10)]
+    assert stratified_total(above) == pytest.approx(60)          # 100 * 5/10 + 10
+    assert precision(above)[0] == pytest.approx(60 / 110)
+    below = [Stratum("c", 1000, 10, 1, above=False)]
+    assert recall(above, below)[0] == pytest.approx(60 / 160)
+    assert call_density(above + below, hours=2.0)[0] == pytest.approx(80)
+    assert stratified_total([Stratum("a", 5, 0, 0)]) is None      # a stratum without a review: no estimate yet
+    lo, hi = precision([Stratum("a", 10, 10, 7)])[1]
+    assert lo == hi == pytest.approx(0.7)                          # a fully reviewed stratum is known exactly
+
+
+# ------------------------------------------------------------------- a season
+def write_log(path, recording, rows, hop=0.25, window=0.5, threshold=0.5):
+    """A prediction log as predict.py writes it, from probability rows of K1, K2, noise."""
+    logger = logging.getLogger(f"test-log-{path}")
+    close_logger(logger)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(FORMAT)
+    logger.addHandler(handler)
+    class_map = ClassMap.from_names(NAMES)
+    writer = LogWriter(logger, class_map)
+    data_opts = {"sr": 16000, "preemphases": 0.98, "n_fft": 256, "hop_length": 64, "n_freq_bins": 32, "fmin": 0,
+                 "fmax": 8000, "freq_compression": "linear", "min_level_db": -100, "ref_level_db": 20}
+    writer.header(recording, "m.pk", data_opts, window, hop, threshold, 0, 8000, False, 16000 * 10, 4000)
+    for i, probs in enumerate(rows):
+        start = round(i * hop, 3)
+        top = int(np.argmax(probs))
+        writer.record(start, round(start + window, 3), list(probs), int(probs[top] >= threshold))
+    close_logger(logger)
+
+
+def season_rows(calls, seconds=10.0, hop=0.25, seed=0):
+    """Window probabilities: high for a placed call's class where the window overlaps
+    it, except a few misses (low) and false alarms."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(int((seconds - 0.5) / hop) + 1):
+        start = i * hop
+        row = np.array([0.05, 0.05, 0.9])
+        for cls, t in calls:
+            if start < t + 0.4 and t < start + 0.5:
+                c = NAMES.index(cls)
+                row = np.array([0.1, 0.1, 0.1])
+                row[c] = 0.8 if rng.random() > 0.25 else 0.3            # a quarter of the call windows are missed
+                row /= row.sum()
+        if rng.random() < 0.05:                                          # a false alarm
+            row = np.array([0.7, 0.2, 0.1]) if rng.random() < 0.5 else np.array([0.2, 0.7, 0.1])
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture
+def season(tmp_path):
+    for key, calls in PLACED.items():
+        recording = tmp_path / "recordings" / f"{key}.wav"
+        make_recording(str(recording), 10.0, 16000, [(SHAPES[c], t) for c, t in calls], seed=3, call_len=0.4)
+        write_log(str(tmp_path / "predictions" / f"{key}_predict_output.log"), str(recording), season_rows(calls))
+    return tmp_path
+
+
+def truth(unit) -> str:
+    """What a reviewer who knows the placed calls answers."""
+    for cls, t in PLACED[unit.recording]:
+        if unit.begin < t + 0.4 and t < unit.end:
+            return "correct" if cls == unit.cls else "other:" + cls
+    return "wrong"
+
+
+def answer_all(session, client="tester"):
+    answered = 0
+    while True:
+        unit = session.next(client=client)
+        if unit is None:
+            return answered
+        verdict = truth(unit)
+        session.decide(unit.id, verdict.split(":")[0], verdict.split(":")[1] if ":" in verdict else None, "", client)
+        answered += 1
+
+
+def test_a_review_samples_every_stratum_and_writes_journal_tables_and_summary(season):
+    units, seconds, all_logs = load_units(str(season / "predictions"), str(season / "recordings"))
+    assert all_logs and set(seconds) == {"site1/a", "site2/b"}
+    session = ReviewSession(units, seconds, all_logs, str(season / "out"), per_class=10, bins=2, seed=4,
+                            target_precision=0.8)
+    plan = session.plans["K1"]
+    assert [s.name for s in plan.strata] == ["K1|above|1", "K1|above|2", "K1|below"]
+    first = [session.units[i].stratum for i in plan.queue[:3]]
+    assert sorted(first) == sorted(s.name for s in plan.strata if s.size)     # any prefix covers every stratum
+    for stratum in plan.strata:
+        picked = [i for i in plan.queue if session.units[i].stratum == stratum.name]
+        assert all(session.units[i].inclusion == pytest.approx(len(picked) / stratum.size) for i in picked)
+    assert answer_all(session) == sum(len(p.queue) for p in session.plans.values())
+    assert session.next() is None
+    journal = [json.loads(line) for line in open(season / "out" / "review_journal.jsonl")]
+    assert len(journal) == sum(len(p.queue) for p in session.plans.values())
+    assert {"item", "decision", "label", "inclusion", "how", "stratum", "recording", "begin", "end"} <= set(journal[0])
+    table = (season / "out" / "tables" / "site1" / "a.Table.1.selections.txt").read_text().splitlines()
+    assert table[0].endswith("\tScore\tVerified\tReviewed label")
+    verified = [row.split("\t")[10] for row in table[1:]]
+    assert set(verified) <= {"", "yes", "no", "unsure"} and "yes" in verified
+    summary = session.write_summary()
+    for name in ("K1", "K2"):
+        entry = summary["classes"][name]
+        assert entry["reviewed"] == entry["sampled"] and entry["precision"] is not None
+        assert entry["precision_ci95"][0] <= entry["precision"] <= entry["precision_ci95"][1]
+        assert entry["recall_ci95"][0] <= entry["recall"] <= entry["recall_ci95"][1]
+        assert not entry["call_density_is_lower_bound"] and set(entry["per_recording"]) == {"site1/a", "site2/b"}
+    assert json.loads((season / "out" / "review_summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_the_journal_survives_restarts_undo_and_corrupt_lines(season):
+    units, seconds, all_logs = load_units(str(season / "predictions"), str(season / "recordings"))
+    out = str(season / "out")
+    session = ReviewSession(units, seconds, all_logs, out, per_class=6, seed=1)
+    answered = []
+    for _ in range(4):
+        unit = session.next()
+        session.decide(unit.id, "correct")
+        answered.append(unit.id)
+    assert session.undo()["item"] == answered[-1]
+    with open(os.path.join(out, "review_journal.jsonl"), "a") as handle:
+        handle.write('{"type": "decision", "item": "cut sh')                   # a crash mid-line
+    again = ReviewSession(load_units(str(season / "predictions"), str(season / "recordings"))[0], seconds, all_logs,
+                          out, per_class=6, seed=1)
+    assert list(again.answers) == answered[:3]                                   # nothing earlier lost
+    assert len(again.journal.problems) == 1 and "review_journal.jsonl:6" in again.journal.problems[0]
+    unit = again.next()
+    assert unit.id == answered[3]                                                # continues where it stopped
+    again.decide(unit.id, "wrong")
+    lines = open(os.path.join(out, "review_journal.jsonl")).read().splitlines()
+    assert json.loads(lines[-1])["item"] == unit.id and len(lines) == 7         # appended on a new line
+
+
+def test_two_tabs_lose_no_decision(season):
+    units, seconds, all_logs = load_units(str(season / "predictions"), str(season / "recordings"))
+    session = ReviewSession(units, seconds, all_logs, str(season / "out"), per_class=20, seed=2)
+    handed = [session.next(client="tab1").id, session.next(client="tab2").id]
+    assert handed[0] != handed[1]                                                # each tab its own item
+    errors = []
+
+    def tab(name):
+        try:
+            answer_all(session, name)
+        except Exception as error:                  # pragma: no cover - reported below
+            errors.append(error)
+    threads = [threading.Thread(target=tab, args=(name,)) for name in ("tab1", "tab2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    lines = [json.loads(line) for line in open(season / "out" / "review_journal.jsonl")]
+    planned = {i for p in session.plans.values() for i in p.queue}
+    assert {entry["item"] for entry in lines} == planned and set(session.answers) == planned
+
+
+def test_bad_input_gets_one_clear_message(season, tmp_path):
+    import review
+
+    missing = tmp_path / "missing_recordings"
+    (missing / "site1").mkdir(parents=True)
+    os.link(season / "recordings" / "site1" / "a.wav", missing / "site1" / "a.wav")
+    with pytest.raises(ReviewError, match=r"(?s)not found below --recordings.*site2/b"):
+        load_units(str(season / "predictions"), str(missing))
+    tables = tmp_path / "tables"
+    (tables / "site1").mkdir(parents=True)
+    (tables / "site1" / "a.Table.1.selections.txt").write_text("Selection\tBegin Time (s)\tEnd Time (s)\n1\t1\t2\n")
+    with pytest.raises(ReviewError, match=r"a\.Table\.1\.selections\.txt: no a label column"):
+        load_units(str(tables), str(season / "recordings"))
+    (tables / "site1" / "a.Table.1.selections.txt").write_text(
+        "Selection\tBegin Time (s)\tEnd Time (s)\tSound type\n1\t9.5\t12.5\tK1\n")
+    with pytest.raises(ReviewError, match=r"ends after the recording .*a\.wav \(10 s\)"):
+        load_units(str(tables), str(season / "recordings"))
+    status = review.main(["--predictions", str(tables), "--recordings", str(season / "recordings"),
+                          "--out", str(tmp_path / "o"), "--port", "0"])
+    assert status == 1
+
+
+def test_tables_alone_give_precision_and_a_lower_bound_on_call_density(season, tmp_path):
+    tables = tmp_path / "tables"
+    (tables / "site1").mkdir(parents=True)
+    (tables / "site1" / "a.annotation.result.txt").write_text(
+        "Selection\tView\tChannel\tBegin time (s)\tEnd time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSound type\tComments\n"
+        "1\tSpectrogram_1\t1\t1.0\t1.5\t0\t8000\tK1\t \n2\tSpectrogram_1\t1\t4.0\t4.5\t0\t8000\tK1\t \n")
+    units, seconds, all_logs = load_units(str(tables), str(season / "recordings"))
+    assert not all_logs and len(units) == 2 and all(u.score is None for u in units)
+    session = ReviewSession(units, seconds, all_logs, str(season / "out"), per_class=5)
+    assert [s.name for s in session.plans["K1"].strata] == ["K1|above|1"]   # no score: one stratum, no below
+    answer_all(session)
+    entry = session.summary()["classes"]["K1"]
+    assert entry["precision"] == 0.5 and entry["recall"] is None and entry["call_density_is_lower_bound"]
+
+
+# ------------------------------------------------------------------- HTTP
+@pytest.fixture
+def server(season):
+    """review.py in a subprocess on a free port; yields (address, process, folder)."""
+    out = season / "out"
+    argv = [sys.executable, os.path.join(SRC, "review.py"), "--predictions", str(season / "predictions"),
+            "--recordings", str(season / "recordings"), "--out", str(out), "--port", "0", "--per_class", "4",
+            "--seed", "5"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    assert line.startswith("Review page: http://127.0.0.1:"), line + process.stderr.read()
+    address = line.split()[2]
+    yield address, process, season, argv
+    process.kill()
+    process.wait(10)
+
+
+def call(address, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(address.rstrip("/") + path, data=data,
+                                     headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def raw_status(address, path):
+    import http.client
+    host, port = address.split("//")[1].rstrip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", path)                  # sent as written: no client-side normalisation
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_http_interface_and_kill_minus_nine(server):
+    address, process, season, argv = server
+    item = call(address, "/api/next")
+    assert {"item", "recording", "begin", "end", "label", "score", "alternatives", "image", "audio"} <= set(item)
+    for url, kind in ((item["image"], b"\x89PNG"), (item["audio"], b"RIFF")):
+        with urllib.request.urlopen(address.rstrip("/") + url, timeout=30) as response:
+            assert response.read()[:4] == kind
+    done = []
+    for _ in range(3):
+        item = call(address, "/api/next")
+        assert call(address, "/api/decision", {"item": item["item"], "decision": "correct"})["ok"]
+        done.append(item["item"])
+    os.kill(process.pid, signal.SIGKILL)                               # no chance to save anything more
+    process.wait(10)
+    restarted = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        address = restarted.stdout.readline().split()[2]
+        assert call(address, "/api/next")["item"] not in done
+        summary = call(address, "/api/summary")
+        assert sum(c["answered"] for c in summary["classes"].values()) == 3
+        with pytest.raises(urllib.error.HTTPError):
+            call(address, "/api/decision", {"item": "nope", "decision": "correct"})
+    finally:
+        restarted.kill()
+        restarted.wait(10)
+
+
+def test_only_the_page_and_the_two_folders_are_served(server, tmp_path):
+    address, process, season, _ = server
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (season / "recordings" / "link.txt").symlink_to(outside)
+    assert raw_status(address, "/files/recordings/site1/a.wav") == 200
+    assert raw_status(address, "/assets/review.js") == 200
+    for path in ("/files/recordings/../predictions/site1/a_predict_output.log", "/files/recordings/%2e%2e/x",
+                 "/files/recordings/%2E%2E%2Fpredictions%2Fsite1", "/files/recordings//etc/passwd",
+                 "/files/recordings/link.txt", "/files/other/site1/a.wav", "/assets/../review.py",
+                 "/files/out/..%2f..%2fetc%2fpasswd"):
+        assert raw_status(address, path) in (400, 404), path
+
+
+# ------------------------------------------------------------------- back into training
+def test_reviewed_tables_become_training_clips(season, tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(SRC), "TRAINING"))
+    import clips_from_raven
+    from data.filenames import class_name, find_audio_files
+
+    units, seconds, all_logs = load_units(str(season / "predictions"), str(season / "recordings"))
+    session = ReviewSession(units, seconds, all_logs, str(season / "out"), per_class=30, seed=3)
+    answer_all(session)
+    verdicts = [json.loads(line) for line in open(season / "out" / "review_journal.jsonl")]
+    yes = [v for v in verdicts if v["decision"] in ("correct", "other")]
+    no = [v for v in verdicts if v["decision"] == "wrong"]
+    assert yes and no
+    for flag, expected in (([], len(yes)), (["--rejected_as_noise"], len(yes) + len(no))):
+        out = tmp_path / f"clips{len(flag)}"
+        assert clips_from_raven.main(["--recordings", str(season / "recordings"), "--annotations",
+                                      str(season / "out" / "tables"), "--out", str(out)] + flag) == 0
+        clips = find_audio_files(str(out))
+        assert len(clips) == expected
+        counts = {name: sum(1 for c in clips if class_name(c) == name) for name in ("K1", "K2", "noise")}
+        assert counts["K1"] + counts["K2"] == len(yes) and counts["noise"] == expected - len(yes)
+        relabelled = [v for v in yes if v["decision"] == "other"]
+        assert counts["K1"] == sum(1 for v in yes if v["label"] == "K1")
+        assert all(v["label"] != v["model_label"] for v in relabelled)

@@ -1,0 +1,112 @@
+"""The review page in a real browser: Debian's headless Chromium driven through
+chromium-driver (``.ci/run`` installs both). Plays an item's audio to its end, answers
+with the keyboard, reloads mid-review, finishes, and checks the journal, the tables and
+the summary. Never skipped: without the browser the test fails."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from test_review import PLACED, SHAPES, season_rows, truth, write_log  # noqa: F401  (the same season)
+from utils.synthetic import make_recording
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def page(tmp_path):
+    import review
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for key, calls in PLACED.items():
+        recording = tmp_path / "recordings" / f"{key}.wav"
+        make_recording(str(recording), 10.0, 16000, [(SHAPES[c], t) for c, t in calls], seed=3, call_len=0.4)
+        write_log(str(tmp_path / "predictions" / f"{key}_predict_output.log"), str(recording), season_rows(calls))
+    args = review.build_parser().parse_args(["--predictions", str(tmp_path / "predictions"), "--recordings",
+                                             str(tmp_path / "recordings"), "--out", str(tmp_path / "out"),
+                                             "--per_class", "3", "--bins", "1", "--seed", "2", "--port", "0",
+                                             "--context", "0.2"])
+    session = review.open_review(args)
+    servers = []
+    ready = threading.Event()
+    thread = threading.Thread(target=review.serve, args=(session, "127.0.0.1", 0,
+                                                         lambda server, address: (servers.append((server, address)),
+                                                                                  ready.set())), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+    driver.set_script_timeout(30)
+    yield driver, servers[0][1], session, tmp_path
+    driver.quit()
+    servers[0][0].shutdown()
+
+
+def current_item(driver):
+    return driver.execute_script("return current && current.item")
+
+
+def wait_for(condition, seconds=20):
+    end = time.time() + seconds
+    while time.time() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_a_review_in_the_browser(page):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    driver, address, review, folder = page
+    session = review.session
+    planned = sum(len(p.queue) for p in session.plans.values())
+    driver.get(address)
+    first = wait_for(lambda: current_item(driver))
+    assert "<kbd>c</kbd> correct" in driver.page_source                   # the keys are shown on the page
+    assert wait_for(lambda: driver.execute_script("return document.getElementById('spectrogram').naturalWidth")) > 0
+    played = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1]; const audio = document.getElementById('audio');"
+        "audio.onended = () => done(['ended', audio.duration]); audio.onerror = () => done(['error', 0]);"
+        "audio.currentTime = 0; audio.play().catch((e) => done(['refused', String(e)]));")
+    assert played[0] == "ended" and played[1] > 0.5
+    answers, reloaded = {}, False
+    while True:
+        item = wait_for(lambda: current_item(driver) or (driver.find_element("id", "done").is_displayed() and "done"))
+        if item == "done":
+            break
+        unit = session.units[item]
+        verdict = truth(unit)
+        keys = {"correct": "c", "wrong": "w"}.get(verdict.split(":")[0])
+        if keys:
+            ActionChains(driver).send_keys(keys).perform()
+        else:                                              # another class: o, type it, Enter
+            ActionChains(driver).send_keys("o").perform()
+            wait_for(lambda: driver.find_element("id", "other-box").is_displayed())
+            ActionChains(driver).send_keys(verdict.split(":")[1]).send_keys("\ue007").perform()
+        answers[item] = verdict
+        wait_for(lambda: current_item(driver) != item or driver.find_element("id", "done").is_displayed())
+        if len(answers) == 2 and not reloaded:           # closing the tab mid-review loses nothing
+            driver.refresh()
+            reloaded = True
+            wait_for(lambda: current_item(driver) or driver.find_element("id", "done").is_displayed())
+    assert first in answers and len(answers) == planned
+    journal = [json.loads(line) for line in open(folder / "out" / "review_journal.jsonl")]
+    assert {e["item"]: (e["decision"] if e["decision"] != "other" else "other:" + e["label"]) for e in journal} \
+        == answers
+    rows = [line.split("\t") for path in (folder / "out" / "tables").rglob("*.selections.txt")
+            for line in path.read_text().splitlines()[1:]]
+    assert sum(1 for r in rows if r[10] in ("yes", "no")) == planned
+    driver.get(address + "summary")
+    assert "Review summary" in driver.page_source and "<svg" in driver.page_source
+    summary = json.loads((folder / "out" / "review_summary.json").read_text())
+    assert sum(c["reviewed"] for c in summary["classes"].values()) == planned
