@@ -312,6 +312,7 @@ def open_review(args) -> Review:
 def serve(review: Review, host: str, port: int, ready=None):
     from werkzeug.serving import make_server
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)          # no line per request
     server = make_server(host, port, create_app(review), threaded=True)
     address = f"http://{host}:{server.server_port}/"
     print(f"Review page: {address}  ({len(review.session.units)} units, answers in "

@@ -16,6 +16,10 @@ Reviewed tables (``review.py``'s ``tables/``, with a ``Verified`` column): rows 
 ``yes`` become clips of their ``Reviewed label`` (else their ``Sound type``); ``no``,
 ``unsure`` and unreviewed rows are left out, or ``no`` rows become ``noise`` clips with
 ``--rejected_as_noise``. Tables without a ``Verified`` column are used as they are.
+
+``--into_partition train`` (when ``--out`` already holds a split): the new clips join that
+partition of the existing split (its per-folder CSV and index file), so a retrained
+model is tested on the same validation and test clips as before.
 """
 
 import argparse
@@ -126,6 +130,7 @@ def cut(args) -> int:
     if missing:
         raise TableError(f"annotation tables for recording(s) not found in {args.recordings}: {', '.join(missing)}")
     rng, written, number = random.Random(args.seed), 0, 0
+    new_files = []
     for recording, selections in sorted(annotations.items()):
         path = recordings[recording]
         data, rate = read_audio(path)
@@ -144,8 +149,37 @@ def cut(args) -> int:
             file_name = f"{name}-raven_{number:05d}_{year}_{tape}_{int(round(begin * 1000))}_{int(round(end * 1000))}.wav"
             write_clip(os.path.join(args.out, name, file_name), data[first:last], rate)
             written += 1
+            new_files.append(os.path.join(name, file_name))
     log.info(f"{written} clip(s) written to {args.out}")
+    if args.into_partition:
+        add_to_partition(args.out, new_files, args.into_partition)
+        log.info(f"{len(new_files)} clip(s) added to the {args.into_partition} partition of the split in {args.out}")
     return 0
+
+
+def add_to_partition(data_dir: str, files, partition: str) -> None:
+    """Append ``files`` (data_dir-relative) to ``partition`` of the split in ``data_dir``:
+    each folder's ``<partition>.csv`` and the index file."""
+    from data.split import PARTITIONS, split_exists
+
+    if partition not in PARTITIONS or not split_exists(data_dir):
+        raise ValueError(f"--into_partition {partition}: {data_dir} holds no train/val/test split to add to")
+    index_path = os.path.join(data_dir, partition)
+    with open(index_path) as handle:
+        index = [line.strip() for line in handle if line.strip()]
+    by_folder = {}
+    for name in files:
+        by_folder.setdefault(os.path.dirname(name), []).append(name)
+    for folder, names in sorted(by_folder.items()):
+        csv_rel = os.path.join(folder, partition + ".csv")
+        csv_path = os.path.join(data_dir, csv_rel)
+        old = open(csv_path).read() if os.path.isfile(csv_path) else ""
+        with atomic_write(csv_path, "w", newline="") as handle:
+            handle.write(old + "".join(n + "\n" for n in names))
+        if csv_rel not in index:
+            index.append(csv_rel)
+    with atomic_write(index_path, "w") as handle:
+        handle.writelines(line + "\n" for line in index)
 
 
 def main(argv=None) -> int:
@@ -161,6 +195,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise clip positions")
     p.add_argument("--rejected_as_noise", action="store_true",
                    help="reviewed tables: rows verified 'no' become noise clips")
+    p.add_argument("--into_partition", choices=("train", "val", "test"), default=None,
+                   help="add the clips to this partition of the split already in --out")
     args = p.parse_args(argv)
     try:
         return cut(args)

@@ -460,6 +460,11 @@ class ReviewSession:
         if entry.get("type") == "undo":
             self.answers.pop(item, None)
         elif entry.get("type") == "queued":
+            if item not in self.units and "recording" in entry:      # found by a search or the learner
+                self.units[item] = Unit(item, entry["recording"], entry["path"], entry["begin"], entry["end"],
+                                        entry["label"], entry.get("score"), entry["class"], False,
+                                        entry.get("channel", 1), [], f"{entry['class']}|{entry['how']}", None,
+                                        entry["how"])
             if item in self.units and item not in self.extra:
                 self.units[item].how = entry.get("how", "search")
                 self.extra.append(item)
@@ -505,18 +510,33 @@ class ReviewSession:
             self.write_table(self.units[last["item"]].recording)
             return last
 
-    def queue(self, items: Sequence[str], how: str) -> int:
-        """Add units to review after the planned sample (never counted by the estimators)."""
+    def queue(self, units: Sequence[Unit], how: str) -> int:
+        """Add units (found by a search or chosen by the learner) to review before the rest
+        of the planned sample; they are never counted by the estimators. The journal keeps
+        each unit whole, so a restarted review knows them."""
         added = 0
         with self.lock:
-            for item in items:
-                if item in self.units and item not in self.answers and item not in self.extra and \
-                        self.units[item].inclusion is None:
-                    entry = {"type": "queued", "item": item, "how": how, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                    self.journal.append(entry)
-                    self._apply(entry)
-                    added += 1
+            for unit in units:
+                known = self.units.get(unit.id)
+                if known is not None and (known.inclusion is not None or unit.id in self.answers
+                                          or unit.id in self.extra):
+                    continue
+                entry = {"type": "queued", "item": unit.id, "how": how, "recording": unit.recording,
+                         "path": unit.path, "begin": unit.begin, "end": unit.end, "label": unit.label,
+                         "score": unit.score, "class": unit.cls, "channel": unit.channel,
+                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                self.journal.append(entry)
+                self._apply(entry)
+                added += 1
         return added
+
+    def covered(self, recording: str, begin: float, end: float) -> bool:
+        """Whether an answered or queued unit already overlaps this stretch."""
+        for item in list(self.answers) + self.extra:
+            unit = self.units[item]
+            if unit.recording == recording and unit.begin < end and begin < unit.end:
+                return True
+        return False
 
     # ------------------------------------------------------------------ next
     def next(self, cls: Optional[str] = None, client: str = "") -> Optional[Unit]:
@@ -578,42 +598,53 @@ class ReviewSession:
             self.write_table(recording)
 
     # --------------------------------------------------------------- summary
-    def strata_counts(self, plan: ClassPlan) -> List[est.Stratum]:
-        """The plan's strata with the random sample's answers counted."""
+    def strata_counts(self, plan: ClassPlan, target: str) -> List[est.Stratum]:
+        """The plan's strata with the random sample's answers counted: ``correct`` = the
+        units that hold a call of ``target`` (a correct answer in ``target``'s own strata,
+        or an 'other class' answer naming it)."""
         counted = []
         for stratum in plan.strata:
             members = set(plan.members[stratum.name])
             answers = [a for i, a in self.answers.items() if i in members and self.units[i].inclusion is not None
                        and a["decision"] in ("correct", "wrong", "other")]
-            correct = sum(1 for a in answers if a["decision"] == "correct" or
-                          (a["decision"] == "other" and a["label"] == plan.name))
-            counted.append(est.Stratum(stratum.name, stratum.size, len(answers), correct, stratum.above,
+            calls = sum(1 for a in answers if (a["decision"] == "correct" and plan.name == target) or
+                        (a["decision"] == "other" and a["label"] == target))
+            counted.append(est.Stratum(stratum.name, stratum.size, len(answers), calls, stratum.above,
                                        stratum.low, stratum.high, stratum.recordings))
         return counted
+
+    def class_summary(self, name: str, hours: float) -> dict:
+        """Precision from the class's detections; recall and call density from every
+        stratum (a call of this class may hide below the threshold of any class, or in
+        another class's detections, where the reviewer names it)."""
+        plan = self.plans[name]
+        own = self.strata_counts(plan, name)
+        above = [s for s in own if s.above]
+        others = [s for other in self.plans.values() for s in self.strata_counts(other, name)
+                  if other.name != name or not s.above]
+        seen_below = any(not s.above for s in others)
+        p, p_ci = est.precision(above)
+        r, r_ci = est.recall(above, others) if seen_below else (None, (None, None))
+        everything = above + others
+        d, d_ci = est.call_density(everything, hours)
+        per_recording = OrderedDict()
+        for recording in sorted(self.seconds):
+            value, ci = est.call_density(everything, self.seconds[recording] / 3600, recording=recording)
+            per_recording[recording] = {"call_density_per_hour": value, "call_density_ci95": list(ci)}
+        return {"precision": p, "precision_ci95": list(p_ci), "recall": r, "recall_ci95": list(r_ci),
+                "call_density_per_hour": d, "call_density_ci95": list(d_ci),
+                "call_density_is_lower_bound": not self.all_logs, "per_recording": per_recording,
+                "reviewed": sum(s.reviewed for s in own), "sampled": len(plan.queue),
+                "answered": self.progress(name)[0], "detections": sum(s.size for s in above),
+                "strata": [asdict(s) | {"share": s.share} for s in own]}
 
     def summary(self) -> dict:
         with self.lock:
             hours = sum(self.seconds.values()) / 3600
             classes = OrderedDict()
             for name, plan in self.plans.items():
-                strata = self.strata_counts(plan)
-                above = [s for s in strata if s.above]
-                below = [s for s in strata if not s.above]
-                p, p_ci = est.precision(above)
-                r, r_ci = est.recall(above, below)
-                d, d_ci = est.call_density(strata, hours)
-                per_recording = OrderedDict()
-                for recording in sorted(self.seconds):
-                    value, ci = est.call_density(strata, self.seconds[recording] / 3600, recording=recording)
-                    per_recording[recording] = {"call_density_per_hour": value, "call_density_ci95": list(ci)}
-                entry = {"precision": p, "precision_ci95": list(p_ci), "recall": r, "recall_ci95": list(r_ci),
-                         "call_density_per_hour": d, "call_density_ci95": list(d_ci),
-                         "call_density_is_lower_bound": not self.all_logs,
-                         "per_recording": per_recording,
-                         "reviewed": sum(s.reviewed for s in strata), "sampled": len(plan.queue),
-                         "answered": self.progress(name)[0], "detections": sum(s.size for s in above),
-                         "strata": [asdict(s) | {"share": s.share} for s in strata]}
-                entry.update(self.threshold_figures(plan, strata))
+                entry = self.class_summary(name, hours)
+                entry.update(self.threshold_figures(plan))
                 entry["precision_curve"] = self.precision_curve(plan)
                 classes[name] = entry
             return {"classes": classes, "hours": hours, "recordings": len(self.seconds),
@@ -636,7 +667,7 @@ class ReviewSession:
         weights = np.asarray([size[u.stratum] / reviewed[u.stratum] for u, _ in usable])
         return scores, correct, weights, np.asarray([u.stratum for u, _ in usable])
 
-    def threshold_figures(self, plan: ClassPlan, strata) -> dict:
+    def threshold_figures(self, plan: ClassPlan) -> dict:
         if self.target_precision is None:
             return {"threshold_for_target_precision": None, "threshold_for_target_precision_ci95": [None, None]}
         scores, correct, weights, which = self._reviewed_arrays(plan)

@@ -1,4 +1,10 @@
-"""Pooling + one linear layer: ``[B, C, H, W] -> [B, num_classes]`` (logits)."""
+"""Pooling + a head: ``[B, C, H, W] -> [B, num_classes]`` (logits).
+
+The original's head is one linear layer (``head: linear``). Heads fitted on stored
+embeddings (``embed.py fit``) may add a hidden layer (``head: mlp``, ``hidden`` units) and
+round the pooled features to float16 first (``round_float16``), as the embedding store
+holds them, so the head sees in prediction exactly what it was fitted on.
+"""
 
 import torch
 import torch.nn as nn
@@ -12,9 +18,17 @@ class Classifier(nn.Module):
         opts = {**DefaultClassifierOpts, **opts}
         if opts["pooling"] not in ("avg", "max"):
             raise ValueError(f"pooling must be 'avg' or 'max', not {opts['pooling']!r}")
+        head = opts.get("head", "linear")
+        if head not in ("linear", "mlp"):
+            raise ValueError(f"head must be 'linear' or 'mlp', not {head!r}")
         self._opts = opts
-        self.linear = nn.Linear(opts["input_channels"], opts["num_classes"])
-        self.hidden_layer_1 = None   # pooled features of the last forward (latent extraction)
+        self.round_float16 = bool(opts.get("round_float16", False))
+        features = opts["input_channels"]
+        if head == "mlp":
+            self.hidden = nn.Linear(features, int(opts["hidden"]))
+            features = int(opts["hidden"])
+        self.linear = nn.Linear(features, opts["num_classes"])
+        self.hidden_layer_1 = None   # pooled features of the last forward (latent extraction, embeddings)
         self.output_layer = None     # logits of the last forward
 
     def model_opts(self) -> dict:
@@ -28,9 +42,16 @@ class Classifier(nn.Module):
         flat = x.flatten(2)
         return flat.mean(dim=2) if self._opts["pooling"] == "avg" else flat.amax(dim=2)
 
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits from pooled features (float16-rounded first where the head was fitted so)."""
+        z = pooled.half().to(pooled.dtype) if self.round_float16 else pooled
+        if hasattr(self, "hidden"):
+            z = torch.relu(self.hidden(z))
+        return self.linear(z)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.pool(x)
-        logits = self.linear(hidden)
+        logits = self.head(hidden)
         if not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
                 or torch.onnx.is_in_onnx_export()):
             self.hidden_layer_1, self.output_layer = hidden.detach(), logits.detach()   # not the graph

@@ -1,0 +1,220 @@
+"""Find more calls like this one: season embeddings, search by example, few-shot heads.
+
+    python ANIMAL-SPOT/embed.py --model_path M.pk --input_file DIR --store STORE [--hop 0.5]
+    python ANIMAL-SPOT/embed.py --backbone NAME [--pretrained_weights PATH] --input_file DIR --store STORE
+    python ANIMAL-SPOT/embed.py search --store STORE --query QUERY [--top N] --output TABLE.txt
+    python ANIMAL-SPOT/embed.py fit --store STORE --labels TABLES_OR_CLIPS --out HEAD.pk [--mlp H]
+    python ANIMAL-SPOT/embed.py classify --store STORE --model_path HEAD.pk --output_dir DIR
+
+Embedding is one more consumer of the prediction stream: the same windows, spectrograms
+and batches as ``predict.py`` (``--amp``, ``--batch_size``, ``--shard``, ``torchrun``), and
+the pooled encoder features of each window go to the store (``embedding.store``) as
+float16. A rerun embeds only the recordings the store lacks (also after ``kill -9``); a
+store made with another model or settings is refused. ``search`` writes the windows most
+similar to a query (a clip file, ``RECORDING:START-END``, or ``TABLE.txt#SELECTION``) as a
+Raven table; ``fit`` fits a small head on stored windows labelled by review journals,
+Raven tables or clips and saves it as a normal model file (the embedding model's encoder
+plus the head); ``classify`` applies such a head to the whole store without computing a
+spectrogram and writes the logs and Raven tables ``predict.py`` would write.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+log = logging.getLogger("EMBED")
+TEMPLATE = {"sr": 44100, "n_fft": 1024, "hop_length": 172, "n_freq_bins": 256, "fmin": 500, "fmax": 10000,
+            "freq_compression": "linear"}          # the training scripts' settings (and their 0.5 s segments)
+
+
+def embed_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Embed every window of a season into an embedding store.",
+                                epilog="Sub-commands: search, fit, classify (embed.py <command> --help).")
+    p.add_argument("--model_path", default=None, help="an ANIMAL-SPOT.pk whose pooled encoder features are the embedding")
+    p.add_argument("--backbone", default=None, help="or an untrained backbone by name (e.g. with ImageNet weights)")
+    p.add_argument("--pretrained_weights", default=None, help="--backbone: local weights file (else the cache)")
+    p.add_argument("--input_file", required=True, help="a recording, or a folder searched recursively")
+    p.add_argument("--store", required=True, help="the store folder (made, or appended to)")
+    p.add_argument("--hop", type=float, default=0.5, help="window step in seconds (default 0.5)")
+    p.add_argument("--sequence_len", type=float, default=None,
+                   help="window length in seconds (default: the model's training segment)")
+    p.add_argument("--batch_size", type=int, default=16, help="windows per forward pass (default 16)")
+    p.add_argument("--amp", action="store_true", help="reduced precision where the device has it")
+    p.add_argument("--memory_format", default="auto", choices=("auto", "contiguous", "channels_last"))
+    p.add_argument("--no_cuda", action="store_true", help="do not use a GPU")
+    p.add_argument("--shard", default=None, metavar="I/N", help="embed the I-th of N shares of the recordings")
+    for key, value in TEMPLATE.items():
+        p.add_argument(f"--{key}", type=type(value), default=None,
+                       help=f"--backbone: {key} (default {value}, the training scripts' setting)")
+    return p
+
+
+def search_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="embed.py search", description="The windows most like a query, as a Raven table.")
+    p.add_argument("--store", required=True)
+    p.add_argument("--query", required=True, help="a clip file, RECORDING:START-END (seconds), or TABLE.txt#SELECTION")
+    p.add_argument("--top", type=int, default=20, help="selections to write (default 20)")
+    p.add_argument("--output", required=True, help="the Raven table to write")
+    p.add_argument("--model_path", default=None, help="the store's model, where it moved (clip queries)")
+    return p
+
+
+def fit_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="embed.py fit", description="Fit a small head on stored embeddings.")
+    p.add_argument("--store", required=True)
+    p.add_argument("--labels", required=True, nargs="+",
+                   help="review journals (review_journal.jsonl), Raven tables or folders of them, or folders of "
+                        "labelled clips (ANIMAL-SPOT names)")
+    p.add_argument("--out", required=True, help="the model file to write (HEAD.pk)")
+    p.add_argument("--mlp", type=int, default=None, metavar="H", help="a hidden layer of H units (default: linear)")
+    p.add_argument("--epochs", type=int, default=300, help="full-batch optimisation steps (default 300)")
+    p.add_argument("--weight_decay", type=float, default=1e-3, help="L2 penalty (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model_path", default=None, help="the store's model, where it moved")
+    return p
+
+
+def classify_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="embed.py classify", description="Apply a head to the whole store.")
+    p.add_argument("--store", required=True)
+    p.add_argument("--model_path", required=True, help="a head written by embed.py fit")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--threshold", type=float, default=None, help="as predict.py --threshold")
+    p.add_argument("--raven", action="store_true", help="also write Raven tables (per recording and combined)")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+# --------------------------------------------------------------------------- embed
+def embedding_model(args, device, precision):
+    """The prediction model whose pooled features are the embedding, and the store's
+    description of it."""
+    import torch
+
+    from data.features import FeatureOptions
+    from embedding.store import file_sha256
+    from models import backbones
+    from models.model_file import LoadedModel, ModelSpec, classifier_options, load_model
+    from prediction.core import PredictionModel, TorchBackend
+
+    if bool(args.model_path) == bool(args.backbone):
+        raise ValueError("give --model_path (a trained model) or --backbone (an untrained one), not both")
+    if args.model_path:
+        model = PredictionModel.open(args.model_path, device, False, precision, args.memory_format)
+        identity = {"file": os.path.abspath(args.model_path), "sha256": file_sha256(args.model_path)}
+    else:
+        backbone = backbones.get(args.backbone)
+        options = FeatureOptions(**{k: getattr(args, k) if getattr(args, k) is not None else v
+                                    for k, v in TEMPLATE.items()})
+        encoder_opts = dict(backbone.defaults, backbone=backbone.name)
+        spec = ModelSpec(encoder_opts, classifier_options(encoder_opts, 2), options.data_opts(),
+                         train_opts={"sequence_len": 1000 * (args.sequence_len or 0.5)})
+        network = spec.build(pretrained=True, weights_path=args.pretrained_weights)
+        backend = TorchBackend(LoadedModel(network.eval(), spec), device, precision, args.memory_format)
+        model = PredictionModel(f"backbone:{backbone.name}", spec, options, backend)
+        weights = file_sha256(args.pretrained_weights) if args.pretrained_weights else "the library's ImageNet weights"
+        identity = {"backbone": backbone.name, "weights": weights,
+                    "weights_path": os.path.abspath(args.pretrained_weights) if args.pretrained_weights else None}
+    dim = int(model.spec.classifier_opts.get("input_channels"))
+    description = {"model": identity, "data_opts": model.spec.data_opts, "min_max_norm": model.options.min_max_norm,
+                   "dim": dim, "hop": args.hop, "classes": model.class_map.to_dict(),
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch": str(torch.__version__)}
+    return model, description
+
+
+def run_embed(args) -> int:
+    from data.audio_io import AudioFileError, SignalReader, recording_files
+    from embedding.store import Store
+    from prediction.core import Predictor
+    from utils import runtime
+
+    device = runtime.choose_device(not args.no_cuda)
+    precision = runtime.choose_precision(device, args.amp)
+    model, description = embedding_model(args, device, precision)
+    predictor = Predictor([model], args.sequence_len, args.hop, args.batch_size, device=device,
+                          prefetch=device.type != "cpu")
+    description["window"] = predictor.sequence_len
+    store = Store(args.store)
+    store.create(description)
+    files = recording_files(args.input_file)
+    mine = shard_of(files, args.shard)
+    failed, done, started = [], 0, time.time()
+    for path in mine:
+        relative = os.path.relpath(path, args.input_file) if os.path.isdir(args.input_file) else os.path.basename(path)
+        if store.has(relative):
+            continue
+        try:
+            reader = SignalReader(path, model.options.sr)
+            geometry = predictor.geometry(reader)
+            meta = {"source": os.path.abspath(path), "seconds": reader.seconds, "n_samples": reader.n_samples,
+                    "step": geometry.step, "sr": reader.sr, "rate": reader.rate, "channels": reader.channels}
+            with store.writer(relative, meta) as part:
+                for batch in predictor.stream(path, pooled=True, reader=reader):
+                    part.add(batch.starts, batch.ends, [1] * len(batch.starts), batch.pooled.half().numpy())
+            reader.close()
+            done += 1
+        except AudioFileError as error:
+            log.error(str(error))
+            failed.append(path)
+    recordings, windows = store.size()
+    log.info(f"{done} recording(s) embedded in {time.time() - started:.1f} s; the store holds {recordings} "
+             f"recording(s), {windows} windows of {description['dim']} dimensions")
+    if failed:
+        log.error(f"{len(failed)} recording(s) could not be read: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def shard_of(files: List[str], shard: Optional[str]) -> List[str]:
+    """``I/N``: every N-th recording from the I-th (1-based); all without a shard."""
+    if not shard:
+        return list(files)
+    try:
+        index, count = (int(v) for v in shard.split("/"))
+        assert 1 <= index <= count
+    except (ValueError, AssertionError):
+        raise ValueError(f"--shard {shard}: expected I/N with 1 <= I <= N") from None
+    return list(files)[index - 1::count]
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: Optional[List[str]] = None) -> int:
+    from utils.logging import close_logger, setup_logger
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in ("search", "fit", "classify") else "embed"
+    parser = {"embed": embed_parser, "search": search_parser, "fit": fit_parser, "classify": classify_parser}[command]()
+    args = parser.parse_args(argv[1:] if command != "embed" else argv)
+    logger = setup_logger("EMBED", None)
+    library = setup_logger("ANIMAL-SPOT", None)
+    from data.audio_io import AudioFileError
+    from embedding.store import StoreError
+    from models.model_file import ModelFileError
+    from models.tv_encoder import PretrainedWeightsError
+    from utils.atomic import OutputError
+
+    try:
+        if command == "embed":
+            return run_embed(args)
+        if command == "search":
+            from embedding.search import run_search
+            return run_search(args)
+        from embedding import heads
+        return heads.run_fit(args) if command == "fit" else heads.run_classify(args)
+    except (StoreError, ModelFileError, AudioFileError, PretrainedWeightsError, OutputError, ValueError,
+            FileNotFoundError) as error:
+        logger.error(str(error))
+        return 1
+    finally:
+        close_logger(logger)
+        close_logger(library)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Few-shot heads on stored embeddings: labelled examples in, a normal model file out.
+
+Examples: the windows of the store labelled by
+* review journals (``review_journal.jsonl``): correct -> the model's label, other -> the
+  reviewer's, wrong -> noise; unsure and skipped answers are left out;
+* Raven tables (files or folders): a window takes the label of a selection it overlaps by
+  at least half of the shorter of the two; windows of an annotated recording that no
+  selection touches are ``noise``; windows that touch a selection by less are left out;
+* folders of labelled clips (ANIMAL-SPOT names): every window of a clip, embedded with
+  the store's model, takes the clip's class.
+
+The head (a linear layer, or one hidden layer with ``--mlp``) is fitted full-batch with
+L-BFGS on the float16 vectors, with inverse-frequency class weights, and validated on
+whole recordings held out (about a fifth; with one recording, its last fifth in time,
+with a warning); it reports per-class figures with intervals as training does, and is
+calibrated (temperature, per-class thresholds, unknown score) on the validation windows.
+The model file holds the embedding model's encoder and the head (``round_float16``: the
+pooled features are rounded to float16 first, as the store holds them), so
+``predict.py``, ensembles, thresholds, Raven tables, ONNX export and the review page use
+it unchanged; ``classify`` applies it to the store without computing spectrograms.
+"""
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from embedding.store import Store, StoreError, file_sha256
+
+log = logging.getLogger("EMBED")
+NOISE = "noise"
+
+
+@dataclass
+class Examples:
+    vectors: np.ndarray               # (n, dim) float32 (float16 values)
+    labels: List[str]
+    groups: List[str]                 # the recording (or clip) of each example
+    times: np.ndarray                 # window starts (time blocks of a single recording)
+
+
+# ----------------------------------------------------------------------- labels
+def covered(starts, ends, selections) -> Tuple[np.ndarray, np.ndarray]:
+    """Per window: the label index it takes (-1 none), and whether it touches any selection."""
+    label = np.full(len(starts), -1)
+    touched = np.zeros(len(starts), dtype=bool)
+    for index, (begin, end) in enumerate(selections):
+        shared = np.minimum(ends, end) - np.maximum(starts, begin)
+        touch = shared > 0
+        touched |= touch
+        enough = touch & (shared >= 0.5 * np.minimum(ends - starts, end - begin) - 1e-9)
+        label[enough & (label == -1)] = index
+    return label, touched
+
+
+def journal_labels(path: str) -> Dict[str, List[Tuple[float, float, str]]]:
+    """recording key -> [(begin, end, label)] from a review journal's final answers."""
+    from evaluation.review_session import Journal
+
+    answers: Dict[str, dict] = {}
+    for entry in Journal(path).read():
+        if entry.get("type") == "undo":
+            answers.pop(entry["item"], None)
+        elif entry.get("type") == "decision":
+            answers.pop(entry["item"], None)
+            answers[entry["item"]] = entry
+    out: Dict[str, List[Tuple[float, float, str]]] = {}
+    for entry in answers.values():
+        label = {"correct": entry.get("model_label", entry["label"]), "other": entry["label"],
+                 "wrong": NOISE}.get(entry["decision"])
+        if label:
+            out.setdefault(entry["recording"], []).append((float(entry["begin"]), float(entry["end"]), label))
+    return out
+
+
+def _key(recording: str) -> str:
+    return os.path.splitext(recording)[0]
+
+
+def store_examples(store: Store, selections: Dict[str, List[Tuple[float, float, str]]], noise_elsewhere: bool
+                   ) -> Examples:
+    """Windows of the store labelled by ``selections`` (recording key -> selections)."""
+    wanted = {_key(k): v for k, v in selections.items()}
+    vectors, labels, groups, times = [], [], [], []
+    found = set()
+    for part in store.parts():
+        key = _key(part.recording)
+        rows = wanted.get(key, wanted.get(os.path.basename(key)))
+        if rows is None:
+            continue
+        found.add(key)
+        index, touched = covered(part.starts, part.ends, [(b, e) for b, e, _ in rows])
+        for i in range(len(part.starts)):
+            if index[i] >= 0:
+                label = rows[index[i]][2]
+            elif noise_elsewhere and not touched[i]:
+                label = NOISE
+            else:
+                continue
+            vectors.append(part.vectors[i])
+            labels.append(label)
+            groups.append(key)
+            times.append(part.starts[i])
+    missing = sorted(set(wanted) - found - {os.path.basename(k) for k in found})
+    if missing:
+        log.warning(f"labelled recording(s) not in the store {store.root} (left out): {', '.join(missing[:5])}"
+                    + (" ..." if len(missing) > 5 else ""))
+    return Examples(np.asarray(vectors, dtype=np.float32).reshape(-1, int(store.description["dim"])), labels, groups,
+                    np.asarray(times))
+
+
+def clip_examples(store: Store, folder: str, model_path: Optional[str]) -> Examples:
+    from data.filenames import class_name, find_audio_files
+    from embedding.search import embed_audio
+
+    vectors, labels, groups = [], [], []
+    for relative in find_audio_files(folder):
+        windows = embed_audio(store, os.path.join(folder, relative), model_path)
+        vectors += list(windows)
+        labels += [class_name(relative)] * len(windows)
+        groups += [relative] * len(windows)
+    return Examples(np.asarray(vectors, dtype=np.float32).reshape(-1, int(store.description["dim"])), labels, groups,
+                    np.zeros(len(labels)))
+
+
+def gather(store: Store, sources: Sequence[str], model_path: Optional[str]) -> Examples:
+    """Every example of the given journals, tables and clip folders."""
+    from data.filenames import find_audio_files
+    from evaluation.raven import find_tables, read_table
+
+    parts = []
+    for source in sources:
+        if source.endswith(".jsonl"):
+            parts.append(store_examples(store, journal_labels(source), noise_elsewhere=False))
+        elif os.path.isdir(source) and not find_tables(source) and find_audio_files(source):
+            parts.append(clip_examples(store, source, model_path))
+        elif os.path.exists(source):
+            tables = find_tables(source)
+            selections: Dict[str, List[Tuple[float, float, str]]] = {}
+            for table in tables:
+                for event in read_table(table):
+                    selections.setdefault(event.recording, []).append((event.begin, event.end, event.label))
+            parts.append(store_examples(store, selections, noise_elsewhere=True))
+        else:
+            raise FileNotFoundError(f"--labels {source}: no such file or folder")
+    vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, int(store.description["dim"])))
+    return Examples(vectors, [l for p in parts for l in p.labels], [g for p in parts for g in p.groups],
+                    np.concatenate([p.times for p in parts]) if parts else np.zeros(0))
+
+
+def class_map_of(labels: Sequence[str]):
+    """The head's classes: with one call type and noise a binary detector named after it."""
+    from utils.classmap import ClassMap
+
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise ValueError(f"a head needs examples of at least two classes (found {', '.join(names) or 'none'}); "
+                         "annotate noise too, or use tables (unselected windows become noise)")
+    if len(names) == 2 and NOISE in names:
+        call = next(n for n in names if n != NOISE)
+        return ClassMap.from_dict({NOISE: 0, call: 1})
+    return ClassMap.from_names(names)
+
+
+def validation_split(examples: Examples, seed: int) -> np.ndarray:
+    """A mask of the validation examples: about a fifth of the recordings, or, with one
+    recording, its last fifth in time."""
+    groups = sorted(set(examples.groups))
+    if len(groups) == 1:
+        log.warning("All examples come from one recording: validating on its last fifth in time, which says "
+                    "little about other recordings")
+        cut = np.quantile(examples.times, 0.8) if len(examples.times) else 0.0
+        return examples.times >= cut
+    rng = random.Random(seed)
+    rng.shuffle(groups)
+    held = set(groups[:max(1, round(len(groups) / 5))])
+    return np.asarray([g in held for g in examples.groups])
+
+
+# ------------------------------------------------------------------------- fitting
+def head_module(dim: int, classes: int, hidden: Optional[int], pooling: str = "avg"):
+    from models.classifier import Classifier
+
+    opts = {"input_channels": dim, "pooling": pooling, "num_classes": classes, "head": "mlp" if hidden else "linear",
+            "round_float16": True}
+    if hidden:
+        opts["hidden"] = int(hidden)
+    return Classifier(opts)
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, classes: int, hidden: Optional[int] = None, epochs: int = 300,
+             weight_decay: float = 1e-3, seed: int = 0, pooling: str = "avg"):
+    """The head fitted on ``x`` (float16 values) with inverse-frequency class weights."""
+    torch.manual_seed(seed)
+    head = head_module(x.shape[1], classes, hidden, pooling)
+    inputs, targets = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(y))
+    counts = torch.bincount(targets, minlength=classes).double()
+    weights = torch.where(counts > 0, counts.sum() / (classes * counts.clamp_min(1)), torch.zeros_like(counts))
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.float())
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=epochs, history_size=20,
+                                  line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_fn(head.head(inputs), targets)
+        loss = loss + weight_decay * sum((p ** 2).sum() for n, p in head.named_parameters() if n.endswith("weight"))
+        loss.backward()
+        return loss
+    optimizer.step(closure)
+    return head.eval()
+
+
+def logits_of(head, x: np.ndarray, batch: int = 65536) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for first in range(0, len(x), batch):
+            out.append(head.head(torch.from_numpy(np.asarray(x[first:first + batch], dtype=np.float32))))
+    return torch.cat(out).double().numpy() if out else np.zeros((0, head.linear.out_features))
+
+
+def run_fit(args) -> int:
+    from evaluation.calibration import calibrate, fit_unknown
+    from evaluation.metrics import PassMetrics
+    from models.model_file import ModelSpec, provenance, save_model
+
+    started = time.time()
+    store = Store.existing(args.store)
+    examples = gather(store, args.labels, args.model_path)
+    class_map = class_map_of(examples.labels)
+    names = class_map.names
+    y = np.asarray([class_map.index(label) for label in examples.labels])
+    val = validation_split(examples, args.seed)
+    train = ~val
+    if not train.any() or not val.any():
+        raise ValueError("too few labelled recordings to hold some out for validation")
+    base = base_model(store, args.model_path)
+    pooling = base.spec.classifier_opts.get("pooling", "avg")
+    head = fit_head(examples.vectors[train], y[train], len(names), args.mlp, args.epochs, args.weight_decay,
+                    args.seed, pooling)
+    val_logits = logits_of(head, examples.vectors[val])
+    metrics = PassMetrics(len(names), keep_samples=True)
+    metrics.update(torch.from_numpy(y[val]), torch.from_numpy(val_logits.argmax(axis=1)))
+    counts = {n: int((y[train] == i).sum()) for i, n in enumerate(names)}
+    log.info(f"Head fitted on {int(train.sum())} windows ({counts}) in {time.time() - started:.1f} s; validation on "
+             f"{int(val.sum())} windows of {len(set(np.asarray(examples.groups)[val]))} held-out recording(s):")
+    for line in metrics.table(names, intervals=True):
+        log.info("  " + line)
+    calibration = calibrate(val_logits, y[val], names, class_map.noise_index)
+    unknown = fit_unknown("centroid_distance", 0.05, examples.vectors[val], val_logits, examples.vectors[train],
+                          y[train])
+    encoder = base.spec.encoder_opts
+    classifier_opts = head.model_opts()
+    spec = ModelSpec(dict(encoder), classifier_opts, dict(base.spec.data_opts), class_map.to_dict(),
+                     dict(base.spec.train_opts, head_of=store.description["model"], head_labels=list(args.labels),
+                          head_examples=int(len(y)), min_max_norm=base.spec.min_max_norm),
+                     calibration["thresholds"], calibration["temperature"], provenance(), unknown)
+    model = spec.build()
+    model.encoder.load_state_dict(base.model.encoder.state_dict())
+    model.classifier.load_state_dict(head.state_dict())
+    save_model(args.out, model, spec)
+    summary = {"classes": names, "train_windows": counts, "validation": metrics.summary(names, intervals=True),
+               "calibration": calibration, "seconds": round(time.time() - started, 2)}
+    from utils.atomic import atomic_write_text
+
+    atomic_write_text(os.path.splitext(args.out)[0] + ".metrics.json", json.dumps(summary, indent=1, default=str))
+    log.info(f"Written {args.out} (a normal model file: predict.py, review.py and export.py take it)")
+    return 0
+
+
+def base_model(store: Store, model_path: Optional[str] = None):
+    """The store's embedding model (its encoder goes into the head's model file)."""
+    from models.model_file import LoadedModel, ModelSpec, classifier_options, load_model
+
+    identity = store.description["model"]
+    if "backbone" in identity:
+        from models import backbones
+
+        backbone = backbones.get(identity["backbone"])
+        encoder_opts = dict(backbone.defaults, backbone=backbone.name)
+        spec = ModelSpec(encoder_opts, classifier_options(encoder_opts, 2), store.description["data_opts"],
+                         train_opts={"sequence_len": 1000 * float(store.description["window"]),
+                                     "min_max_norm": store.description["min_max_norm"]})
+        return LoadedModel(spec.build(True, identity.get("weights_path")).eval(), spec)
+    path = model_path or identity.get("file")
+    if not path or not os.path.isfile(path):
+        raise StoreError(f"the store's model {identity.get('file')} is not there: pass --model_path")
+    if identity.get("sha256") != file_sha256(path):
+        raise StoreError(f"{path} is not the model the store {store.root} was made with")
+    return load_model(path)
+
+
+# ------------------------------------------------------------------------ classify
+def run_classify(args) -> int:
+    """A head applied to every stored window; the same logs and tables as predict.py."""
+    from models.model_file import load_model
+    from prediction.decisions import Decider, DecisionRule
+    from prediction.sinks import CombinedRavenSink, LogSink, RavenSink, Recording, RunInfo
+
+    store = Store.existing(args.store)
+    loaded = load_model(args.model_path)
+    classifier = loaded.model.classifier.eval()
+    if classifier.model_opts().get("input_channels") != store.description["dim"]:
+        raise StoreError(f"{args.model_path}: its head takes {classifier.model_opts().get('input_channels')} "
+                         f"features, the store holds {store.description['dim']}")
+    if loaded.spec.data_opts != store.description["data_opts"]:
+        raise StoreError(f"{args.model_path} was made for other spectrogram settings than the store {store.root}")
+    rule = DecisionRule(args.threshold) if args.threshold is not None else DecisionRule.from_model(loaded.spec)
+    info = RunInfo([args.model_path], loaded.class_map, loaded.spec.data_opts, float(store.description["window"]),
+                   float(store.description["hop"]), rule, min_max_norm=loaded.spec.min_max_norm,
+                   output_dir=args.output_dir)
+    sinks = [LogSink(info)] + ([RavenSink(info), CombinedRavenSink(info)] if args.raven else [])
+    for part in store.parts():
+        meta = part.meta
+        relative = part.recording
+        folder = os.path.normpath(os.path.join(args.output_dir, os.path.dirname(relative)))
+        recording = Recording(meta.get("source", relative), relative, os.path.splitext(os.path.basename(relative))[0]
+                              .strip(), folder, meta.get("seconds", 0.0), meta.get("n_samples", 0), meta.get("step", 1),
+                              meta.get("rate", 0), meta.get("channels", 1))
+        for sink in sinks:
+            sink.start(recording)
+        decider = Decider(rule, loaded.class_map)
+        with torch.no_grad():
+            for first in range(0, len(part.vectors), 4096):
+                vectors = torch.from_numpy(np.asarray(part.vectors[first:first + 4096])).float()
+                probs = torch.softmax(classifier.head(vectors).float(), dim=1)
+                ends = part.ends[first:first + 4096]
+                windows = decider.feed(list(part.starts[first:first + 4096]), list(ends), probs)
+                for sink in sinks:
+                    sink.windows(recording, None, windows)
+        windows = decider.flush()
+        events = decider.events(recording.stem)
+        for sink in sinks:
+            sink.windows(recording, None, windows)
+            sink.end(recording, events)
+    for sink in sinks:
+        sink.close()
+    return 0

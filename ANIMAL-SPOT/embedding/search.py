@@ -1,0 +1,193 @@
+"""Search by example: the stored windows most similar to a query, by cosine similarity.
+
+A query is a clip file (embedded with the store's model; its windows averaged), a
+stretch of a stored recording ``RECORDING:START-END`` (seconds; split at the last ``:``;
+the stored windows it overlaps averaged; a recording not in the store is read from disk
+and embedded), or a selection of a Raven table ``TABLE.txt#SELECTION``. Every stored
+window is compared (brute force over memory-mapped float16 vectors, in float32); the
+best windows are merged where neighbours of one recording touch (a selection keeps its
+best similarity), and the query's own windows are left out.
+"""
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from embedding.store import Store, StoreError
+
+CHUNK = 65536
+
+
+@dataclass
+class Hit:
+    recording: str
+    source: str
+    begin: float
+    end: float
+    similarity: float
+    channel: int = 1
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    v = np.asarray(vectors, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def query_vector(vectors: np.ndarray) -> np.ndarray:
+    """One direction for several windows: the mean of their unit vectors, unit length."""
+    if not len(vectors):
+        raise StoreError("the query covers no window")
+    return unit(unit(vectors).mean(axis=0))
+
+
+def similarities(store: Store, query: np.ndarray, keep: int, exclude: Optional[Tuple[str, float, float]] = None
+                 ) -> List[Hit]:
+    """The ``keep`` best windows of the whole store (brute force)."""
+    q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+    best: List[Hit] = []
+    for part in store.parts():
+        values = []
+        for first in range(0, len(part.vectors), CHUNK):
+            block = torch.from_numpy(np.asarray(part.vectors[first:first + CHUNK])).float()
+            values.append((block @ q) / block.norm(dim=1).clamp_min(1e-12))
+        if not values:
+            continue
+        sims = torch.cat(values)
+        if exclude is not None and exclude[0] == part.recording:
+            inside = torch.from_numpy((part.starts < exclude[2]) & (part.ends > exclude[1]))
+            sims[inside] = -2.0
+        top = torch.topk(sims, min(keep, len(sims)))
+        best += [Hit(part.recording, part.source, float(part.starts[i]), float(part.ends[i]), float(s),
+                     int(part.channels[i])) for s, i in zip(top.values.tolist(), top.indices.tolist()) if s > -2]
+        best = sorted(best, key=lambda h: -h.similarity)[:keep]
+    return best
+
+
+def merge(hits: List[Hit]) -> List[Hit]:
+    """Windows of one recording that touch or overlap become one selection."""
+    merged: List[Hit] = []
+    for hit in sorted(hits, key=lambda h: (h.recording, h.channel, h.begin)):
+        last = merged[-1] if merged else None
+        if last and last.recording == hit.recording and last.channel == hit.channel and hit.begin <= last.end:
+            last.end = max(last.end, hit.end)
+            last.similarity = max(last.similarity, hit.similarity)
+        else:
+            merged.append(Hit(hit.recording, hit.source, hit.begin, hit.end, hit.similarity, hit.channel))
+    return sorted(merged, key=lambda h: -h.similarity)
+
+
+def search(store: Store, query: np.ndarray, top: int, exclude=None) -> List[Hit]:
+    """The ``top`` best selections."""
+    per_selection = max(1, int(round(float(store.description["window"]) / float(store.description["hop"]))))
+    return merge(similarities(store, query, top * (per_selection + 1) * 2, exclude))[:top]
+
+
+# ---------------------------------------------------------------------- queries
+def stored_stretch(store: Store, recording: str, begin: float, end: float):
+    part = store.find(recording)
+    inside = (part.starts < end) & (part.ends > begin)
+    if not inside.any():                 # shorter than the hop: the nearest window
+        middle = (begin + end) / 2
+        inside = np.zeros(len(part.starts), dtype=bool)
+        inside[int(np.argmin(np.abs((part.starts + part.ends) / 2 - middle)))] = True
+    return query_vector(part.vectors[inside]), (part.recording, begin, end)
+
+
+def embed_audio(store: Store, path: str, model_path: Optional[str] = None) -> np.ndarray:
+    """The windows of an audio file, embedded with the store's model."""
+    from prediction.core import Predictor, PredictionModel
+
+    model_path = model_path or store.description["model"].get("file")
+    if not model_path or not os.path.isfile(model_path):
+        raise StoreError(f"a query from audio needs the store's model ({store.description['model']}): pass "
+                         "--model_path")
+    from embedding.store import file_sha256
+
+    if store.description["model"].get("sha256") not in (None, file_sha256(model_path)):
+        raise StoreError(f"{model_path} is not the model the store {store.root} was made with")
+    predictor = Predictor([PredictionModel.open(model_path, memory_format="contiguous")],
+                          float(store.description["window"]), float(store.description["hop"]), prefetch=False)
+    return np.concatenate([b.pooled.half().float().numpy() for b in predictor.stream(path, pooled=True)])
+
+
+def table_selection(text: str):
+    """``TABLE.txt#N`` -> (recording, begin, end) of selection N."""
+    import csv
+
+    path, _, number = text.rpartition("#")
+    if not os.path.isfile(path):
+        raise StoreError(f"--query {text}: no table {path}")
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    header = {name.strip().lower(): i for i, name in enumerate(rows[0])} if rows else {}
+    for row in rows[1:]:
+        if "selection" in header and row[header["selection"]].strip() == number.strip():
+            begin, end = float(row[header["begin time (s)"]]), float(row[header["end time (s)"]])
+            for column in ("begin path", "begin file"):
+                if column in header and row[header[column]].strip():
+                    if "file offset (s)" in header and row[header["file offset (s)"]].strip():
+                        offset = float(row[header["file offset (s)"]])
+                        begin, end = offset, offset + end - begin
+                    return row[header[column]].strip(), begin, end
+            return os.path.basename(path).split(".", 1)[0], begin, end
+    raise StoreError(f"--query {text}: {path} has no selection {number}")
+
+
+def resolve_query(store: Store, text: str, model_path: Optional[str] = None):
+    """``(query vector, the stretch to leave out or None)`` of a query text."""
+    if "#" in text and os.path.isfile(text.rpartition("#")[0]):
+        recording, begin, end = table_selection(text)
+        return stored_stretch(store, recording, begin, end)
+    if os.path.isfile(text):
+        return query_vector(embed_audio(store, text, model_path)), None
+    recording, sep, span = text.rpartition(":")
+    if not sep or "-" not in span:
+        raise StoreError(f"--query {text}: neither a file, nor RECORDING:START-END, nor TABLE.txt#SELECTION")
+    try:
+        begin, end = (float(v) for v in span.split("-", 1))
+    except ValueError:
+        raise StoreError(f"--query {text}: START-END must be seconds, e.g. rec.wav:12.5-13.0") from None
+    try:
+        return stored_stretch(store, recording, begin, end)
+    except StoreError:
+        if not os.path.isfile(recording):
+            raise
+    import soundfile as sf
+
+    from data.snippets import read_snippet
+
+    samples, rate, _ = read_snippet(recording, begin, end, 0.0)
+    with tempfile.TemporaryDirectory() as folder:
+        clip = os.path.join(folder, "query.wav")
+        sf.write(clip, samples, rate)
+        return query_vector(embed_audio(store, clip, model_path)), None
+
+
+def hits_table(hits: List[Hit], data_opts: dict) -> str:
+    """A Raven table of the hits: times within each file, ``Begin File``, ``Begin Path``,
+    ``File Offset (s)`` and ``Similarity``."""
+    from evaluation.raven import HEADER_COLUMNS, tsv
+
+    columns = HEADER_COLUMNS + ["Begin File", "Begin Path", "File Offset (s)", "Similarity"]
+    rows = [[str(n), "Spectrogram_1", str(h.channel), str(round(h.begin, 3)), str(round(h.end, 3)),
+             str(data_opts.get("fmin", "")), str(data_opts.get("fmax", "")), "similar", " ",
+             os.path.basename(h.recording), h.recording, str(round(h.begin, 3)), f"{h.similarity:.4f}"]
+            for n, h in enumerate(hits, start=1)]
+    return tsv(columns, rows)
+
+
+def run_search(args) -> int:
+    import logging
+
+    from utils.atomic import atomic_write_text
+
+    store = Store.existing(args.store)
+    query, exclude = resolve_query(store, args.query, args.model_path)
+    hits = search(store, query, args.top, exclude)
+    atomic_write_text(args.output, hits_table(hits, store.description.get("data_opts", {})))
+    logging.getLogger("EMBED").info(f"{len(hits)} selection(s) most like {args.query} written to {args.output}")
+    return 0
