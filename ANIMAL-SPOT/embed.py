@@ -152,7 +152,7 @@ def run_embed(args) -> int:
         try:
             reader = SignalReader(path, model.options.sr)
             geometry = predictor.geometry(reader)
-            meta = {"source": os.path.abspath(path), "seconds": reader.seconds, "n_samples": reader.n_samples,
+            meta = {"source": os.path.abspath(path), "given": path, "seconds": reader.seconds, "n_samples": reader.n_samples,
                     "step": geometry.step, "sr": reader.sr, "rate": reader.rate, "channels": reader.channels}
             with store.writer(relative, meta) as part:
                 for batch in predictor.stream(path, pooled=True, reader=reader):

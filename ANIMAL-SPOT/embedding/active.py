@@ -28,21 +28,25 @@ def choose(candidates: List[Tuple[float, str, float, float, str, float]], count:
            ) -> List[Tuple[float, str, float, float, str, float]]:
     """``count`` candidates ``(uncertainty, recording, begin, end, class, probability)``:
     most uncertain first, classes in turn, none within ``spacing`` s of a chosen one of
-    the same recording."""
-    by_class: Dict[str, List] = {}
-    for candidate in sorted(candidates, key=lambda c: -c[0]):
-        by_class.setdefault(candidate[4], []).append(candidate)
+    the same recording (the spacing shrinks when the recordings are too short for it)."""
     chosen: List = []
-    queues = [by_class[c] for c in sorted(by_class)]
-    while len(chosen) < count and any(queues):
-        for queue in queues:
-            while queue:
-                candidate = queue.pop(0)
-                if all(c[1] != candidate[1] or abs(c[2] - candidate[2]) >= spacing for c in chosen):
-                    chosen.append(candidate)
+    for gap in (spacing, spacing / 4, spacing / 16, 0.0):
+        by_class: Dict[str, List] = {}
+        for candidate in sorted(candidates, key=lambda c: -c[0]):
+            if candidate not in chosen:
+                by_class.setdefault(candidate[4], []).append(candidate)
+        queues = [by_class[c] for c in sorted(by_class)]
+        while len(chosen) < count and any(queues):
+            for queue in queues:
+                while queue:
+                    candidate = queue.pop(0)
+                    if all(c[1] != candidate[1] or abs(c[2] - candidate[2]) >= max(gap, 1e-9) for c in chosen):
+                        chosen.append(candidate)
+                        break
+                if len(chosen) == count:
                     break
-            if len(chosen) == count:
-                break
+        if len(chosen) == count:
+            break
     return chosen
 
 
@@ -75,8 +79,9 @@ class ActiveLearner:
                     selections.setdefault(unit.recording, []).append((unit.begin, unit.end, label))
         return selections
 
-    def refit(self) -> None:
-        if not self.lock.acquire(blocking=False):
+    def refit(self, wait: bool = False) -> None:
+        """Refit and queue the next batch (``wait``: after a refit that is running)."""
+        if not self.lock.acquire(blocking=wait):
             return                                   # a refit is running; the next batch will refit again
         try:
             self._refit()

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from embedding.search import as_tensor
 from embedding.store import Store, StoreError, file_sha256
 
 log = logging.getLogger("EMBED")
@@ -319,7 +320,7 @@ def run_classify(args) -> int:
         meta = part.meta
         relative = part.recording
         folder = os.path.normpath(os.path.join(args.output_dir, os.path.dirname(relative)))
-        recording = Recording(meta.get("source", relative), relative, os.path.splitext(os.path.basename(relative))[0]
+        recording = Recording(meta.get("given", meta.get("source", relative)), relative, os.path.splitext(os.path.basename(relative))[0]
                               .strip(), folder, meta.get("seconds", 0.0), meta.get("n_samples", 0), meta.get("step", 1),
                               meta.get("rate", 0), meta.get("channels", 1))
         for sink in sinks:
@@ -327,7 +328,7 @@ def run_classify(args) -> int:
         decider = Decider(rule, loaded.class_map)
         with torch.no_grad():
             for first in range(0, len(part.vectors), 4096):
-                vectors = torch.from_numpy(np.asarray(part.vectors[first:first + 4096])).float()
+                vectors = as_tensor(part.vectors[first:first + 4096])
                 probs = torch.softmax(classifier.head(vectors).float(), dim=1)
                 ends = part.ends[first:first + 4096]
                 windows = decider.feed(list(part.starts[first:first + 4096]), list(ends), probs)

@@ -22,6 +22,15 @@ from embedding.store import Store, StoreError
 CHUNK = 65536
 
 
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A float32 tensor of (read-only, memory-mapped) float16 vectors."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.asarray(array)).float()
+
+
 @dataclass
 class Hit:
     recording: str
@@ -52,7 +61,7 @@ def similarities(store: Store, query: np.ndarray, keep: int, exclude: Optional[T
     for part in store.parts():
         values = []
         for first in range(0, len(part.vectors), CHUNK):
-            block = torch.from_numpy(np.asarray(part.vectors[first:first + CHUNK])).float()
+            block = as_tensor(part.vectors[first:first + CHUNK])
             values.append((block @ q) / block.norm(dim=1).clamp_min(1e-12))
         if not values:
             continue
@@ -88,9 +97,14 @@ def search(store: Store, query: np.ndarray, top: int, exclude=None) -> List[Hit]
 
 # ---------------------------------------------------------------------- queries
 def stored_stretch(store: Store, recording: str, begin: float, end: float):
+    """The stored windows inside the stretch (those that overlap it most where none lies
+    inside: a stretch shorter than a window)."""
     part = store.find(recording)
-    inside = (part.starts < end) & (part.ends > begin)
-    if not inside.any():                 # shorter than the hop: the nearest window
+    overlap = np.minimum(part.ends, end) - np.maximum(part.starts, begin)
+    inside = (part.starts >= begin - 1e-6) & (part.ends <= end + 1e-6)
+    if not inside.any() and (overlap > 0).any():
+        inside = overlap >= overlap.max() - 1e-6
+    if not inside.any():                 # between windows: the nearest one
         middle = (begin + end) / 2
         inside = np.zeros(len(part.starts), dtype=bool)
         inside[int(np.argmin(np.abs((part.starts + part.ends) / 2 - middle)))] = True

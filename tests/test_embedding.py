@@ -1,0 +1,186 @@
+"""Season embeddings: the store (resumable, refuses another model), search by example,
+a few-shot head, and classify against predict.py with the head's model file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import embed
+import predict
+from conftest import SRC
+from embedding.store import Store, StoreError
+from prediction.log_format import parse_log
+from utils.synthetic import make_recording
+
+# two recordings with planted calls (shape, start s): K1 = upsweep, K2 = downsweep
+PLANTED = {"a.wav": [("upsweep", 1.0), ("downsweep", 3.0), ("upsweep", 5.0), ("downsweep", 7.0), ("upsweep", 9.0)],
+           "b.wav": [("upsweep", 2.0), ("downsweep", 5.0), ("upsweep", 8.0), ("downsweep", 10.0)]}
+CLASS_OF = {"upsweep": "K1", "downsweep": "K2"}
+COMMON = ["--hop", "0.1", "--memory_format", "contiguous"]
+
+
+@pytest.fixture(scope="module")
+def season(trained, tmp_path_factory):
+    root = tmp_path_factory.mktemp("embedding")
+    for seed, (name, calls) in enumerate(PLANTED.items()):
+        make_recording(str(root / "recordings" / name), 12.0, 16000, calls, seed=20 + seed, call_len=0.3)
+    model = str(trained / "m" / "ANIMAL-SPOT.pk")
+    assert embed.main(["--model_path", model, "--input_file", str(root / "recordings"), "--store",
+                       str(root / "store")] + COMMON) == 0
+    return root, model
+
+
+def inside_call(recording, begin, end, shape=None):
+    return any(begin < t + 0.3 and t < end and (shape is None or s == shape) for s, t in PLANTED[recording])
+
+
+def test_the_store_describes_itself_and_refuses_other_settings(season, tmp_path):
+    root, model = season
+    store = Store.existing(str(root / "store"))
+    assert store.description["hop"] == 0.1 and store.description["window"] == 0.2
+    assert store.description["dim"] == 512 and len(store.description["model"]["sha256"]) == 64
+    parts = {p.recording: p for p in store.parts()}
+    assert set(parts) == {"a.wav", "b.wav"} and parts["a.wav"].vectors.dtype == np.float16
+    assert len(parts["a.wav"].starts) == 119 and parts["a.wav"].starts[1] == 0.1     # predict.py's windows
+    before = os.path.getmtime(store.part_path("a.wav"))
+    assert embed.main(["--model_path", model, "--input_file", str(root / "recordings"), "--store",
+                       str(root / "store")] + COMMON) == 0
+    assert os.path.getmtime(store.part_path("a.wav")) == before                     # nothing embedded twice
+    status = embed.main(["--model_path", model, "--input_file", str(root / "recordings"), "--store",
+                         str(root / "store"), "--hop", "0.2"])
+    assert status == 1                                                                # another hop: refused
+    with pytest.raises(StoreError, match="another model or settings"):
+        store.check(dict(store.description, hop=0.2))
+
+
+def test_search_finds_the_planted_calls_of_the_querys_class(season, trained, tmp_path):
+    root, model = season
+    clip = next((trained / "data" / "K1").glob("*.wav"))                              # an upsweep the model trained on
+    out = tmp_path / "hits.txt"
+    assert embed.main(["search", "--store", str(root / "store"), "--query", str(clip), "--top", "6",
+                       "--output", str(out)]) == 0
+    rows = [r.split("\t") for r in out.read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    assert {"Begin File", "Begin Path", "Similarity"} <= set(header) and len(rows) == 6
+    at = {name: header.index(name) for name in header}
+    hits = [(r[at["Begin Path"]], float(r[at["Begin time (s)"]]), float(r[at["End time (s)"]])) for r in rows]
+    upsweeps = [h for h in hits if inside_call(*h, shape="upsweep")]
+    assert len(upsweeps) >= 4 and {h[0] for h in upsweeps} == {"a.wav", "b.wav"}, hits
+    similarities = [float(r[at["Similarity"]]) for r in rows]
+    assert similarities == sorted(similarities, reverse=True)
+    table = tmp_path / "query.Table.1.selections.txt"                               # a selection as the query
+    table.write_text("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tSound type\tBegin Path\n"
+                     "7\tSpectrogram 1\t1\t5.0\t5.3\tK1\ta.wav\n")
+    assert embed.main(["search", "--store", str(root / "store"), "--query", f"{table}#7", "--top", "4",
+                       "--output", str(out)]) == 0
+    rows = [r.split("\t") for r in out.read_text().splitlines()[1:]]
+    assert not any(r[at["Begin Path"]] == "a.wav" and 4.8 < float(r[3]) < 5.3 for r in rows)   # not itself
+    assert sum(inside_call(r[at["Begin Path"]], float(r[3]), float(r[4]), "upsweep") for r in rows) >= 3
+
+
+def test_a_head_from_a_few_examples_and_classify_equal_to_predict(season, tmp_path):
+    root, model = season
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "a.Table.1.selections.txt").write_text(        # three calls of recording a annotated
+        "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tSound type\n"
+        "1\tSpectrogram 1\t1\t1.0\t1.3\tK1\n2\tSpectrogram 1\t1\t3.0\t3.3\tK2\n3\tSpectrogram 1\t1\t5.0\t5.3\tK1\n"
+        "4\tSpectrogram 1\t1\t7.0\t7.3\tK2\n")
+    (labels / "b.Table.1.selections.txt").write_text(
+        "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tSound type\n1\tSpectrogram 1\t1\t2.0\t2.3\tK1\n")
+    head = tmp_path / "head.pk"
+    assert embed.main(["fit", "--store", str(root / "store"), "--labels", str(labels), "--out", str(head)]) == 0
+    state = torch.load(head, weights_only=True)
+    assert state["classifierOpts"]["round_float16"] and state["classes"] == {"K1": 0, "K2": 1, "noise": 2}
+    out = tmp_path / "classified"
+    assert embed.main(["classify", "--store", str(root / "store"), "--model_path", str(head), "--output_dir",
+                       str(out), "--raven"]) == 0
+    recording = root / "recordings" / "b.wav"
+    log = parse_log(str(out / "b_predict_output.log"))
+    truth, guessed = [], []
+    for key, record in log.windows.items():
+        start, end = (float(v) for v in key.split("-"))
+        calls = [CLASS_OF[s] for s, t in PLANTED["b.wav"] if start < t + 0.3 and t < end and
+                 min(end, t + 0.3) - max(start, t) >= 0.1]
+        truth.append(calls[0] if calls else "noise")
+        guessed.append(["K1", "K2", "noise"][int(np.argmax(record.probs))])
+    truth, guessed = np.asarray(truth), np.asarray(guessed)
+    recalls = [float((guessed[truth == c] == c).mean()) for c in ("K1", "K2", "noise")]
+    assert np.mean(recalls) >= 0.6, recalls                      # chance: 1/3
+    assert predict.main(["--model_path", str(head), "--input_file", str(recording), "--output_dir",
+                         str(tmp_path / "predicted"), "--sequence_len", "0.2", "--hop", "0.1", "--num_workers", "0",
+                         "--memory_format", "contiguous", "--no_progress", "--raven"]) == 0
+    predicted = parse_log(str(tmp_path / "predicted" / "b_predict_output.log"))
+    assert list(predicted.windows) == list(log.windows)
+    worst = max(abs(p - q) for a, b in zip(predicted.windows.values(), log.windows.values())
+                for p, q in zip(a.probs, b.probs))
+    assert worst <= 1e-5, worst
+    assert len((tmp_path / "predicted" / "b.Table.1.selections.txt").read_text().splitlines()) > 1
+
+
+def test_a_store_killed_mid_write_is_readable_and_the_rerun_completes_it(trained, tmp_path):
+    recordings = tmp_path / "recordings"
+    for i in range(3):
+        make_recording(str(recordings / f"r{i}.wav"), 20.0, 16000, [("upsweep", 10.0)], seed=i)
+    from data.recording import WindowGeometry
+    windows = WindowGeometry.from_seconds(0.2, 0.2, 16000, 20 * 16000).count
+    argv = [sys.executable, os.path.join(SRC, "embed.py"), "--model_path", str(trained / "m" / "ANIMAL-SPOT.pk"),
+            "--input_file", str(recordings), "--store", str(tmp_path / "store"), "--hop", "0.2", "--batch_size", "4"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = tmp_path / "store" / "parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (parts.is_dir() and any(n.endswith(".tmp") for n in os.listdir(parts))):
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)                          # while a recording is being written
+    process.wait(30)
+    assert any(n.endswith(".tmp") for n in os.listdir(parts))     # the half-written part is there ...
+    store = Store.existing(str(tmp_path / "store"))
+    done = list(store.parts())                                    # ... but the store reads only whole parts
+    assert len(done) < 3 and all(len(p.starts) == len(p.vectors) == windows for p in done)
+    assert subprocess.run(argv, capture_output=True, timeout=300).returncode == 0
+    assert sorted(p.recording for p in store.parts()) == [f"r{i}.wav" for i in range(3)]
+    assert not [n for n in os.listdir(parts) if n.endswith(".tmp")]
+    assert all(len(p.starts) == windows for p in store.parts())
+
+
+def test_more_like_this_and_active_learning_queue_items_the_estimators_do_not_count(season, tmp_path):
+    import review
+    from embedding.active import ActiveLearner, choose
+    from embedding.review_link import more_like_this
+
+    root, model = season
+    assert predict.main(["--model_path", model, "--input_file", str(root / "recordings"), "--output_dir",
+                         str(tmp_path / "predictions"), "--sequence_len", "0.2", "--hop", "0.1", "--num_workers", "0",
+                         "--memory_format", "contiguous", "--no_progress", "--threshold", "0.5"]) == 0
+    args = review.build_parser().parse_args(["--predictions", str(tmp_path / "predictions"), "--recordings",
+                                             str(root / "recordings"), "--out", str(tmp_path / "review"),
+                                             "--store", str(root / "store"), "--per_class", "4", "--active"])
+    page = review.open_review(args)
+    session = page.session
+    first = session.next()
+    assert more_like_this(page, first.id, top=3) == 3
+    searched = [session.units[i] for i in session.extra]
+    assert all(u.how == "search" and u.inclusion is None for u in searched)
+    assert session.next().id == searched[0].id                    # "more like this" comes first
+    for _ in range(10):                                           # a batch of answers refits the head ...
+        unit = session.next()
+        session.decide(unit.id, "correct" if inside_call(unit.recording + ".wav", unit.begin, unit.end) else "wrong")
+        page.learner.answered()
+    page.learner.refit(wait=True)                                 # (the page does this in the background)
+    active = [session.units[i] for i in session.extra if session.units[i].how == "active"]
+    assert active and "head fitted on" in page.learner.status(), page.learner.status()
+    journal = [json.loads(line) for line in open(tmp_path / "review" / "review_journal.jsonl")]
+    assert {e["how"] for e in journal if e["type"] == "queued"} == {"search", "active"}
+    summary = session.summary()
+    random_answers = sum(1 for i in session.answers if session.units[i].inclusion is not None)
+    assert sum(c["reviewed"] for c in summary["classes"].values()) == random_answers < len(session.answers)
+    picked = choose([(0.9, "a", 0.0, 0.2, "K1", 0.5), (0.8, "a", 10.0, 10.2, "K1", 0.5),
+                     (0.7, "a", 100.0, 100.2, "K1", 0.5), (0.6, "b", 0.0, 0.2, "K2", 0.5)], 3)
+    assert [p[2] for p in picked] == [0.0, 0.0, 100.0]             # classes in turn, a minute apart
