@@ -283,7 +283,12 @@ def check_arguments(args, log: logging.Logger) -> List[str]:
 
 def make_predictor(args, log: logging.Logger) -> Predictor:
     device = runtime.choose_device(args.cuda)
-    precision = runtime.choose_precision(device, args.amp)
+    amp = args.amp
+    if amp and (args.smooth > 1 or args.channels == "max"):
+        log.warning("--amp decides exactly as float32 only window by window: with --smooth or --channels max the "
+                    "run is float32")
+        amp = False
+    precision = runtime.choose_precision(device, amp)
     open_model = lambda path: PredictionModel.open(path, device, args.jit_load, precision, args.memory_format,
                                                    args.min_max_norm)
     models = [open_model(p) for p in model_paths(args.model_path)]
@@ -307,6 +312,37 @@ def decision_rule(args, predictor: Predictor, log: logging.Logger) -> DecisionRu
                  f"(temperature {rule.temperature:.3f}): "
                  + ", ".join(f"{k} {v:.3f}" for k, v in rule.thresholds.items()))
     return rule
+
+
+def amp_risk(rule: DecisionRule, class_map):
+    """For ``--amp``: the windows whose float32 decision could differ when each probability
+    may be off by a factor ``rho`` (the top class, a threshold of the rule in force), and
+    every detection (its probability is a Raven row's score)."""
+    import numpy as np
+
+    from evaluation.calibration import calibrated_from_probabilities
+
+    names, binary = class_map.names, class_map.is_binary
+
+    def near(values, limit, rho):
+        return (values * rho >= limit) & (values / rho < limit)
+
+    def at_risk(probs, rho):
+        top2 = np.sort(probs, axis=1)[:, -2:]
+        risk = top2[:, 1] <= rho * rho * top2[:, 0]
+        if rule.thresholds is None:
+            risk |= near(probs[:, 1] if binary else probs.max(axis=1), rule.threshold, rho)
+        else:
+            calibrated = calibrated_from_probabilities(probs, rule.temperature)
+            rho_t = rho ** (2.0 / rule.temperature)          # calibration divides the log-probabilities by T
+            top = calibrated.argmax(axis=1)
+            for c, name in enumerate(names):
+                limit = rule.thresholds.get(name)
+                if limit is not None:
+                    risk |= near(calibrated[:, c], limit, rho_t) & ((c == 1) if binary else (top == c))
+        risk |= np.asarray([rule.decide(p, class_map) is not None for p in probs], dtype=bool)
+        return risk
+    return at_risk
 
 
 def run_info(args, predictor: Predictor, rule: DecisionRule) -> RunInfo:
@@ -333,6 +369,7 @@ def run(args, log: logging.Logger) -> int:
     if info.post != PostProcessing():
         log.info(f"Events: {info.post.describe()}")
     sinks = make_sinks(args, info, predictor)
+    guard = predictor.exact_amp(amp_risk(rule, predictor.class_map))
     failed = []
     progress = Progress(files) if args.progress else None
     for path in files:
@@ -363,6 +400,8 @@ def run(args, log: logging.Logger) -> int:
         progress.close()
     for sink in sinks:
         sink.close()
+    if guard is not None:
+        log.info(guard.report())
     if failed:
         log.error(f"{len(failed)} of {len(files)} file(s) could not be read: {', '.join(failed)}")
         return 1

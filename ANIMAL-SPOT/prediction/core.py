@@ -21,7 +21,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -70,18 +70,30 @@ class TorchBackend:
         self.formats = FormatTrial(precision, "contiguous" if loaded.jit and memory_format == "auto" else memory_format)
         self.forward = Forward(device, precision)
 
-    def __call__(self, inputs: torch.Tensor, pooled: bool = False):
+    @property
+    def reduced(self) -> bool:
+        """Whether this backend runs in reduced precision (``--amp``)."""
+        return self.precision.dtype is not None
+
+    def __call__(self, inputs: torch.Tensor, pooled: bool = False, full: bool = False):
+        logits, hidden = self.logits(inputs, pooled, full)
+        return torch.softmax(logits, dim=1), hidden
+
+    def logits(self, inputs: torch.Tensor, pooled: bool = False, full: bool = False):
+        """``(float32 logits on the CPU, pooled features or None)``; ``full``: in float32
+        whatever the run's precision."""
         name = self.formats.format_for(self.model)
         self.forward.memory_format = MEMORY_FORMATS[name]
-        trial = self.formats.chosen is None        # only the trial's batches are timed (and synchronised)
+        trial = self.formats.chosen is None and not full  # only the trial's batches are timed (and synchronised)
         start = time.perf_counter()
         with torch.inference_mode():
-            logits = self.forward(self.model, inputs, fallback=True)
+            logits = self.forward.float32(self.model, inputs) if full else self.forward(self.model, inputs,
+                                                                                          fallback=True)
         if trial:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             self.formats.timed(name, time.perf_counter() - start, inputs.shape[0])
-        probs = torch.softmax(logits, dim=1).cpu()
+        logits = logits.float().cpu()
         hidden = None
         if pooled:
             hidden = getattr(getattr(self.model, "classifier", None), "hidden_layer_1", None)
@@ -89,7 +101,7 @@ class TorchBackend:
                 raise ModelFileError("pooled features (--latent_extract, --unknown) need a model file loaded "
                                      "without --jit_load or ONNX")
             hidden = hidden.float().cpu()
-        return probs, hidden
+        return logits, hidden
 
 
 class OnnxBackend:
@@ -107,7 +119,9 @@ class OnnxBackend:
             raise ModelFileError(f"{path}: not a usable ONNX model ({error})") from None
         self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, inputs: torch.Tensor, pooled: bool = False):
+    reduced = False
+
+    def __call__(self, inputs: torch.Tensor, pooled: bool = False, full: bool = False):
         if pooled:
             raise ModelFileError("pooled features (--latent_extract) are not in an ONNX model")
         probs = self.session.run(None, {self.input: inputs.cpu().numpy().astype(np.float32)})[0]
@@ -187,6 +201,7 @@ class Predictor:
             raise ValueError("no model to predict with")
         self.models, self.detector, self.device = list(models), detector, device
         self.unknown = models[0].spec.unknown if unknown else None
+        self.guard: Optional["ExactAmp"] = None         # set by exact_amp()
         if unknown and not self.unknown:
             raise ModelFileError(f"{models[0].path}: --unknown needs a model trained by this version (its file "
                                  "holds no unknown threshold)")
@@ -243,6 +258,15 @@ class Predictor:
             sets.append(windows)
         return sets
 
+    def exact_amp(self, at_risk) -> Optional["ExactAmp"]:
+        """Make reduced precision decide as float32 (``at_risk(probs, rho)``: the rows whose
+        decision could change when every probability may be off by a factor ``rho``);
+        None when no model runs in reduced precision."""
+        members = self.models + ([self.detector] if self.detector else [])
+        if any(getattr(m.backend, "reduced", False) for m in members):
+            self.guard = ExactAmp(at_risk)
+        return self.guard
+
     @property
     def needs_pooled(self) -> bool:
         return bool(self.unknown) and self.unknown["score"] == "centroid_distance"
@@ -288,9 +312,16 @@ class Predictor:
 
     def classify(self, inputs: List[torch.Tensor], pooled: bool):
         """Probabilities of one batch (inputs per model, the detector's last)."""
+        try:
+            return self._classify(inputs, pooled)
+        finally:
+            if self.guard is not None:
+                self.guard.batches += 1
+
+    def _classify(self, inputs: List[torch.Tensor], pooled: bool):
         if self.detector is None:
             return self.average(inputs, pooled)
-        detected = self.detector.backend(inputs[-1])[0][:, 1] >= self.detector_threshold
+        detected = self.detector_target(inputs[-1]) >= self.detector_threshold
         n, classes = inputs[0].shape[0], len(self.class_map)
         probs = torch.zeros(n, classes)
         probs[:, self.class_map.noise_index] = 1.0
@@ -308,10 +339,81 @@ class Predictor:
                 hidden[keep] = kept_hidden
         return probs, hidden
 
+    def detector_target(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The detector's p(target); under the exact ``--amp`` guard, windows near the
+        detector's threshold are recomputed in float32."""
+        guard, backend = self.guard, self.detector.backend
+        if guard is None or not getattr(backend, "reduced", False):
+            return backend(inputs)[0][:, 1]
+        low = backend.logits(inputs)[0]
+        if guard.calibrating:
+            full = backend.logits(inputs, full=True)[0]
+            guard.observe("detector", low, full)
+            return torch.softmax(full, dim=1)[:, 1]
+        target = torch.softmax(low, dim=1)[:, 1]
+        rho = guard.rho("detector")
+        risky = ((target * rho >= self.detector_threshold) & (target / rho < self.detector_threshold)).nonzero().view(-1)
+        if len(risky):
+            full = backend.logits(inputs[risky], full=True)[0]
+            guard.observe("detector", low[risky], full)
+            target[risky] = torch.softmax(full, dim=1)[:, 1]
+        return target
+
     def average(self, inputs: List[torch.Tensor], pooled: bool):
-        results = [member.backend(x, pooled and i == 0) for i, (member, x) in enumerate(zip(self.models, inputs))]
-        probs = results[0][0] if len(results) == 1 else torch.stack([p for p, _ in results]).mean(dim=0)
-        return probs, results[0][1]
+        guard = self.guard
+        if guard is None or not any(getattr(m.backend, "reduced", False) for m in self.models):
+            results = [member.backend(x, pooled and i == 0) for i, (member, x) in enumerate(zip(self.models, inputs))]
+            probs = results[0][0] if len(results) == 1 else torch.stack([p for p, _ in results]).mean(dim=0)
+            return probs, results[0][1]
+        return self.exact_average(inputs, pooled)
+
+    def _run(self, inputs: List[torch.Tensor], pooled: bool, full: bool, rows=None):
+        """Every member's logits (and the first one's features) of ``rows``."""
+        pick = (lambda x: x) if rows is None else (lambda x: x[rows])
+        return [member.backend.logits(pick(x), pooled and i == 0, full)
+                for i, (member, x) in enumerate(zip(self.models, inputs))]
+
+    @staticmethod
+    def _mean_probs(results) -> torch.Tensor:
+        probs = [torch.softmax(logits, dim=1) for logits, _ in results]
+        return probs[0] if len(probs) == 1 else torch.stack(probs).mean(dim=0)
+
+    def exact_average(self, inputs: List[torch.Tensor], pooled: bool):
+        """``--amp`` that decides as float32: every member runs in reduced precision; the
+        first batches also in float32, to measure the network's error; afterwards the
+        windows whose decision that error could change are recomputed in float32."""
+        guard = self.guard
+        pooled = pooled or self.needs_pooled
+        low = self._run(inputs, pooled, False)
+        if guard.calibrating:
+            full = self._run(inputs, pooled, True)
+            for i, ((a, ha), (b, hb)) in enumerate(zip(low, full)):
+                guard.observe(i, a, b)
+                if i == 0 and ha is not None and self.unknown:
+                    guard.observe_unknown(self.unknown_distance(ha), self.unknown_distance(hb))
+            guard.count(inputs[0].shape[0], inputs[0].shape[0])
+            return self._mean_probs(full), full[0][1]
+        probs, hidden = self._mean_probs(low), low[0][1]
+        risky = guard.at_risk(probs.double().numpy(), max(guard.rho(i) for i in range(len(self.models))))
+        if self.unknown and hidden is not None:
+            risky |= guard.unknown_at_risk(self.unknown_distance(hidden), float(self.unknown["threshold"]))
+        rows = torch.from_numpy(np.flatnonzero(risky))
+        if len(rows):
+            full = self._run(inputs, pooled, True, rows)
+            for i, ((a, _), (b, _)) in enumerate(zip(low, full)):
+                guard.observe(i, a[rows], b)
+            probs[rows] = self._mean_probs(full)
+            if hidden is not None and full[0][1] is not None:
+                hidden[rows] = full[0][1]
+        guard.count(inputs[0].shape[0], len(rows))
+        return probs, hidden
+
+    def unknown_distance(self, hidden: torch.Tensor) -> np.ndarray:
+        from evaluation.calibration import unknown_scores
+
+        if self.unknown.get("score") != "centroid_distance":
+            return np.zeros(len(hidden))
+        return unknown_scores(self.unknown, hidden.double().numpy())
 
     def predict_file(self, path: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(probabilities (windows, classes), starts, ends)`` of a recording (seconds)."""
@@ -321,6 +423,68 @@ class Predictor:
             starts += batch.starts
             ends += batch.ends
         return np.concatenate(probs), np.asarray(starts), np.asarray(ends)
+
+
+class ExactAmp:
+    """The measured error of reduced precision and the windows it could change.
+
+    The first ``CALIBRATION`` batches run in both precisions; the largest absolute
+    difference of any logit, times ``SAFETY``, is the bound ``delta`` taken for every later
+    window (it keeps growing if a recomputed window shows a larger difference). Logits
+    within +-delta move every softmax probability by at most a factor ``rho = exp(2
+    delta)`` (an average of models by at most the largest factor), so a decision taken on
+    probabilities that stays the same for every probability within that factor is the
+    float32 decision: the caller's ``at_risk`` names the others, which are recomputed in
+    float32 (as are the windows near the unknown threshold, by the same rule on its
+    distance)."""
+
+    CALIBRATION = 2
+    SAFETY = 4.0
+    FLOOR = 1e-6
+
+    def __init__(self, at_risk):
+        self.at_risk_fn = at_risk
+        self.error: Dict = {}
+        self.unknown_error = 0.0
+        self.batches = 0
+        self.windows = 0
+        self.recomputed = 0
+
+    @property
+    def calibrating(self) -> bool:
+        return self.batches < self.CALIBRATION
+
+    def observe(self, key, low: torch.Tensor, full: torch.Tensor) -> None:
+        if len(low):
+            self.error[key] = max(self.error.get(key, 0.0), float((low - full).abs().max()))
+
+    def observe_unknown(self, low: np.ndarray, full: np.ndarray) -> None:
+        if len(low):
+            self.unknown_error = max(self.unknown_error, float(np.abs(low - full).max()))
+
+    def delta(self, key) -> float:
+        return self.SAFETY * max(self.error.get(key, 0.0), self.FLOOR)
+
+    def rho(self, key) -> float:
+        return float(np.exp(2 * self.delta(key)))
+
+    def at_risk(self, probs: np.ndarray, rho: float) -> np.ndarray:
+        return np.asarray(self.at_risk_fn(probs, rho), dtype=bool)
+
+    def unknown_at_risk(self, distance: np.ndarray, threshold: float) -> np.ndarray:
+        return np.abs(distance - threshold) <= self.SAFETY * max(self.unknown_error, self.FLOOR)
+
+    def count(self, windows: int, recomputed: int) -> None:
+        self.windows += windows
+        self.recomputed += recomputed
+
+    def report(self) -> str:
+        share = 100 * self.recomputed / max(1, self.windows)
+        bounds = ", ".join(f"{'detector' if k == 'detector' else f'model {k + 1}'} +-{self.delta(k):.2g}"
+                           for k in self.error)
+        return (f"--amp: {self.recomputed} of {self.windows} windows ({share:.1f} %) computed in float32 "
+                f"(the first {self.CALIBRATION} batches, and where the reduced-precision error could change a "
+                f"decision; logit bounds {bounds or 'none'})")
 
 
 def prefetch(iterator: Iterator, enabled: bool) -> Iterator:
