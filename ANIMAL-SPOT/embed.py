@@ -45,7 +45,10 @@ def embed_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence_len", type=float, default=None,
                    help="window length in seconds (default: the model's training segment)")
     p.add_argument("--batch_size", type=int, default=16, help="windows per forward pass (default 16)")
-    p.add_argument("--amp", action="store_true", help="reduced precision where the device has it")
+    p.add_argument("--amp", action="store_true",
+                   help="reduced precision where the device has it: the features then carry its rounding (bfloat16: "
+                        "about 3 significant digits; no decision is taken here, and a head sees them through its "
+                        "own float16 rounding)")
     p.add_argument("--memory_format", default="auto", choices=("auto", "contiguous", "channels_last"))
     p.add_argument("--no_cuda", action="store_true", help="do not use a GPU")
     p.add_argument("--shard", default=None, metavar="I/N", help="embed the I-th of N shares of the recordings")
@@ -129,31 +132,38 @@ def embedding_model(args, device, precision):
 
 
 def run_embed(args) -> int:
-    from data.audio_io import AudioFileError, SignalReader, recording_files
+    from data.audio_io import AudioFileError, SignalReader
+    from data.sources import recording_list, relative_name
     from embedding.store import Store
     from prediction.core import Predictor
     from utils import runtime
 
-    device = runtime.choose_device(not args.no_cuda)
+    device = runtime.choose_device(not args.no_cuda, int(os.environ.get("LOCAL_RANK", "0")))
     precision = runtime.choose_precision(device, args.amp)
     model, description = embedding_model(args, device, precision)
     predictor = Predictor([model], args.sequence_len, args.hop, args.batch_size, device=device,
                           prefetch=device.type != "cpu")
     description["window"] = predictor.sequence_len
     store = Store(args.store)
-    store.create(description)
-    files = recording_files(args.input_file)
-    mine = shard_of(files, args.shard)
+    processes = runtime.start_processes(not args.no_cuda)
+    if processes.main:
+        store.create(description)
+    processes.barrier()
+    store = Store(args.store)
+    store.check(description)
+    files = recording_list(args.input_file)
+    mine = share_of(files, args.shard, processes)
     failed, done, started = [], 0, time.time()
     for path in mine:
-        relative = os.path.relpath(path, args.input_file) if os.path.isdir(args.input_file) else os.path.basename(path)
+        relative = relative_name(args.input_file, path)
         if store.has(relative):
             continue
         try:
             reader = SignalReader(path, model.options.sr)
             geometry = predictor.geometry(reader)
-            meta = {"source": os.path.abspath(path), "given": path, "seconds": reader.seconds, "n_samples": reader.n_samples,
-                    "step": geometry.step, "sr": reader.sr, "rate": reader.rate, "channels": reader.channels}
+            meta = {"source": path if "://" in path else os.path.abspath(path), "given": path,
+                    "seconds": reader.seconds, "n_samples": reader.n_samples, "step": geometry.step, "sr": reader.sr,
+                    "rate": reader.rate, "channels": reader.channels}
             with store.writer(relative, meta) as part:
                 for batch in predictor.stream(path, pooled=True, reader=reader):
                     part.add(batch.starts, batch.ends, [1] * len(batch.starts), batch.pooled.half().numpy())
@@ -162,25 +172,32 @@ def run_embed(args) -> int:
         except AudioFileError as error:
             log.error(str(error))
             failed.append(path)
+    failed_anywhere = sum(processes.gather(len(failed)))
+    runtime.stop_processes(processes)
     recordings, windows = store.size()
     log.info(f"{done} recording(s) embedded in {time.time() - started:.1f} s; the store holds {recordings} "
              f"recording(s), {windows} windows of {description['dim']} dimensions")
+    if failed_anywhere and not failed:
+        return 1
     if failed:
         log.error(f"{len(failed)} recording(s) could not be read: {', '.join(failed)}")
         return 1
     return 0
 
 
-def shard_of(files: List[str], shard: Optional[str]) -> List[str]:
-    """``I/N``: every N-th recording from the I-th (1-based); all without a shard."""
-    if not shard:
-        return list(files)
-    try:
-        index, count = (int(v) for v in shard.split("/"))
-        assert 1 <= index <= count
-    except (ValueError, AssertionError):
-        raise ValueError(f"--shard {shard}: expected I/N with 1 <= I <= N") from None
-    return list(files)[index - 1::count]
+def share_of(files: List[str], shard: Optional[str], processes) -> List[str]:
+    """This process's recordings: all of them, its share of a ``torchrun`` job, or the
+    I-th of N shares (``--shard I/N``), dealt by duration as prediction deals them."""
+    from prediction.season import deal, parse_shard
+
+    parsed = parse_shard(shard)
+    if parsed and processes.distributed:
+        raise ValueError("--shard and torchrun divide the recordings in two ways: use one of them")
+    if processes.distributed:
+        return deal(files, processes.world)[processes.rank]
+    if parsed:
+        return deal(files, parsed[1])[parsed[0] - 1]
+    return list(files)
 
 
 # --------------------------------------------------------------------------- main

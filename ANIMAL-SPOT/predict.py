@@ -12,26 +12,32 @@ windows it passes. ``.onnx`` files (``export.py``) run with onnxruntime.
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
-from typing import List, Optional
+import time
+from typing import List, Optional, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from data.audio_io import AudioFileError, SignalReader, recording_files
+from data.audio_io import AudioFileError, SignalReader
+from data.sources import configure, recording_list, relative_name
 from models.model_file import ModelFileError
 from prediction.core import Predictor, PredictionModel
-from prediction.decisions import Decider, DecisionRule, PostProcessing, log_events
+from prediction.decisions import Decider, DecisionRule, PostProcessing, log_events, table_events
 from prediction.log_format import LogFormatError, parse_log
+from prediction.season import (SeasonJournal, deal, parse_shard, read_journals, read_run, report_lines, start_time,
+                               write_run)
 from prediction.sinks import (FORMATS, CombinedRavenSink, LatentSink, LogSink, PdfSink, RavenSink, Recording,
-                              RunInfo)
+                              RunInfo, combined_table)
 from utils import runtime
-from utils.atomic import OutputError
+from utils.atomic import OutputError, atomic_write_text
+from utils.classmap import ClassMap
 from utils.logging import close_logger, setup_logger
 
-KNOWN_ERRORS = (ModelFileError, AudioFileError, FileNotFoundError, ValueError, OutputError, LogFormatError)
+KNOWN_ERRORS = (ModelFileError, AudioFileError, FileNotFoundError, ValueError, OutputError, LogFormatError, OSError)
 
 
 def _positive(kind):
@@ -91,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--memory_format", type=str, default="auto", choices=("auto", "contiguous", "channels_last"),
                    help="network memory format (auto: timed on the first batch)")
     g.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bar")
+    season = p.add_argument_group("seasons (many processes and machines, journals, time stamps, cloud archives)")
+    season.add_argument("--shard", default=None, metavar="I/N",
+                        help="predict the I-th of N shares of the recordings (job arrays); no combined table: "
+                             "predict.py --merge OUTPUT_DIR writes it")
+    season.add_argument("--merge", default=None, metavar="OUTPUT_DIR",
+                        help="write the combined Raven table of a folder predicted in shares, and exit")
+    season.add_argument("--report", default=None, metavar="OUTPUT_DIR",
+                        help="print the season's account from the folder's journals, and exit")
+    season.add_argument("--timestamp_format", default=None, metavar="FORMAT",
+                        help="the recorders' start time in the file names as a strftime pattern, e.g. "
+                             "%%Y%%m%%d_%%H%%M%%S (default: the common styles are recognised)")
+    season.add_argument("--storage_options", default=None, metavar="JSON",
+                        help='options of the remote filesystem, e.g. \'{"anon": true}\' for public S3 buckets')
     e = p.add_argument_group("events (decisions and tables only; the log keeps the raw probabilities)")
     e.add_argument("--merge_gap", type=_non_negative, default=0.0, metavar="S",
                    help="merge detections of one class separated by at most S seconds (default 0: touching only)")
@@ -127,23 +146,14 @@ def output_folder(args, path: str) -> Optional[str]:
     """``output_dir`` mirrored by the recording's sub-folder below ``--input_file``."""
     if not args.output_dir:
         return None
-    if os.path.isdir(args.input_file):
-        relative = os.path.relpath(os.path.dirname(os.path.abspath(path)), os.path.abspath(args.input_file))
-        return os.path.normpath(os.path.join(args.output_dir, relative))
-    return args.output_dir
-
-
-def relative_path(args, path: str) -> str:
-    """The recording's path below ``--input_file`` (Raven's ``Begin Path``)."""
-    if os.path.isdir(args.input_file):
-        return os.path.relpath(os.path.abspath(path), os.path.abspath(args.input_file))
-    return os.path.basename(path)
+    return os.path.normpath(os.path.join(args.output_dir, os.path.dirname(relative_name(args.input_file, path))))
 
 
 def describe_recording(args, path: str, predictor: Predictor, reader: SignalReader) -> Recording:
     geometry = predictor.geometry(reader)
-    return Recording(path, relative_path(args, path), file_stem(path), output_folder(args, path), reader.seconds,
-                     reader.n_samples, geometry.step, reader.rate, reader.channels)
+    return Recording(path, relative_name(args.input_file, path), file_stem(path), output_folder(args, path),
+                     reader.seconds, reader.n_samples, geometry.step, reader.rate, reader.channels,
+                     start_time(path, args.timestamp_format))
 
 
 def outputs_complete(args, recording: Recording, sinks, predictor: Predictor, reader: SignalReader) -> bool:
@@ -160,11 +170,12 @@ def outputs_complete(args, recording: Recording, sinks, predictor: Predictor, re
         return False
 
 
-def make_sinks(args, info: RunInfo, predictor: Predictor) -> List:
-    """The outputs asked for, in the order they are written."""
+def make_sinks(args, info: RunInfo, predictor: Predictor, shared: bool = False) -> List:
+    """The outputs asked for, in the order they are written (``shared``: one of several
+    processes, whose combined table is written at the end from every recording's log)."""
     chosen = [LogSink(info, each_channel=args.channels == "each")]
     if args.raven:
-        chosen += [RavenSink(info), CombinedRavenSink(info)]
+        chosen += [RavenSink(info)] + ([] if shared else [CombinedRavenSink(info)])
     chosen += [FORMATS[name](info) for name in dict.fromkeys(args.format)]
     if args.latent_extract:
         chosen.append(LatentSink(args.output_dir))
@@ -212,6 +223,7 @@ def predict_recording(args, predictor: Predictor, info: RunInfo, sinks, recordin
     events.sort(key=lambda e: (e.begin, e.channel))
     for sink in sinks:
         sink.end(recording, events)
+    return geometry.count * len(runs)
 
 
 def warn_sample_rate(path: str, reader: SignalReader, model: PredictionModel) -> None:
@@ -227,8 +239,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.describe:
         return describe(args.describe)
+    first = int(os.environ.get("RANK", "0")) == 0          # under torchrun only process 0 writes PREDICT.log
     try:
-        log = setup_logger("PREDICT", args.log_dir, "PREDICT.log", args.debug)
+        log = setup_logger("PREDICT", args.log_dir if first else None, "PREDICT.log", args.debug)
     except OutputError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
@@ -268,7 +281,7 @@ def check_arguments(args, log: logging.Logger) -> List[str]:
         raise ValueError("--latent_extract, --visualize, --raven and --format need --output_dir")
     if args.checkpoint_path:
         log.warning("--checkpoint_path is not used; the model comes from --model_path")
-    files = recording_files(args.input_file)
+    files = recording_list(args.input_file)
     if not files:
         raise ValueError(f"--input_file {args.input_file}: no .wav or .flac files in this folder")
     if args.output_dir:
@@ -281,8 +294,8 @@ def check_arguments(args, log: logging.Logger) -> List[str]:
     return files
 
 
-def make_predictor(args, log: logging.Logger) -> Predictor:
-    device = runtime.choose_device(args.cuda)
+def make_predictor(args, log: logging.Logger, local_rank: int = 0) -> Predictor:
+    device = runtime.choose_device(args.cuda, local_rank)
     amp = args.amp
     if amp and (args.smooth > 1 or args.channels == "max"):
         log.warning("--amp decides exactly as float32 only window by window: with --smooth or --channels max the "
@@ -355,8 +368,36 @@ def run_info(args, predictor: Predictor, rule: DecisionRule) -> RunInfo:
 
 
 def run(args, log: logging.Logger) -> int:
+    if args.report:
+        lines, complete = report_lines(args.report)
+        print("\n".join(lines))
+        return 0 if complete else 1
+    if args.merge:
+        return merge(args.merge, log)
+    configure(json.loads(args.storage_options) if args.storage_options else None)
+    processes = runtime.start_processes(args.cuda)
+    try:
+        return predict_season(args, log, processes)
+    finally:
+        runtime.stop_processes(processes)
+
+
+def my_share(args, files: List[str], processes) -> Tuple[List[str], str, bool]:
+    """``(this process's recordings, its journal name, whether the run is shared)``."""
+    shard = parse_shard(args.shard)
+    if shard and processes.distributed:
+        raise ValueError("--shard and torchrun divide the recordings in two ways: use one of them")
+    if processes.distributed:
+        return deal(files, processes.world)[processes.rank], f"rank{processes.rank + 1}of{processes.world}", True
+    if shard:
+        return deal(files, shard[1])[shard[0] - 1], f"shard{shard[0]}of{shard[1]}", True
+    return files, "all", False
+
+
+def predict_season(args, log: logging.Logger, processes) -> int:
     files = check_arguments(args, log)
-    predictor = make_predictor(args, log)
+    mine, tag, shared = my_share(args, files, processes)
+    predictor = make_predictor(args, log, processes.local_rank)
     rule = decision_rule(args, predictor, log)
     info = run_info(args, predictor, rule)
     first = predictor.models[0]
@@ -364,20 +405,24 @@ def run(args, log: logging.Logger) -> int:
     log.debug(f"prediction length: {predictor.sequence_len}[s], hop length: {args.hop}[s], threshold: "
               f"{rule.threshold}, prediction fmin: {first.options.fmin}[Hz], prediction fmax: {first.options.fmax}[Hz]")
     log.info(f"Class Distribution: {predictor.class_map.to_dict()}")
-    log.info(f"Predicting files names: {files}")
-    log.info(f"Predicting {len(files)} files")
+    log.info(f"Predicting files names: {mine}")
+    log.info(f"Predicting {len(mine)} files" + (f" (share {tag} of {len(files)})" if shared else ""))
     if info.post != PostProcessing():
         log.info(f"Events: {info.post.describe()}")
-    sinks = make_sinks(args, info, predictor)
+    journal = SeasonJournal(args.output_dir, tag) if args.output_dir else None
+    if journal:
+        write_run(args.output_dir, run_settings(args, files, info))
+        journal.write("planned", recordings=mine)
+    sinks = make_sinks(args, info, predictor, shared)
     guard = predictor.exact_amp(amp_risk(rule, predictor.class_map))
     failed = []
-    progress = Progress(files) if args.progress else None
-    for path in files:
+    progress = Progress(mine) if args.progress else None
+    for path in mine:
+        started = time.time()
         try:
             reader = SignalReader(path, first.options.sr)     # an unreadable file stops here
-        except AudioFileError as error:   # name it, go on with the other recordings
-            log.error(str(error))
-            failed.append(path)
+        except (AudioFileError, OSError, ValueError) as error:   # name it, go on with the other recordings
+            failed.append(fail(log, journal, path, error))
             continue
         recording = describe_recording(args, path, predictor, reader)
         try:
@@ -385,12 +430,16 @@ def run(args, log: logging.Logger) -> int:
                     outputs_complete(args, recording, sinks, predictor, reader):
                 log.info(f"{path}: outputs complete, skipped (--overwrite redoes it)")
                 skipped(args, recording, sinks, info)
+                if journal:
+                    journal.write("skipped", recording=path, audio_seconds=reader.seconds)
                 continue
-            predict_recording(args, predictor, info, sinks, recording, reader,
-                              progress.advance if progress else None)
-        except AudioFileError as error:
-            log.error(str(error))
-            failed.append(path)
+            windows = predict_recording(args, predictor, info, sinks, recording, reader,
+                                        progress.advance if progress else None)
+            if journal:
+                journal.write("done", recording=path, audio_seconds=reader.seconds, windows=windows,
+                              wall_seconds=round(time.time() - started, 3))
+        except (AudioFileError, OSError, ValueError) as error:
+            failed.append(fail(log, journal, path, error))
             for sink in sinks:
                 if isinstance(sink, LogSink):
                     sink.discard()
@@ -402,10 +451,77 @@ def run(args, log: logging.Logger) -> int:
         sink.close()
     if guard is not None:
         log.info(guard.report())
+    if processes.distributed:
+        failed_anywhere = sum(processes.gather(len(failed)))
+        if processes.main and args.raven:
+            write_combined(args.output_dir, log)
+        if failed_anywhere:
+            return 1
     if failed:
-        log.error(f"{len(failed)} of {len(files)} file(s) could not be read: {', '.join(failed)}")
+        log.error(f"{len(failed)} of {len(mine)} file(s) could not be read: {', '.join(failed)}")
         return 1
     return 0
+
+
+def fail(log: logging.Logger, journal, path: str, error: Exception) -> str:
+    reason = " ".join(str(error).split())
+    log.error(reason if path in reason else f"{path}: {reason}")
+    if journal:
+        journal.write("failed", recording=path, reason=reason)
+    return path
+
+
+def run_settings(args, files: List[str], info: RunInfo) -> dict:
+    """What ``--merge`` needs to write the combined table as one process would."""
+    return {"input_file": args.input_file, "recordings": list(files), "threshold": info.rule.threshold,
+            "thresholds": info.rule.thresholds, "temperature": info.rule.temperature, "post": vars(info.post),
+            "channels": args.channels, "timestamp_format": args.timestamp_format, "classes": info.class_map.to_dict(),
+            "data_opts": info.data_opts, "raven": args.raven, "models": info.model_paths}
+
+
+def merge(output_dir: str, log: logging.Logger) -> int:
+    """``--merge``: the combined table of a folder predicted in shares."""
+    missing = write_combined(output_dir, log)
+    if missing:
+        log.error(f"{len(missing)} recording(s) have no prediction log yet (left out of the combined table): "
+                  + ", ".join(missing))
+        return 1
+    return 0
+
+
+def write_combined(output_dir: str, log: logging.Logger) -> List[str]:
+    """``combined.Table.1.selections.txt`` from every recording's log, in the run's order;
+    returns the recordings without a log."""
+    settings = read_run(output_dir)
+    seconds = {e["recording"]: e.get("audio_seconds", 0.0) for e in read_journals(output_dir)[0]
+               if e["event"] in ("done", "skipped")}
+    rule = DecisionRule(settings["threshold"], settings["thresholds"], settings["temperature"] or 1.0)
+    post = PostProcessing(**settings["post"])
+    rows, missing = [], []
+    for path in settings["recordings"]:
+        relative = relative_name(settings["input_file"], path)
+        folder = os.path.normpath(os.path.join(output_dir, os.path.dirname(relative)))
+        recording = Recording(path, relative, file_stem(path), folder, seconds.get(path, 0.0),
+                              begin_time=start_time(path, settings["timestamp_format"]))
+        recording.channels = 2 if settings["channels"] == "each" and \
+            os.path.isfile(os.path.join(folder, f"{recording.stem}_ch2_predict_output.log")) else 1
+        logs = [p for p in LogSink(None, each_channel=settings["channels"] == "each").outputs(recording)]
+        if recording.channels > 1:
+            logs = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                          if n.startswith(f"{recording.stem}_ch") and n.endswith("_predict_output.log"))
+        if path not in seconds or not all(os.path.isfile(p) for p in logs):
+            missing.append(path)
+            continue
+        events = []
+        for name in logs:
+            channel = int(name.rsplit("_ch", 1)[1].split("_", 1)[0]) if recording.channels > 1 else None
+            events += [e if channel is None else dataclasses.replace(e, channel=channel)
+                       for e in log_events(parse_log(name), rule, post, recording.stem)]
+        events.sort(key=lambda e: (e.begin, e.channel))
+        rows.append((recording, table_events(events, recording.seconds, ClassMap.from_dict(settings["classes"]))))
+    atomic_write_text(os.path.join(output_dir, CombinedRavenSink.NAME), combined_table(rows, settings["data_opts"]))
+    log.info(f"Written {os.path.join(output_dir, CombinedRavenSink.NAME)} ({len(rows)} recording(s))")
+    return missing
 
 
 def skipped(args, recording: Recording, sinks, info: RunInfo) -> None:
@@ -417,7 +533,7 @@ def skipped(args, recording: Recording, sinks, info: RunInfo) -> None:
     for name in [s for s in sinks if isinstance(s, LogSink)][0].outputs(recording):
         channel = None
         parsed = parse_log(name)
-        if args.channels == "each":
+        if args.channels == "each" and recording.channels > 1:
             channel = int(name.rsplit("_ch", 1)[1].split("_", 1)[0])
         events += [e if channel is None else dataclasses.replace(e, channel=channel)
                    for e in log_events(parsed, info.rule, info.post, recording.stem)]
@@ -437,6 +553,8 @@ class Progress:
 
         total = 0.0
         for path in files:
+            if "://" in path:                 # remote: not opened twice
+                continue
             try:
                 total += SignalReader(path, 8000).seconds
             except AudioFileError:

@@ -184,11 +184,25 @@ class SignalReader:
     larger than the filter)."""
 
     def __init__(self, path: str, sr: int, channel: Optional[int] = None):
-        self.path, self.sr, self._handle = path, sr, None       # set first: __del__ runs after a failed __init__ too
-        problem = audio_problem(path)
-        if problem is not None:
-            raise AudioFileError(f"{path}: {problem}")
-        info = sf.info(path)
+        # set first: __del__ runs after a failed __init__ too
+        self.path, self.sr, self._handle, self._remote, self._source = path, sr, None, None, path
+        if "://" in path:                   # a URL (data.sources): read block by block over the network
+            from data.sources import open_recording
+
+            self._source, self._remote = open_recording(path)
+            try:
+                info = sf.info(self._source)
+            except Exception as error:
+                self.close()
+                raise AudioFileError(f"{path}: cannot read audio ({error})") from None
+            if info.frames <= 0:
+                self.close()
+                raise AudioFileError(f"{path}: the file holds no samples")
+        else:
+            problem = audio_problem(path)
+            if problem is not None:
+                raise AudioFileError(f"{path}: {problem}")
+            info = sf.info(path)
         self.rate, self.n_in, self.channels = info.samplerate, info.frames, info.channels
         if channel is not None and not 1 <= channel <= self.channels:
             raise AudioFileError(f"{path}: channel {channel} asked for, but the file has {self.channels} channel(s)")
@@ -203,6 +217,9 @@ class SignalReader:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        if getattr(self, "_remote", None) is not None:
+            self._remote.close()
+            self._remote = None
 
     def __del__(self):
         self.close()
@@ -214,7 +231,9 @@ class SignalReader:
     def _read_input(self, start: int, stop: int) -> torch.Tensor:
         try:
             if self._handle is None:           # opened once, read block by block
-                self._handle = sf.SoundFile(self.path)
+                if hasattr(self._source, "seek"):
+                    self._source.seek(0)
+                self._handle = sf.SoundFile(self._source)
             self._handle.seek(start)
             data = self._handle.read(stop - start, dtype="float32", always_2d=True)
         except Exception as error:
