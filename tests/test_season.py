@@ -139,9 +139,8 @@ def test_kill_minus_nine_and_a_rerun_predict_every_recording_once(quick_model, t
     lines, complete = report_lines(str(out))
     assert not complete and re.search(r"recordings: \d done, 0 failed, [1-9]\d* missing", "\n".join(lines))
     for i in (1, 2):                                           # the same commands again
-        assert subprocess.run(argv + ["--shard", f"{i}/2"], capture_output=True, timeout=300).returncode == 0
-    assert subprocess.run([sys.executable, os.path.join(SRC, "predict.py"), "--merge", str(out)],
-                          capture_output=True, timeout=120).returncode == 0
+        assert predict.main(argv[2:] + ["--shard", f"{i}/2"]) == 0
+    assert predict.main(["--merge", str(out)]) == 0
     assert not [n for n in os.listdir(out) if n.endswith((".partial", ".tmp"))]      # nothing half-written
     for i in range(6):
         assert len(parse_log(str(out / f"r{i}_predict_output.log")).windows) == 299

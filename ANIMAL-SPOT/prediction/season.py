@@ -134,12 +134,14 @@ def report_lines(output_dir: str) -> Tuple[List[str], bool]:
     entries, problems = read_journals(output_dir)
     if not entries:
         raise FileNotFoundError(f"{output_dir}: no prediction journals ({JOURNAL_PREFIX}*.jsonl)")
+    if os.path.isfile(os.path.join(output_dir, RUN_FILE)):     # the whole season, also what no process got to plan
+        entries.insert(0, {"event": "planned", "recordings": read_run(output_dir)["recordings"], "process": "run"})
     status = season_status(entries)
     done = [e for e in status.values() if e["event"] in ("done", "skipped")]
     failed = [e for e in status.values() if e["event"] == "failed"]
     missing = [e for e in status.values() if e["event"] == "missing"]
     hours = sum(e.get("audio_seconds", 0.0) for e in done) / 3600
-    lines = [f"season of {output_dir}: {len({e['process'] for e in entries})} process journal(s)",
+    lines = [f"season of {output_dir}: {len({e['process'] for e in entries} - {'run'})} process journal(s)",
              f"recordings: {len(done)} done, {len(failed)} failed, {len(missing)} missing",
              f"audio: {hours:.2f} h predicted"]
     if failed:
