@@ -35,6 +35,9 @@ bench: $(STAMP)
 	$(PY) bench/predict_bench.py
 	$(PY) bench/train_bench.py
 	$(PY) bench/backbones_bench.py
+	$(PY) bench/review_bench.py
+	$(PY) bench/embedding_bench.py
+	$(PY) bench/season_bench.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -165,9 +165,9 @@ def print_summary(summary) -> None:
         text = f"{scale * value:.0f}{' %' if percent else ''}"
         return text + (f" [{scale * ci[0]:.0f}-{scale * ci[1]:.0f}]" if ci[0] is not None else "")
     for name, c in summary["classes"].items():
+        density = figure(c["call_density_per_hour"], c["call_density_ci95"], False)
         print(f"    {name:<6} precision {figure(c['precision'], c['precision_ci95']):<16} recall "
-              f"{figure(c['recall'], c['recall_ci95']):<16} calls/h {figure(c['call_density_per_hour'], c['call_density_ci95'], False)}"
-              f"  ({c['reviewed']} reviewed)")
+              f"{figure(c['recall'], c['recall_ci95']):<16} calls/h {density}  ({c['reviewed']} reviewed)")
 
 
 def fine_tuning(flags):

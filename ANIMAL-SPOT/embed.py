@@ -36,7 +36,8 @@ TEMPLATE = {"sr": 44100, "n_fft": 1024, "hop_length": 172, "n_freq_bins": 256, "
 def embed_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Embed every window of a season into an embedding store.",
                                 epilog="Sub-commands: search, fit, classify (embed.py <command> --help).")
-    p.add_argument("--model_path", default=None, help="an ANIMAL-SPOT.pk whose pooled encoder features are the embedding")
+    p.add_argument("--model_path", default=None,
+                   help="an ANIMAL-SPOT.pk whose pooled encoder features are the embedding")
     p.add_argument("--backbone", default=None, help="or an untrained backbone by name (e.g. with ImageNet weights)")
     p.add_argument("--pretrained_weights", default=None, help="--backbone: local weights file (else the cache)")
     p.add_argument("--input_file", required=True, help="a recording, or a folder searched recursively")
@@ -103,7 +104,7 @@ def embedding_model(args, device, precision):
     from data.features import FeatureOptions
     from embedding.store import file_sha256
     from models import backbones
-    from models.model_file import LoadedModel, ModelSpec, classifier_options, load_model
+    from models.model_file import LoadedModel, ModelSpec, classifier_options
     from prediction.core import PredictionModel, TorchBackend
 
     if bool(args.model_path) == bool(args.backbone):

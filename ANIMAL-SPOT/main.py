@@ -123,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_fork_options(p: argparse.ArgumentParser) -> None:
-    a = p.add_argument
     g = p.add_argument_group("backbones (each backbone's own flags follow)")
     g.add_argument("--backbone", type=str, default="resnet",
                    help="encoder: a registered name (--list_backbones) or timm:<model> (default resnet)")
@@ -137,7 +136,8 @@ def add_fork_options(p: argparse.ArgumentParser) -> None:
                    help="start from a trained ANIMAL-SPOT.pk (its encoder; its head too if the classes match)")
     r = p.add_argument_group("rare classes (all off by default)")
     r.add_argument("--class_weights", type=_weighting, default="none",
-                   help="cross-entropy class weights from the training counts: none, inverse, sqrt_inverse, effective_num")
+                   help="cross-entropy class weights from the training counts: none, inverse, sqrt_inverse, "
+                        "effective_num")
     r.add_argument("--weighted_sampling", type=_weighting, default="none",
                    help="class-balanced sampling: none, inverse, sqrt_inverse, effective_num (epoch length unchanged)")
     r.add_argument("--rare_class_boost", type=str, default=None, help="sampling boosts CLASS=FACTOR,... (seed fork)")
@@ -328,7 +328,8 @@ def cross_validate(config, files: List[str], class_map, log: logging.Logger, pro
     """K trainings on the folds of ``crossval``; folds finished earlier are not redone."""
     if processes.main:
         check_writable(config)
-        crossval.plan(config, files, config.seed if config.seed is not None else random.SystemRandom().randrange(2 ** 31))
+        seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2 ** 31)
+        crossval.plan(config, files, seed)
     processes.barrier()
     splits = crossval.plan(config, files, 0)
     tests = []

@@ -21,10 +21,8 @@ Nothing is served but the page's own files and files below ``--recordings`` and 
 
 import argparse
 import html
-import json
 import logging
 import os
-import secrets
 import sys
 import threading
 from collections import OrderedDict

@@ -148,7 +148,10 @@ class Trainer:
                 load_time += time.time() - tick
                 inputs = self.forward.inputs(inputs)
                 targets = label["call"].to(self.device, non_blocking=True)
-                logits, loss = self._step(inputs, targets, epoch, index) if training else self._evaluate(inputs, targets)
+                if training:
+                    logits, loss = self._step(inputs, targets, epoch, index)
+                else:
+                    logits, loss = self._evaluate(inputs, targets)
                 if bool(torch.isfinite(loss)):
                     loss_sum += loss.double()
                     batches += 1

@@ -14,6 +14,7 @@ than the spread, or measured on fewer than 3 seeds, is not a difference.
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -31,6 +32,15 @@ DEFAULT_CONFIGS = {
     "mobilenet_v3_large": "--backbone mobilenet_v3_large --lr 1e-4 --beta1 0.9",
     "efficientnet_b0": "--backbone efficientnet_b0 --lr 1e-4 --beta1 0.9",
 }
+RESNET = "--backbone resnet --max_pool 2 --lr 1e-4 --beta1 0.5 --augmentation --monitor balanced_accuracy"
+AUGMENTATION_CONFIGS = {            # --preset augmentation: the original's augmentation, then each addition
+    "original augmentation": RESNET,
+    "+ spec_augment": RESNET + " --spec_augment",
+    "+ mixup 0.2": RESNET + " --mixup 0.2",
+    "+ background (noise class)": RESNET + " --background_from_noise_class",
+    "+ all three": RESNET + " --spec_augment --mixup 0.2 --background_from_noise_class",
+}
+PRESETS = {"backbones": DEFAULT_CONFIGS, "augmentation": AUGMENTATION_CONFIGS}
 
 
 def rarest_classes(data_dir: str, count: int = 3):
@@ -62,19 +72,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data_dir")
     p.add_argument("--config", action="append", default=[], help='NAME="main.py flags" (repeatable)')
+    p.add_argument("--preset", choices=sorted(PRESETS), default="backbones",
+                   help="the configurations compared without --config (default backbones)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget_minutes", type=float, default=120, help="stop starting runs after this")
     p.add_argument("--out", default="bench_output/compare")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    configs = dict(c.split("=", 1) for c in args.config) if args.config else dict(DEFAULT_CONFIGS)
+    configs = dict(c.split("=", 1) for c in args.config) if args.config else dict(PRESETS[args.preset])
     started, results = time.time(), {name: [] for name in configs}
     for seed in range(1, args.seeds + 1):
         for name, flags in configs.items():
             if time.time() - started > args.budget_minutes * 60:
                 print(f"time budget spent: {name} seed {seed} not run", flush=True)
                 continue
-            run = os.path.join(args.out, f"{name}_seed{seed}")
+            run = os.path.join(args.out, re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + f"_seed{seed}")
             begin = time.time()
             status = train_main.main(["--data_dir", args.data_dir, "--model_dir", run, "--seed", str(seed),
                                       "--summary_dir", os.path.join(args.out, "tb"), "--no_progress"]

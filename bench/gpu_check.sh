@@ -92,6 +92,23 @@ for amp in "" "--amp"; do
   echo "predict.py ${amp:-float32}: $(echo "3600 / ($end - $start)" | bc -l | cut -c1-7)x real time (whole process)"
 done
 
+check "multi-process prediction (torchrun, one process per GPU, 8 copies of the 60 min recording)"
+for i in 1 2 3 4 5 6 7 8; do cp $WORK/rec.wav $WORK/season_$i.wav 2>/dev/null || true; done
+mkdir -p $WORK/season && mv $WORK/season_*.wav $WORK/season/ 2>/dev/null
+GPUS=$("$PY" -c 'import torch; print(max(1, torch.cuda.device_count()))')
+for procs in 1 $((GPUS > 1 ? GPUS : 2)); do
+  start=$(date +%s.%N)
+  "$PY" -m torch.distributed.run --nproc_per_node $procs --master_addr 127.0.0.1 --master_port $((29600 + procs)) \
+    $SRC/predict.py --model_path $WORK/amp/ANIMAL-SPOT.pk --input_file $WORK/season --output_dir $WORK/season_out_$procs \
+    --sequence_len 0.5 --hop 0.25 --batch_size 256 --num_workers 1 --threshold 0.5 --overwrite --no_progress --raven \
+    2> $WORK/season.err || { tail -5 $WORK/season.err; fail "torchrun predict $procs"; }
+  end=$(date +%s.%N)
+  echo "torchrun $procs process(es) on $GPUS GPU(s): $(echo "8 * 3600 / ($end - $start)" | bc -l | cut -c1-7)x real time"
+  "$PY" $SRC/predict.py --report $WORK/season_out_$procs | grep "recordings:"
+done
+diff $WORK/season_out_1/combined.Table.1.selections.txt $WORK/season_out_*[!1]/combined.Table.1.selections.txt \
+  && echo "combined tables equal" || fail "combined tables differ"
+
 check "training throughput on the GPU"
 "$PY" bench/train_bench.py --device cuda --steps 20 || fail "train bench"
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import urllib.error
 
-import numpy as np
 import pytest
 import torch
 import torchvision

@@ -152,7 +152,7 @@ def test_a_store_killed_mid_write_is_readable_and_the_rerun_completes_it(trained
 
 def test_more_like_this_and_active_learning_queue_items_the_estimators_do_not_count(season, tmp_path):
     import review
-    from embedding.active import ActiveLearner, choose
+    from embedding.active import choose
     from embedding.review_link import more_like_this
 
     root, model = season

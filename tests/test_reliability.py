@@ -4,7 +4,6 @@ naming it and a non-zero exit, and model files that would run code are refused."
 import os
 import pickle
 import re
-import shutil
 import signal
 import subprocess
 import sys

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 
 from conftest import SRC
 from evaluation.review import Stratum, call_density, naive_share, precision, recall, stratified_total
-from evaluation.review_session import Journal, ReviewError, ReviewSession, load_units
+from evaluation.review_session import ReviewError, ReviewSession, load_units
 from prediction.log_format import LogWriter
 from utils.classmap import ClassMap
 from utils.logging import FORMAT, close_logger

@@ -14,13 +14,12 @@ import torch
 import torch.nn as nn
 
 import main as train_main
-import predict
 from data.filenames import find_audio_files
 from data.split import create_split
 from trainer import Listener, Trainer
 from utils import runtime
 from utils.classmap import ClassMap
-from utils.synthetic import make_call_set, make_recording
+from utils.synthetic import make_recording
 from conftest import small_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

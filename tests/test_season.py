@@ -15,7 +15,6 @@ import threading
 import time
 from datetime import datetime
 
-import numpy as np
 import pytest
 import torch
 

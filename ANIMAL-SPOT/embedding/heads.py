@@ -320,8 +320,9 @@ def run_classify(args) -> int:
         meta = part.meta
         relative = part.recording
         folder = os.path.normpath(os.path.join(args.output_dir, os.path.dirname(relative)))
-        recording = Recording(meta.get("given", meta.get("source", relative)), relative, os.path.splitext(os.path.basename(relative))[0]
-                              .strip(), folder, meta.get("seconds", 0.0), meta.get("n_samples", 0), meta.get("step", 1),
+        stem = os.path.splitext(os.path.basename(relative))[0].strip()
+        recording = Recording(meta.get("given", meta.get("source", relative)), relative, stem, folder,
+                              meta.get("seconds", 0.0), meta.get("n_samples", 0), meta.get("step", 1),
                               meta.get("rate", 0), meta.get("channels", 1))
         for sink in sinks:
             sink.start(recording)

@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from evaluation import review as est
-from evaluation.raven import HEADER_COLUMNS, TableError, format_score, tsv
+from evaluation.raven import HEADER_COLUMNS, format_score, tsv
 from prediction.decisions import log_windows
 from prediction.log_format import LogFormatError, parse_log
 from utils.atomic import atomic_write_text
@@ -233,7 +233,8 @@ def table_units(path: str, key: str, recording: str, seconds: float) -> List[Uni
             begin, end = float(row[header["begin time (s)"]]), float(row[header["end time (s)"]])
             label = row[label_at].strip()
             score = float(row[header["score"]]) if "score" in header and row[header["score"]].strip() else None
-            channel = int(float(row[header["channel"]])) if "channel" in header and row[header["channel"]].strip() else 1
+            cell = row[header["channel"]].strip() if "channel" in header else ""
+            channel = int(float(cell)) if cell else 1
         except (IndexError, ValueError):
             raise ReviewError(f"{path}:{number}: malformed row {row!r}") from None
         if label.lower() == "noise" or (begin, end, label, channel) in seen:

@@ -88,7 +88,8 @@ def render(spec, title: str = "ANIMAL-SPOT model") -> str:
     data = card.get("data")
     if data:
         lines += ["## Data", "", "| class | train | val | test | tapes |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {n} | {c['train']} | {c['val']} | {c['test']} | {c['tapes']} |" for n, c in data["classes"].items()]
+        lines += [f"| {n} | {c['train']} | {c['val']} | {c['test']} | {c['tapes']} |"
+                  for n, c in data["classes"].items()]
         rates = ", ".join(f"{rate} Hz: {count}" for rate, count in data["sample_rates"].items())
         lines += ["", f"Sample rates of the clips: {rates}.", ""]
     split = card.get("split")

@@ -352,7 +352,8 @@ class Predictor:
             return torch.softmax(full, dim=1)[:, 1]
         target = torch.softmax(low, dim=1)[:, 1]
         rho = guard.rho("detector")
-        risky = ((target * rho >= self.detector_threshold) & (target / rho < self.detector_threshold)).nonzero().view(-1)
+        limit = self.detector_threshold
+        risky = ((target * rho >= limit) & (target / rho < limit)).nonzero().view(-1)
         if len(risky):
             full = backend.logits(inputs[risky], full=True)[0]
             guard.observe("detector", low[risky], full)
