@@ -2,12 +2,16 @@
 
 The network and its preprocessing are rebuilt from the model file alone. For each
 recording, ``<output_dir>/<name>_predict_output.log`` holds the original's header and one
-record per window; ``--raven`` adds Raven selection tables. Folders are searched
-recursively for .wav and .flac files (their sub-folders are mirrored in the output); a
-rerun skips recordings whose outputs are complete (``--overwrite`` redoes them).
-Several ``--model_path`` files form an ensemble (probabilities averaged);
-``--detector_path`` runs a target/noise detector first and the classifier only on the
-windows it passes. ``.onnx`` files (``export.py``) run with onnxruntime.
+record per window; ``--raven`` adds Raven selection tables, ``--format`` CSV, Parquet,
+Audacity labels and JSON (``prediction/sinks.py``). Folders, URL prefixes and list files
+are expanded (``data/sources.py``; sub-folders are mirrored in the output); a rerun skips
+recordings whose outputs are complete (``--overwrite`` redoes them). Several
+``--model_path`` files form an ensemble (probabilities averaged); ``--detector_path`` runs
+a target/noise detector first and the classifier only on the windows it passes;
+``--amp`` decides exactly as float32. Under ``torchrun`` or with ``--shard I/N`` each
+process predicts its share and keeps a journal (``prediction/season.py``); ``--merge``
+and ``--report`` work on such a folder. ``.onnx`` files (``export.py``) run with
+onnxruntime.
 """
 
 import argparse
@@ -27,7 +31,7 @@ from data.sources import configure, recording_list, relative_name
 from models.model_file import ModelFileError
 from prediction.core import Predictor, PredictionModel
 from prediction.decisions import Decider, DecisionRule, PostProcessing, log_events, table_events
-from prediction.log_format import LogFormatError, parse_log
+from evaluation.log_format import LogFormatError, parse_log
 from prediction.season import (SeasonJournal, deal, parse_shard, read_journals, read_run, report_lines, start_time,
                                write_run)
 from prediction.sinks import (FORMATS, CombinedRavenSink, LatentSink, LogSink, PdfSink, RavenSink, Recording,

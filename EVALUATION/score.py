@@ -35,7 +35,7 @@ from evaluation.events import Matching, csv_text, pr_curve, score, table_lines  
 from evaluation.raven import TableError, read_annotations, read_table, recording_name  # noqa: E402
 from models.model_file import ModelFileError  # noqa: E402
 from prediction.decisions import DecisionRule, PostProcessing, log_events, model_rule  # noqa: E402
-from prediction.log_format import LogFormatError, parse_log  # noqa: E402
+from evaluation.log_format import LogFormatError, parse_log  # noqa: E402
 from utils.atomic import OutputError, atomic_write_text  # noqa: E402
 from utils.config import ConfigError, read_config  # noqa: E402
 

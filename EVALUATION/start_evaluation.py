@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ANIMAL-SPOT"))
 
 from utils.config import ConfigError, config_path_from_argv, launcher_logger, read_config  # noqa: E402
-from prediction.log_format import LogFormatError  # noqa: E402
+from evaluation.log_format import LogFormatError  # noqa: E402
 from prediction.decisions import evaluate  # noqa: E402
 from models.model_file import ModelFileError  # noqa: E402
 

@@ -24,7 +24,7 @@ SRC = os.path.join(ROOT, "ANIMAL-SPOT")
 sys.path.insert(0, SRC)
 
 import predict  # noqa: E402
-from prediction.log_format import parse_log  # noqa: E402
+from evaluation.log_format import parse_log  # noqa: E402
 from utils import runtime  # noqa: E402
 from utils.synthetic import make_call_set, make_recording  # noqa: E402
 

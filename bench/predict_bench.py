@@ -25,7 +25,7 @@ sys.path.insert(0, SRC)
 
 import numpy as np  # noqa: E402
 
-from prediction.log_format import parse_log  # noqa: E402
+from evaluation.log_format import parse_log  # noqa: E402
 from utils.synthetic import make_call_set, make_recording  # noqa: E402
 
 TEMPLATE = ["--sr", "44100", "--n_fft", "1024", "--hop_length", "172", "--n_freq_bins", "256", "--fmin", "500",

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "ANIMAL-SPOT"))
 
 import numpy as np  # noqa: E402
 
-from prediction.log_format import LogWriter  # noqa: E402
+from evaluation.log_format import LogWriter  # noqa: E402
 from utils.classmap import ClassMap  # noqa: E402
 from utils.logging import FORMAT, close_logger  # noqa: E402
 from utils.runtime import machine_description  # noqa: E402

@@ -16,7 +16,7 @@ import embed
 import predict
 from conftest import SRC
 from embedding.store import Store, StoreError
-from prediction.log_format import parse_log
+from evaluation.log_format import parse_log
 from utils.synthetic import make_recording
 
 # two recordings with planted calls (shape, start s): K1 = upsweep, K2 = downsweep

@@ -10,7 +10,7 @@ import torch
 
 import predict
 from prediction.core import Predictor, PredictionModel
-from prediction.log_format import parse_log
+from evaluation.log_format import parse_log
 from utils import runtime
 from utils.synthetic import make_recording
 

@@ -17,7 +17,7 @@ import predict
 from evaluation.events import Matching, score
 from evaluation.raven import Event, read_table
 from prediction.decisions import Decider, DecisionRule, PostProcessing
-from prediction.log_format import parse_log
+from evaluation.log_format import parse_log
 from utils.classmap import ClassMap
 from utils.synthetic import call_signal
 

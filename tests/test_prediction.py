@@ -16,7 +16,7 @@ import main as train_main
 import predict
 from models.model_file import load_model
 from prediction.core import Predictor, PredictionModel
-from prediction.log_format import LogFormatError, parse_log
+from evaluation.log_format import LogFormatError, parse_log
 from prediction.decisions import DecisionRule, evaluate
 from utils.synthetic import make_call_set, make_recording
 from conftest import small_run  # noqa: E402

@@ -18,7 +18,7 @@ import pytest
 from conftest import SRC
 from evaluation.review import Stratum, call_density, naive_share, precision, recall, stratified_total
 from evaluation.review_session import ReviewError, ReviewSession, load_units
-from prediction.log_format import LogWriter
+from evaluation.log_format import LogWriter
 from utils.classmap import ClassMap
 from utils.logging import FORMAT, close_logger
 from utils.synthetic import make_recording

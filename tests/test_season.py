@@ -20,7 +20,7 @@ import torch
 
 import predict
 from conftest import SRC
-from prediction.log_format import parse_log
+from evaluation.log_format import parse_log
 from prediction.season import deal, report_lines, start_time
 from utils.synthetic import make_recording
 
@@ -224,8 +224,8 @@ def tables(folder):
 
 @pytest.mark.parametrize("ranges", [True, False])
 def test_recordings_over_http_with_and_without_ranged_reads(quick_model, server, tmp_path, ranges, monkeypatch):
-    import data.sources
-    monkeypatch.setattr(data.sources, "BLOCK", 1 << 15)       # blocks smaller than the recording (256 kB)
+    import data.remote
+    monkeypatch.setattr(data.remote, "BLOCK", 1 << 15)       # blocks smaller than the recording (256 kB)
     model, recordings = quick_model
     url, handler, _ = server
     handler.ranges = ranges

@@ -186,10 +186,13 @@ class SignalReader:
     def __init__(self, path: str, sr: int, channel: Optional[int] = None):
         # set first: __del__ runs after a failed __init__ too
         self.path, self.sr, self._handle, self._remote, self._source = path, sr, None, None, path
-        if "://" in path:                   # a URL (data.sources): read block by block over the network
-            from data.sources import open_recording
+        if "://" in path:                   # a URL (data.remote): read block by block over the network
+            from data.remote import RemoteError, open_recording
 
-            self._source, self._remote = open_recording(path)
+            try:
+                self._source, self._remote = open_recording(path)
+            except RemoteError as error:
+                raise AudioFileError(str(error)) from None
             try:
                 info = sf.info(self._source)
             except Exception as error:

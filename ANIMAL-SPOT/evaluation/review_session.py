@@ -37,8 +37,7 @@ import numpy as np
 
 from evaluation import review as est
 from evaluation.raven import HEADER_COLUMNS, format_score, tsv
-from prediction.decisions import log_windows
-from prediction.log_format import LogFormatError, parse_log
+from evaluation.log_format import LogFormatError, log_windows, parse_log
 from utils.atomic import atomic_write_text
 
 log = logging.getLogger("REVIEW")

@@ -14,6 +14,9 @@ Python use::
 
 Backends: the PyTorch model (BatchNorm folded, inference mode, optional autocast and
 channels-last), a TorchScript file (``jit=True``), or an ONNX file (onnxruntime).
+``exact_amp(at_risk)`` makes reduced precision decide as float32 (``ExactAmp``); with
+``unknown=True`` each batch carries the first model's unknown flags; ``stream_max`` picks
+per window the channel whose top class is most probable.
 """
 
 import logging

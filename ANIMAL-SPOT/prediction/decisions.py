@@ -25,7 +25,7 @@ import numpy as np
 
 from evaluation.calibration import calibrated_from_probabilities
 from evaluation.raven import Event
-from prediction.log_format import PredictionLog, parse_log, prediction_logs
+from evaluation.log_format import PredictionLog, log_windows, parse_log, prediction_logs
 from utils.atomic import atomic_write_text
 from utils.classmap import ClassMap
 
@@ -236,26 +236,6 @@ def label_name(label: Optional[int], names: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------- from logs
-def log_windows(log_: PredictionLog):
-    """``(starts, ends, probs, unknown)`` of a parsed log (binary records: ``[1 - p, p]``)."""
-    starts, ends, rows, unknown = [], [], [], []
-    n = len(log_.class_map)
-    for key, record in log_.windows.items():
-        start, end = (float(v) for v in key.split("-"))
-        if log_.binary:
-            probs = [1.0 - record.prob, record.prob]
-        elif record.probs and len(record.probs) == n:
-            probs = list(record.probs)
-        else:                  # the printed line alone: the top class's probability
-            probs = [0.0] * n
-            probs[record.label] = record.prob
-        starts.append(start)
-        ends.append(end)
-        rows.append(probs)
-        unknown.append(record.unknown)
-    return starts, ends, np.asarray(rows, dtype=np.float64).reshape(len(rows), n), unknown
-
-
 def log_events(log_: PredictionLog, rule: DecisionRule, post: PostProcessing = PostProcessing(),
                recording: str = "") -> List[Event]:
     """The events of a prediction log, decided as prediction decides them."""

@@ -36,7 +36,7 @@ def weights(paths: Sequence[str]) -> List[float]:
     where remote (proportional to the duration for files of one format)."""
     import soundfile as sf
 
-    from data.sources import _filesystem, is_remote
+    from data.remote import filesystem, is_remote
 
     remote = any(is_remote(p) for p in paths)
     out = []
@@ -44,7 +44,7 @@ def weights(paths: Sequence[str]) -> List[float]:
         try:
             if remote:
                 if is_remote(path):
-                    fs, inner = _filesystem(path)
+                    fs, inner = filesystem(path)
                     out.append(float(fs.size(inner) or 0))
                 else:
                     out.append(float(os.path.getsize(path)))

@@ -29,7 +29,7 @@ import torch
 
 from evaluation.raven import HEADER_COLUMNS, Event, table_rows, tsv
 from prediction.decisions import DecisionRule, PostProcessing, Window, table_events
-from prediction.log_format import LogWriter
+from evaluation.log_format import LogWriter
 from utils.atomic import OutputError, atomic_write, atomic_write_text
 from utils.classmap import ClassMap
 from utils.logging import FORMAT, close_logger

@@ -17,6 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import numpy as np
+
 from utils.classmap import ClassMap
 
 
@@ -171,3 +173,23 @@ def prediction_logs(path: str) -> List[str]:
         raise FileNotFoundError(f"prediction_dir {path}: no such file or folder")
     return [os.path.join(path, n) for n in sorted(os.listdir(path))
             if "_predict_output" in n and os.path.isfile(os.path.join(path, n))]
+
+
+def log_windows(log_: PredictionLog):
+    """``(starts, ends, probs, unknown)`` of a parsed log (binary records: ``[1 - p, p]``)."""
+    starts, ends, rows, unknown = [], [], [], []
+    n = len(log_.class_map)
+    for key, record in log_.windows.items():
+        start, end = (float(v) for v in key.split("-"))
+        if log_.binary:
+            probs = [1.0 - record.prob, record.prob]
+        elif record.probs and len(record.probs) == n:
+            probs = list(record.probs)
+        else:                  # the printed line alone: the top class's probability
+            probs = [0.0] * n
+            probs[record.label] = record.prob
+        starts.append(start)
+        ends.append(end)
+        rows.append(probs)
+        unknown.append(record.unknown)
+    return starts, ends, np.asarray(rows, dtype=np.float64).reshape(len(rows), n), unknown
