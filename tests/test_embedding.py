@@ -184,3 +184,23 @@ def test_more_like_this_and_active_learning_queue_items_the_estimators_do_not_co
     picked = choose([(0.9, "a", 0.0, 0.2, "K1", 0.5), (0.8, "a", 10.0, 10.2, "K1", 0.5),
                      (0.7, "a", 100.0, 100.2, "K1", 0.5), (0.6, "b", 0.0, 0.2, "K2", 0.5)], 3)
     assert [p[2] for p in picked] == [0.0, 0.0, 100.0]             # classes in turn, a minute apart
+
+
+def test_an_untrained_backbone_embeds_with_its_weights_and_other_weights_are_refused(season, tmp_path):
+    import torchvision
+    root, _ = season
+    torch.manual_seed(0)
+    weights = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.pth"
+        torch.save(torchvision.models.mobilenet_v3_small().state_dict(), path)
+        weights.append(str(path))
+    flags = ["--backbone", "mobilenet_v3_small", "--input_file", str(root / "recordings" / "b.wav"), "--store",
+             str(tmp_path / "store"), "--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_bins",
+             "32", "--fmin", "0", "--fmax", "8000", "--sequence_len", "0.5", "--hop", "0.5"]
+    assert embed.main(flags + ["--pretrained_weights", weights[0]]) == 0
+    store = Store.existing(str(tmp_path / "store"))
+    assert store.description["model"]["backbone"] == "mobilenet_v3_small" and store.description["dim"] == 576
+    assert store.description["window"] == 0.5 and store.description["data_opts"]["n_fft"] == 256
+    assert len(next(store.parts()).starts) == 24                   # ceil((12 s + 1 sample - 0.5 s) / 0.5 s)
+    assert embed.main(flags + ["--pretrained_weights", weights[1]]) == 1             # other weights: refused
