@@ -1,6 +1,7 @@
 """Prediction over recordings: the core's stream, the original's log, Raven tables,
 season-scale runs, ensembles, detector + classifier, per-class thresholds."""
 
+import json
 import os
 import pickle
 import re
@@ -135,7 +136,10 @@ def test_folders_are_searched_and_bad_files_skipped(tmp_path, models):
     argv = ["--model_path", paths["resnet"], "--input_file", str(folder), "--output_dir", str(out), "--num_workers",
             "1", "--no_progress"]
     assert predict.main(argv) == 1                                      # b.wav failed ...
-    assert sorted(os.listdir(out)) == ["a.x_predict_output.log", "day2"]  # ... the rest ran, sub-folders mirrored
+    assert sorted(os.listdir(out)) == ["a.x_predict_output.log", "day2", "predict_journal.all.jsonl",
+                                       "predict_run.json"]                 # ... the rest ran, sub-folders mirrored
+    failed = [json.loads(line) for line in open(out / "predict_journal.all.jsonl") if '"failed"' in line]
+    assert [f["recording"] for f in failed] == [str(folder / "b.wav")] and "Format not recognised" in failed[0]["reason"]
     assert sorted(os.listdir(out / "day2")) == ["a.y_predict_output.log", "c_predict_output.log"]
     assert len(records((out / "day2" / "c_predict_output.log").read_text())) == 6    # 0.3 s (model) windows, 1 s hop
     assert predict.main(["--model_path", str(tmp_path / "missing.pk"), "--input_file", recording]) == 1
