@@ -16,12 +16,11 @@ import torchvision
 import error_bounds
 import main as train_main
 import predict
-import reference
 from models.checkpoint_compat import adapt_checkpoint, legacy_order
 from models.classifier import Classifier
 from models.model_file import build_model, load_model
 from models.residual_encoder import ResidualEncoder
-from utils.synthetic import make_call_set, write_clip
+from utils.synthetic import make_call_set
 from conftest import small_run  # noqa: E402
 
 DATA_OPTS = {"sr": 16000, "preemphases": 0.98, "n_fft": 256, "hop_length": 64, "n_freq_bins": 32, "fmin": 0,

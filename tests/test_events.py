@@ -18,7 +18,7 @@ HEADER = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\
 
 def table(path, rows, header=HEADER, views=("Spectrogram 1",)):
     lines = [header]
-    for number, (begin, end, label, *score) in enumerate(rows, start=1):
+    for number, (begin, end, label, *_) in enumerate(rows, start=1):
         for view in views:
             lines.append(f"{number}\t{view}\t1\t{begin}\t{end}\t500\t9000\t{label}\n")
     path.write_text("".join(lines))

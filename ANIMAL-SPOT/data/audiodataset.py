@@ -192,6 +192,16 @@ class Dataset(FileNameDataset):
         log.debug(f"Number of files : {len(self.file_names)}")
         for name in self.class_dist_dict:
             log.debug(f"Number of samples in {dataset_name} for {name}: {names.count(name)}")
+        self._original_augmentation(augmentation, noise_files)
+        log.debug("Init min-max-normalization activated" if self.options.min_max_norm
+                  else "Init 0/1-dB-normalization activated")
+        # this project's augmentation (off unless asked; drawn after the original's)
+        self.spec_augment = spec_augment
+        self.background = BackgroundOverlay(background_files, self.spectrogram, background_snr) \
+            if background_files else None
+
+    def _original_augmentation(self, augmentation: bool, noise_files: Sequence[str]) -> None:
+        """The original's amplitude, pitch and time transforms and its noise addition."""
         if augmentation:
             log.debug("Init augmentation transforms for time and pitch shift")
             self.augment = [RandomAmplitude(), RandomPitchShift(), RandomTimeStretch()]
@@ -202,16 +212,10 @@ class Dataset(FileNameDataset):
         if noise_files:
             log.debug("Init augmentation transform for random noise addition")
             self.add_noise = RandomAddNoise(noise_files, self.spectrogram, NoiseTransform(self.options),
-                                            min_length=seq_len)
+                                            min_length=self.seq_len)
         else:
             log.debug("No noise augmentation")
             self.add_noise = None
-        log.debug("Init min-max-normalization activated" if self.options.min_max_norm
-                  else "Init 0/1-dB-normalization activated")
-        # this project's augmentation (off unless asked; drawn after the original's)
-        self.spec_augment = spec_augment
-        self.background = BackgroundOverlay(background_files, self.spectrogram, background_snr) \
-            if background_files else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -175,20 +175,9 @@ class PassMetrics:
             return float("nan"), float("nan")
         return bootstrap_balanced_accuracy(torch.cat(self.samples, dim=1).numpy(), self.num_classes, resamples, seed)
 
-    # --------------------------------------------------------------------- ROC
     def roc(self):
-        """``(fpr, tpr, auc)`` from the positive-class scores; AUC is NaN when a pass
-        holds only one class."""
-        if not self.scores:
-            return torch.zeros(1), torch.zeros(1), float("nan")
-        scores, labels = torch.cat(self.scores), torch.cat(self.score_labels)
-        order = torch.argsort(scores, descending=True)
-        positives = (labels[order] == 1).double()
-        pos, neg = float(positives.sum()), float((1 - positives).sum())
-        tpr = torch.cat([torch.zeros(1, dtype=torch.double), positives.cumsum(0)]) / (pos or float("nan"))
-        fpr = torch.cat([torch.zeros(1, dtype=torch.double), (1 - positives).cumsum(0)]) / (neg or float("nan"))
-        auc = float(torch.trapz(tpr, fpr)) if pos and neg else float("nan")
-        return fpr, tpr, auc
+        """``(fpr, tpr, auc)`` from the positive-class scores (``roc_of``)."""
+        return roc_of(self.scores, self.score_labels)
 
     def normalized_confusion(self) -> np.ndarray:
         rows = self.matrix.sum(axis=1, keepdims=True)
@@ -204,6 +193,21 @@ class PassMetrics:
 
     def summary(self, class_names: Sequence[str], intervals: bool = False) -> Dict:
         return summary_of(self, class_names, intervals)
+
+
+def roc_of(scores: List[torch.Tensor], labels: List[torch.Tensor]):
+    """``(fpr, tpr, auc)`` of a binary pass's positive-class scores; AUC is NaN when the
+    pass holds only one class."""
+    if not scores:
+        return torch.zeros(1), torch.zeros(1), float("nan")
+    scores, labels = torch.cat(scores), torch.cat(labels)
+    order = torch.argsort(scores, descending=True)
+    positives = (labels[order] == 1).double()
+    pos, neg = float(positives.sum()), float((1 - positives).sum())
+    tpr = torch.cat([torch.zeros(1, dtype=torch.double), positives.cumsum(0)]) / (pos or float("nan"))
+    fpr = torch.cat([torch.zeros(1, dtype=torch.double), (1 - positives).cumsum(0)]) / (neg or float("nan"))
+    auc = float(torch.trapz(tpr, fpr)) if pos and neg else float("nan")
+    return fpr, tpr, auc
 
 
 def bootstrap_balanced_accuracy(pairs: np.ndarray, num_classes: int, resamples: int = BOOTSTRAP_RESAMPLES,

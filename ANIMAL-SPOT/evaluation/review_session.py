@@ -573,116 +573,132 @@ class ReviewSession:
     def write_table(self, recording: str) -> None:
         """The recording's detections (and reviewed below-threshold units) with
         ``Verified`` and ``Reviewed label``."""
-        units = [u for u in self.units.values() if u.recording == recording and (u.above or u.id in self.answers)]
-        units.sort(key=lambda u: (u.begin, u.channel, u.end))
-        columns = HEADER_COLUMNS + ["Score", "Verified", "Reviewed label"]
-        rows = []
-        for number, u in enumerate(units, start=1):
-            answer = self.answers.get(u.id)
-            verified, reviewed = "", ""
-            comment = " "
-            if answer is not None:
-                decision = answer["decision"]
-                verified = {"correct": "yes", "other": "yes", "wrong": "no", "unsure": "unsure"}.get(decision, "")
-                reviewed = answer["label"] if decision == "other" else (u.label if decision == "correct" else "")
-                comment = (answer.get("comment") or " ").replace("\t", " ").replace("\n", " ")
-            if not u.above and not comment.strip():
-                comment = "below threshold"
-            rows.append([str(number), "Spectrogram_1", str(u.channel), str(u.begin), str(u.end),
-                         str(self.freq_range[0]), str(self.freq_range[1]), u.label, comment, format_score(u.score),
-                         verified, reviewed])
-        atomic_write_text(self.table_path(recording), tsv(columns, rows))
+        atomic_write_text(self.table_path(recording), table_text(self, recording))
 
     def write_all_tables(self) -> None:
         for recording in sorted({u.recording for u in self.units.values()}):
             self.write_table(recording)
 
     # --------------------------------------------------------------- summary
-    def strata_counts(self, plan: ClassPlan, target: str) -> List[est.Stratum]:
-        """The plan's strata with the random sample's answers counted: ``correct`` = the
-        units that hold a call of ``target`` (a correct answer in ``target``'s own strata,
-        or an 'other class' answer naming it)."""
-        counted = []
-        for stratum in plan.strata:
-            members = set(plan.members[stratum.name])
-            answers = [a for i, a in self.answers.items() if i in members and self.units[i].inclusion is not None
-                       and a["decision"] in ("correct", "wrong", "other")]
-            calls = sum(1 for a in answers if (a["decision"] == "correct" and plan.name == target) or
-                        (a["decision"] == "other" and a["label"] == target))
-            counted.append(est.Stratum(stratum.name, stratum.size, len(answers), calls, stratum.above,
-                                       stratum.low, stratum.high, stratum.recordings))
-        return counted
-
-    def class_summary(self, name: str, hours: float) -> dict:
-        """Precision from the class's detections; recall and call density from every
-        stratum (a call of this class may hide below the threshold of any class, or in
-        another class's detections, where the reviewer names it)."""
-        plan = self.plans[name]
-        own = self.strata_counts(plan, name)
-        above = [s for s in own if s.above]
-        others = [s for other in self.plans.values() for s in self.strata_counts(other, name)
-                  if other.name != name or not s.above]
-        seen_below = any(not s.above for s in others)
-        p, p_ci = est.precision(above)
-        r, r_ci = est.recall(above, others) if seen_below else (None, (None, None))
-        everything = above + others
-        d, d_ci = est.call_density(everything, hours)
-        per_recording = OrderedDict()
-        for recording in sorted(self.seconds):
-            value, ci = est.call_density(everything, self.seconds[recording] / 3600, recording=recording)
-            per_recording[recording] = {"call_density_per_hour": value, "call_density_ci95": list(ci)}
-        return {"precision": p, "precision_ci95": list(p_ci), "recall": r, "recall_ci95": list(r_ci),
-                "call_density_per_hour": d, "call_density_ci95": list(d_ci),
-                "call_density_is_lower_bound": not self.all_logs, "per_recording": per_recording,
-                "reviewed": sum(s.reviewed for s in own), "sampled": len(plan.queue),
-                "answered": self.progress(name)[0], "detections": sum(s.size for s in above),
-                "strata": [asdict(s) | {"share": s.share} for s in own]}
-
     def summary(self) -> dict:
-        with self.lock:
-            hours = sum(self.seconds.values()) / 3600
-            classes = OrderedDict()
-            for name, plan in self.plans.items():
-                entry = self.class_summary(name, hours)
-                entry.update(self.threshold_figures(plan))
-                entry["precision_curve"] = self.precision_curve(plan)
-                classes[name] = entry
-            return {"classes": classes, "hours": hours, "recordings": len(self.seconds),
-                    "target_precision": self.target_precision, "journal": os.path.join(self.out, JOURNAL),
-                    "estimators": "stratified; 95 % intervals from the finite-population posterior (Jeffreys prior); "
-                                  "only randomly sampled units count"}
-
-    def _reviewed_arrays(self, plan: ClassPlan):
-        """Scores, correctness, weights (stratum size / reviewed in it) and strata of the
-        class's randomly sampled, answered units."""
-        size = {s.name: s.size for s in plan.strata}
-        usable = [(self.units[i], a) for i, a in self.answers.items() if self.units[i].cls == plan.name
-                  and self.units[i].inclusion is not None and a["decision"] in ("correct", "wrong", "other")]
-        reviewed: Dict[str, int] = {}
-        for unit, _ in usable:
-            reviewed[unit.stratum] = reviewed.get(unit.stratum, 0) + 1
-        scores = np.asarray([u.score if u.score is not None else 0.0 for u, _ in usable])
-        correct = np.asarray([1.0 if a["decision"] == "correct" or a["label"] == plan.name else 0.0
-                              for _, a in usable])
-        weights = np.asarray([size[u.stratum] / reviewed[u.stratum] for u, _ in usable])
-        return scores, correct, weights, np.asarray([u.stratum for u, _ in usable])
-
-    def threshold_figures(self, plan: ClassPlan) -> dict:
-        if self.target_precision is None:
-            return {"threshold_for_target_precision": None, "threshold_for_target_precision_ci95": [None, None]}
-        scores, correct, weights, which = self._reviewed_arrays(plan)
-        value = est.threshold_for_precision(scores, correct, weights, self.target_precision)
-        interval = est.threshold_interval(scores, correct, weights, which, self.target_precision)
-        return {"threshold_for_target_precision": value, "threshold_for_target_precision_ci95": list(interval)}
-
-    def precision_curve(self, plan: ClassPlan) -> List[List[float]]:
-        scores, correct, weights, _ = self._reviewed_arrays(plan)
-        if not len(scores):
-            return []
-        thresholds, values = est.weighted_precision_curve(scores, correct, weights)
-        return [[float(t), float(v)] for t, v in zip(thresholds, values)]
+        return season_summary(self)
 
     def write_summary(self) -> dict:
         summary = self.summary()
         atomic_write_text(os.path.join(self.out, SUMMARY), json.dumps(summary, indent=1))
         return summary
+
+
+# ------------------------------------------------------------------ tables and figures
+def table_text(session, recording: str) -> str:
+    """The recording's detections (and reviewed below-threshold units) with
+    ``Verified`` and ``Reviewed label``."""
+    units = [u for u in session.units.values() if u.recording == recording and (u.above or u.id in session.answers)]
+    units.sort(key=lambda u: (u.begin, u.channel, u.end))
+    columns = HEADER_COLUMNS + ["Score", "Verified", "Reviewed label"]
+    rows = []
+    for number, u in enumerate(units, start=1):
+        answer = session.answers.get(u.id)
+        verified, reviewed = "", ""
+        comment = " "
+        if answer is not None:
+            decision = answer["decision"]
+            verified = {"correct": "yes", "other": "yes", "wrong": "no", "unsure": "unsure"}.get(decision, "")
+            reviewed = answer["label"] if decision == "other" else (u.label if decision == "correct" else "")
+            comment = (answer.get("comment") or " ").replace("\t", " ").replace("\n", " ")
+        if not u.above and not comment.strip():
+            comment = "below threshold"
+        rows.append([str(number), "Spectrogram_1", str(u.channel), str(u.begin), str(u.end),
+                     str(session.freq_range[0]), str(session.freq_range[1]), u.label, comment, format_score(u.score),
+                     verified, reviewed])
+    return tsv(columns, rows)
+
+
+def strata_counts(session, plan: ClassPlan, target: str) -> List[est.Stratum]:
+    """The plan's strata with the random sample's answers counted: ``correct`` = the
+    units that hold a call of ``target`` (a correct answer in ``target``'s own strata,
+    or an 'other class' answer naming it)."""
+    counted = []
+    for stratum in plan.strata:
+        members = set(plan.members[stratum.name])
+        answers = [a for i, a in session.answers.items() if i in members and session.units[i].inclusion is not None
+                   and a["decision"] in ("correct", "wrong", "other")]
+        calls = sum(1 for a in answers if (a["decision"] == "correct" and plan.name == target) or
+                    (a["decision"] == "other" and a["label"] == target))
+        counted.append(est.Stratum(stratum.name, stratum.size, len(answers), calls, stratum.above,
+                                   stratum.low, stratum.high, stratum.recordings))
+    return counted
+
+
+def class_summary(session, name: str, hours: float) -> dict:
+    """Precision from the class's detections; recall and call density from every
+    stratum (a call of this class may hide below the threshold of any class, or in
+    another class's detections, where the reviewer names it)."""
+    plan = session.plans[name]
+    own = strata_counts(session, plan, name)
+    above = [s for s in own if s.above]
+    others = [s for other in session.plans.values() for s in strata_counts(session, other, name)
+              if other.name != name or not s.above]
+    seen_below = any(not s.above for s in others)
+    p, p_ci = est.precision(above)
+    r, r_ci = est.recall(above, others) if seen_below else (None, (None, None))
+    everything = above + others
+    d, d_ci = est.call_density(everything, hours)
+    per_recording = OrderedDict()
+    for recording in sorted(session.seconds):
+        value, ci = est.call_density(everything, session.seconds[recording] / 3600, recording=recording)
+        per_recording[recording] = {"call_density_per_hour": value, "call_density_ci95": list(ci)}
+    return {"precision": p, "precision_ci95": list(p_ci), "recall": r, "recall_ci95": list(r_ci),
+            "call_density_per_hour": d, "call_density_ci95": list(d_ci),
+            "call_density_is_lower_bound": not session.all_logs, "per_recording": per_recording,
+            "reviewed": sum(s.reviewed for s in own), "sampled": len(plan.queue),
+            "answered": session.progress(name)[0], "detections": sum(s.size for s in above),
+            "strata": [asdict(s) | {"share": s.share} for s in own]}
+
+
+def season_summary(session) -> dict:
+    with session.lock:
+        hours = sum(session.seconds.values()) / 3600
+        classes = OrderedDict()
+        for name, plan in session.plans.items():
+            entry = class_summary(session, name, hours)
+            entry.update(threshold_figures(session, plan))
+            entry["precision_curve"] = precision_curve(session, plan)
+            classes[name] = entry
+        return {"classes": classes, "hours": hours, "recordings": len(session.seconds),
+                "target_precision": session.target_precision, "journal": os.path.join(session.out, JOURNAL),
+                "estimators": "stratified; 95 % intervals from the finite-population posterior (Jeffreys prior); "
+                              "only randomly sampled units count"}
+
+
+def reviewed_arrays(session, plan: ClassPlan):
+    """Scores, correctness, weights (stratum size / reviewed in it) and strata of the
+    class's randomly sampled, answered units."""
+    size = {s.name: s.size for s in plan.strata}
+    usable = [(session.units[i], a) for i, a in session.answers.items() if session.units[i].cls == plan.name
+              and session.units[i].inclusion is not None and a["decision"] in ("correct", "wrong", "other")]
+    reviewed: Dict[str, int] = {}
+    for unit, _ in usable:
+        reviewed[unit.stratum] = reviewed.get(unit.stratum, 0) + 1
+    scores = np.asarray([u.score if u.score is not None else 0.0 for u, _ in usable])
+    correct = np.asarray([1.0 if a["decision"] == "correct" or a["label"] == plan.name else 0.0
+                          for _, a in usable])
+    weights = np.asarray([size[u.stratum] / reviewed[u.stratum] for u, _ in usable])
+    return scores, correct, weights, np.asarray([u.stratum for u, _ in usable])
+
+
+def threshold_figures(session, plan: ClassPlan) -> dict:
+    if session.target_precision is None:
+        return {"threshold_for_target_precision": None, "threshold_for_target_precision_ci95": [None, None]}
+    scores, correct, weights, which = reviewed_arrays(session, plan)
+    value = est.threshold_for_precision(scores, correct, weights, session.target_precision)
+    interval = est.threshold_interval(scores, correct, weights, which, session.target_precision)
+    return {"threshold_for_target_precision": value, "threshold_for_target_precision_ci95": list(interval)}
+
+
+def precision_curve(session, plan: ClassPlan) -> List[List[float]]:
+    scores, correct, weights, _ = reviewed_arrays(session, plan)
+    if not len(scores):
+        return []
+    thresholds, values = est.weighted_precision_curve(scores, correct, weights)
+    return [[float(t), float(v)] for t, v in zip(thresholds, values)]

@@ -177,6 +177,20 @@ class PredictionModel:
 
 
 # ------------------------------------------------------------------------ predictor
+def model_sequence_len(spec: ModelSpec) -> float:
+    """The training segment length (seconds) of a model of this project, else 2 s."""
+    ms = (spec.train_opts or {}).get("sequence_len")
+    return float(ms) / 1000 if ms else DEFAULT_SEQUENCE_LEN
+
+
+def output_class_map(classes: ClassMap, detector: Optional[PredictionModel]) -> ClassMap:
+    """With a detector, the classifier's classes plus ``noise`` when it has none."""
+    if detector is None or classes.noise_index is not None:
+        return classes
+    names = classes.names + ["noise"]
+    return ClassMap(tuple((name, i) for i, name in enumerate(names)))
+
+
 @dataclass
 class WindowBatch:
     first: int                          # index of the first window
@@ -214,28 +228,14 @@ class Predictor:
                 raise ModelFileError(f"the ensemble's models have different classes: {first.path} "
                                      f"{first.class_map.to_dict()} and {other.path} {other.class_map.to_dict()} "
                                      f"({first.class_map.describe_difference(other.class_map)})")
-        self.class_map = self.output_class_map(first.class_map, detector)
-        self.sequence_len = sequence_len if sequence_len is not None else self.model_sequence_len(first.spec)
+        self.class_map = output_class_map(first.class_map, detector)
+        self.sequence_len = sequence_len if sequence_len is not None else model_sequence_len(first.spec)
         self.hop, self.batch_size, self.prefetch = hop, batch_size, prefetch
         if detector is not None:
             if not detector.class_map.is_binary:
                 raise ModelFileError(f"{detector.path}: a detector must be a binary (target/noise) model")
             stored = (detector.spec.thresholds or {}).get("target")
             self.detector_threshold = detector_threshold if detector_threshold is not None else (stored or 0.5)
-
-    @staticmethod
-    def model_sequence_len(spec: ModelSpec) -> float:
-        """The training segment length (seconds) of a model of this project, else 2 s."""
-        ms = (spec.train_opts or {}).get("sequence_len")
-        return float(ms) / 1000 if ms else DEFAULT_SEQUENCE_LEN
-
-    @staticmethod
-    def output_class_map(classes: ClassMap, detector: Optional[PredictionModel]) -> ClassMap:
-        """With a detector, the classifier's classes plus ``noise`` when it has none."""
-        if detector is None or classes.noise_index is not None:
-            return classes
-        names = classes.names + ["noise"]
-        return ClassMap(tuple((name, i) for i, name in enumerate(names)))
 
     @classmethod
     def from_files(cls, paths: Sequence[str], sequence_len: Optional[float] = None, hop: float = 1.0,
@@ -249,17 +249,8 @@ class Predictor:
 
     def window_sets(self, path: str, reader: Optional[SignalReader] = None, channel: Optional[int] = None
                     ) -> List[RecordingWindows]:
-        """The windows of ``path`` (one ``channel``, 1-based, or the channels' mean) for every
-        model (the first model's count for all)."""
-        members = self.models + ([self.detector] if self.detector else [])
-        sets, count = [], None
-        for member in members:
-            own = reader if reader is not None and reader.sr == member.options.sr else None
-            windows = RecordingWindows(path, member.options, self.sequence_len, self.hop, self.batch_size,
-                                       own, self.device, count, channel)
-            count = windows.geometry.count if count is None else count
-            sets.append(windows)
-        return sets
+        """The windows of ``path`` for every model (``window_sets``)."""
+        return window_sets(self, path, reader, channel)
 
     def exact_amp(self, at_risk) -> Optional["ExactAmp"]:
         """Make reduced precision decide as float32 (``at_risk(probs, rho)``: the rows whose
@@ -292,18 +283,8 @@ class Predictor:
 
     def stream_max(self, path: str, channels: int, pooled: bool = False) -> Iterator[WindowBatch]:
         """``--channels max``: every channel predicted; per window, the channel whose top
-        class is most probable."""
-        streams = [self.stream(path, pooled, channel=c) for c in range(1, channels + 1)]
-        for batches in zip(*streams):
-            top = torch.stack([b.probs.max(dim=1).values for b in batches])          # (channels, B)
-            best = top.argmax(dim=0)
-            rows = torch.arange(best.shape[0])
-            pick = lambda values: torch.stack(list(values))[best, rows] if values[0] is not None else None
-            first = batches[0]
-            unknown = None if first.unknown is None else [batches[int(c)].unknown[i] for i, c in enumerate(best)]
-            yield WindowBatch(first.first, first.starts, first.ends, first.start_samples, first.end_samples,
-                              pick([b.probs for b in batches]), pick([b.pooled for b in batches]),
-                              pick([b.inputs for b in batches]), unknown, [int(c) + 1 for c in best])
+        class is most probable (``best_channel``)."""
+        return best_channel([self.stream(path, pooled, channel=c) for c in range(1, channels + 1)])
 
     def unknown_flags(self, probs: torch.Tensor, hidden: Optional[torch.Tensor]) -> Optional[List[bool]]:
         if not self.unknown:
@@ -343,74 +324,17 @@ class Predictor:
         return probs, hidden
 
     def detector_target(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The detector's p(target); under the exact ``--amp`` guard, windows near the
-        detector's threshold are recomputed in float32."""
-        guard, backend = self.guard, self.detector.backend
-        if guard is None or not getattr(backend, "reduced", False):
-            return backend(inputs)[0][:, 1]
-        low = backend.logits(inputs)[0]
-        if guard.calibrating:
-            full = backend.logits(inputs, full=True)[0]
-            guard.observe("detector", low, full)
-            return torch.softmax(full, dim=1)[:, 1]
-        target = torch.softmax(low, dim=1)[:, 1]
-        rho = guard.rho("detector")
-        limit = self.detector_threshold
-        risky = ((target * rho >= limit) & (target / rho < limit)).nonzero().view(-1)
-        if len(risky):
-            full = backend.logits(inputs[risky], full=True)[0]
-            guard.observe("detector", low[risky], full)
-            target[risky] = torch.softmax(full, dim=1)[:, 1]
-        return target
+        """The detector's p(target) (under the exact ``--amp`` guard, float32 near its gate)."""
+        if self.guard is None or not getattr(self.detector.backend, "reduced", False):
+            return self.detector.backend(inputs)[0][:, 1]
+        return self.guard.detector_target(self, inputs)
 
     def average(self, inputs: List[torch.Tensor], pooled: bool):
-        guard = self.guard
-        if guard is None or not any(getattr(m.backend, "reduced", False) for m in self.models):
+        if self.guard is None or not any(getattr(m.backend, "reduced", False) for m in self.models):
             results = [member.backend(x, pooled and i == 0) for i, (member, x) in enumerate(zip(self.models, inputs))]
             probs = results[0][0] if len(results) == 1 else torch.stack([p for p, _ in results]).mean(dim=0)
             return probs, results[0][1]
-        return self.exact_average(inputs, pooled)
-
-    def _run(self, inputs: List[torch.Tensor], pooled: bool, full: bool, rows=None):
-        """Every member's logits (and the first one's features) of ``rows``."""
-        pick = (lambda x: x) if rows is None else (lambda x: x[rows])
-        return [member.backend.logits(pick(x), pooled and i == 0, full)
-                for i, (member, x) in enumerate(zip(self.models, inputs))]
-
-    @staticmethod
-    def _mean_probs(results) -> torch.Tensor:
-        probs = [torch.softmax(logits, dim=1) for logits, _ in results]
-        return probs[0] if len(probs) == 1 else torch.stack(probs).mean(dim=0)
-
-    def exact_average(self, inputs: List[torch.Tensor], pooled: bool):
-        """``--amp`` that decides as float32: every member runs in reduced precision; the
-        first batches also in float32, to measure the network's error; afterwards the
-        windows whose decision that error could change are recomputed in float32."""
-        guard = self.guard
-        pooled = pooled or self.needs_pooled
-        low = self._run(inputs, pooled, False)
-        if guard.calibrating:
-            full = self._run(inputs, pooled, True)
-            for i, ((a, ha), (b, hb)) in enumerate(zip(low, full)):
-                guard.observe(i, a, b)
-                if i == 0 and ha is not None and self.unknown:
-                    guard.observe_unknown(self.unknown_distance(ha), self.unknown_distance(hb))
-            guard.count(inputs[0].shape[0], inputs[0].shape[0])
-            return self._mean_probs(full), full[0][1]
-        probs, hidden = self._mean_probs(low), low[0][1]
-        risky = guard.at_risk(probs.double().numpy(), max(guard.rho(i) for i in range(len(self.models))))
-        if self.unknown and hidden is not None:
-            risky |= guard.unknown_at_risk(self.unknown_distance(hidden), float(self.unknown["threshold"]))
-        rows = torch.from_numpy(np.flatnonzero(risky))
-        if len(rows):
-            full = self._run(inputs, pooled, True, rows)
-            for i, ((a, _), (b, _)) in enumerate(zip(low, full)):
-                guard.observe(i, a[rows], b)
-            probs[rows] = self._mean_probs(full)
-            if hidden is not None and full[0][1] is not None:
-                hidden[rows] = full[0][1]
-        guard.count(inputs[0].shape[0], len(rows))
-        return probs, hidden
+        return self.guard.average(self, inputs, pooled or self.needs_pooled)
 
     def unknown_distance(self, hidden: torch.Tensor) -> np.ndarray:
         from evaluation.calibration import unknown_scores
@@ -427,6 +351,36 @@ class Predictor:
             starts += batch.starts
             ends += batch.ends
         return np.concatenate(probs), np.asarray(starts), np.asarray(ends)
+
+
+def window_sets(predictor: "Predictor", path: str, reader: Optional[SignalReader] = None,
+                channel: Optional[int] = None) -> List[RecordingWindows]:
+    """The windows of ``path`` (one ``channel``, 1-based, or the channels' mean) for every
+    model and the detector (the first model's count for all)."""
+    members = predictor.models + ([predictor.detector] if predictor.detector else [])
+    sets, count = [], None
+    for member in members:
+        own = reader if reader is not None and reader.sr == member.options.sr else None
+        windows = RecordingWindows(path, member.options, predictor.sequence_len, predictor.hop,
+                                   predictor.batch_size, own, predictor.device, count, channel)
+        count = windows.geometry.count if count is None else count
+        sets.append(windows)
+    return sets
+
+
+def best_channel(streams) -> Iterator[WindowBatch]:
+    """The window batches of several channels' streams, merged: per window the channel
+    whose top class is most probable (its probabilities, features and input)."""
+    for batches in zip(*streams):
+        top = torch.stack([b.probs.max(dim=1).values for b in batches])          # (channels, B)
+        best = top.argmax(dim=0)
+        rows = torch.arange(best.shape[0])
+        pick = lambda values: torch.stack(list(values))[best, rows] if values[0] is not None else None
+        first = batches[0]
+        unknown = None if first.unknown is None else [batches[int(c)].unknown[i] for i, c in enumerate(best)]
+        yield WindowBatch(first.first, first.starts, first.ends, first.start_samples, first.end_samples,
+                          pick([b.probs for b in batches]), pick([b.pooled for b in batches]),
+                          pick([b.inputs for b in batches]), unknown, [int(c) + 1 for c in best])
 
 
 class ExactAmp:
@@ -481,6 +435,65 @@ class ExactAmp:
     def count(self, windows: int, recomputed: int) -> None:
         self.windows += windows
         self.recomputed += recomputed
+
+    # ------------------------------------------------------------- the passes
+    @staticmethod
+    def _run(models, inputs: List[torch.Tensor], pooled: bool, full: bool, rows=None):
+        """Every member's logits (and the first one's features) of ``rows``."""
+        pick = (lambda x: x) if rows is None else (lambda x: x[rows])
+        return [member.backend.logits(pick(x), pooled and i == 0, full)
+                for i, (member, x) in enumerate(zip(models, inputs))]
+
+    @staticmethod
+    def _mean_probs(results) -> torch.Tensor:
+        probs = [torch.softmax(logits, dim=1) for logits, _ in results]
+        return probs[0] if len(probs) == 1 else torch.stack(probs).mean(dim=0)
+
+    def average(self, predictor, inputs: List[torch.Tensor], pooled: bool):
+        """The ensemble's probabilities of one batch as float32 would decide them: every
+        member in reduced precision; the calibration batches also in float32; afterwards the
+        windows at risk recomputed in float32."""
+        models = predictor.models
+        low = self._run(models, inputs, pooled, False)
+        if self.calibrating:
+            full = self._run(models, inputs, pooled, True)
+            for i, ((a, ha), (b, hb)) in enumerate(zip(low, full)):
+                self.observe(i, a, b)
+                if i == 0 and ha is not None and predictor.unknown:
+                    self.observe_unknown(predictor.unknown_distance(ha), predictor.unknown_distance(hb))
+            self.count(inputs[0].shape[0], inputs[0].shape[0])
+            return self._mean_probs(full), full[0][1]
+        probs, hidden = self._mean_probs(low), low[0][1]
+        risky = self.at_risk(probs.double().numpy(), max(self.rho(i) for i in range(len(models))))
+        if predictor.unknown and hidden is not None:
+            risky |= self.unknown_at_risk(predictor.unknown_distance(hidden), float(predictor.unknown["threshold"]))
+        rows = torch.from_numpy(np.flatnonzero(risky))
+        if len(rows):
+            full = self._run(models, inputs, pooled, True, rows)
+            for i, ((a, _), (b, _)) in enumerate(zip(low, full)):
+                self.observe(i, a[rows], b)
+            probs[rows] = self._mean_probs(full)
+            if hidden is not None and full[0][1] is not None:
+                hidden[rows] = full[0][1]
+        self.count(inputs[0].shape[0], len(rows))
+        return probs, hidden
+
+    def detector_target(self, predictor, inputs: torch.Tensor) -> torch.Tensor:
+        """The detector's p(target), recomputed in float32 where it is near the gate."""
+        backend = predictor.detector.backend
+        low = backend.logits(inputs)[0]
+        if self.calibrating:
+            full = backend.logits(inputs, full=True)[0]
+            self.observe("detector", low, full)
+            return torch.softmax(full, dim=1)[:, 1]
+        target = torch.softmax(low, dim=1)[:, 1]
+        rho, limit = self.rho("detector"), predictor.detector_threshold
+        risky = ((target * rho >= limit) & (target / rho < limit)).nonzero().view(-1)
+        if len(risky):
+            full = backend.logits(inputs[risky], full=True)[0]
+            self.observe("detector", low[risky], full)
+            target[risky] = torch.softmax(full, dim=1)[:, 1]
+        return target
 
     def report(self) -> str:
         share = 100 * self.recomputed / max(1, self.windows)
