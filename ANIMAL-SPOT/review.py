@@ -126,10 +126,20 @@ def safe_file(root: str, relative: str) -> Optional[str]:
 
 
 def create_app(review: Review):
-    from flask import Flask, Response, abort, jsonify, request, send_file
+    """The review page's Flask app: the page and its files, and the JSON API."""
+    from flask import Flask
 
     app = Flask(__name__, static_folder=None)
     app.url_map.merge_slashes = False            # "//etc/passwd" stays a path the file route refuses
+    page_routes(app, review)
+    api_routes(app, review)
+    return app
+
+
+def page_routes(app, review: Review) -> None:
+    """The page, its assets, the summary page, rendered snippets and the served folders."""
+    from flask import Response, abort, jsonify, request, send_file
+
     session = review.session
 
     @app.get("/")
@@ -142,6 +152,39 @@ def create_app(review: Review):
         if path is None:
             abort(404)
         return send_file(path, max_age=0)
+
+    @app.get("/summary")
+    def summary_page():
+        return Response(summary_html(session.write_summary()), mimetype="text/html")
+
+    @app.get("/media/<kind>/<name>")
+    def media(kind, name):
+        item, _, ext = name.rpartition(".")
+        if kind not in ("image", "audio") or ext != {"image": "png", "audio": "wav"}[kind] or \
+                item not in session.units:
+            abort(404)
+        expand = max(1, min(64, request.args.get("expand", 1, type=int))) if kind == "audio" else 1
+        try:
+            data = review.rendered(kind, item, expand)
+        except Exception as error:
+            return jsonify({"error": str(error)}), 400
+        return Response(data, mimetype="image/png" if kind == "image" else "audio/wav",
+                        headers={"Cache-Control": "no-store"})
+
+    @app.get("/files/<root>/<path:relative>")
+    def files(root, relative):
+        base = {"recordings": review.args.recordings, "out": review.args.out}.get(root)
+        path = safe_file(base, relative) if base else None
+        if path is None:
+            abort(404)
+        return send_file(path, conditional=True, max_age=0)
+
+
+def api_routes(app, review: Review) -> None:
+    """What the page asks: classes, the next item, decisions, undo, summary, 'more like this'."""
+    from flask import jsonify, request
+
+    session = review.session
 
     @app.get("/api/classes")
     def classes():
@@ -197,34 +240,6 @@ def create_app(review: Review):
         except Exception as error:
             return jsonify({"error": str(error)}), 400
         return jsonify({"queued": added})
-
-    @app.get("/summary")
-    def summary_page():
-        return Response(summary_html(session.write_summary()), mimetype="text/html")
-
-    @app.get("/media/<kind>/<name>")
-    def media(kind, name):
-        item, _, ext = name.rpartition(".")
-        if kind not in ("image", "audio") or ext != {"image": "png", "audio": "wav"}[kind] or \
-                item not in session.units:
-            abort(404)
-        expand = max(1, min(64, request.args.get("expand", 1, type=int))) if kind == "audio" else 1
-        try:
-            data = review.rendered(kind, item, expand)
-        except Exception as error:
-            return jsonify({"error": str(error)}), 400
-        return Response(data, mimetype="image/png" if kind == "image" else "audio/wav",
-                        headers={"Cache-Control": "no-store"})
-
-    @app.get("/files/<root>/<path:relative>")
-    def files(root, relative):
-        base = {"recordings": review.args.recordings, "out": review.args.out}.get(root)
-        path = safe_file(base, relative) if base else None
-        if path is None:
-            abort(404)
-        return send_file(path, conditional=True, max_age=0)
-
-    return app
 
 
 # --------------------------------------------------------------------- summary page
