@@ -200,7 +200,9 @@ def fit_head(x: np.ndarray, y: np.ndarray, classes: int, hidden: Optional[int] =
     """The head fitted on ``x`` (float16 values) with inverse-frequency class weights."""
     torch.manual_seed(seed)
     head = head_module(x.shape[1], classes, hidden, pooling)
-    inputs, targets = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(y))
+    head.round_float16 = False                    # rounded once here, not in every one of LBFGS's passes
+    inputs = torch.from_numpy(np.asarray(x, dtype=np.float32)).half().float()
+    targets = torch.from_numpy(np.asarray(y))
     counts = torch.bincount(targets, minlength=classes).double()
     weights = torch.where(counts > 0, counts.sum() / (classes * counts.clamp_min(1)), torch.zeros_like(counts))
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.float())
@@ -214,6 +216,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, classes: int, hidden: Optional[int] =
         loss.backward()
         return loss
     optimizer.step(closure)
+    head.round_float16 = True
     return head.eval()
 
 
