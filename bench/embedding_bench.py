@@ -5,8 +5,9 @@
 1. Throughput: whole ``embed.py`` and ``predict.py`` processes on the same 2-minute
    44.1 kHz recording with the same model (an untrained ResNet-18 at the template
    settings: speed does not depend on the weights), alternately, best of three each.
-2. Search: ``--vectors`` random float16 vectors of 512 dimensions in a store (10 parts),
-   one query, top 20 (the second search, with the vectors in the page cache).
+2. Search: ``--vectors`` random float16 vectors of 512 dimensions in a store (10 parts
+   written in batches of 4096), one query, top 20 (the second search, with the vectors
+   in the page cache), against every similarity in float32 (the earlier way) in the same run.
 3. A linear head fitted on ``--head_windows`` stored windows of three classes.
 Prints each figure with the machine.
 """
@@ -68,7 +69,7 @@ def throughput(folder: str) -> str:
 
 
 def search_speed(folder: str, count: int) -> str:
-    from embedding.search import search
+    from embedding import search as searching
     from embedding.store import Store
 
     store = Store(os.path.join(folder, "big"))
@@ -77,18 +78,26 @@ def search_speed(folder: str, count: int) -> str:
     rng = np.random.default_rng(0)
     per_part = count // 10
     for part in range(10):
-        vectors = rng.standard_normal((per_part, 512), dtype=np.float32).astype(np.float16)
-        starts = np.arange(per_part) * 0.5
-        store.write(f"recording_{part}.wav", starts, starts + 0.5, np.ones(per_part), vectors, {"source": ""})
+        with store.writer(f"recording_{part}.wav", {"source": ""}) as writer:
+            for first in range(0, per_part, 4096):                 # in batches, as embed.py writes
+                n = min(4096, per_part - first)
+                starts = (first + np.arange(n)) * 0.5
+                writer.add(starts, starts + 0.5, np.ones(n), rng.standard_normal((n, 512), dtype=np.float32))
     query = rng.standard_normal(512).astype(np.float32)
-    times = []
+    query /= np.linalg.norm(query)
+    times, baseline = [], []
     for _ in range(3):
         started = time.perf_counter()
-        hits = search(store, query / np.linalg.norm(query), 20)
+        hits = searching.search(store, query, 20)
         times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        reference = searching.everything_float32(list(store.parts()), torch.from_numpy(query), 20, None)
+        baseline.append(time.perf_counter() - started)
+    same = [(h.recording, h.begin) for h in hits] == [(h.recording, h.begin) for h in reference]
     size = sum(os.path.getsize(p) for p in store.part_files()) / 1e9
     return (f"search over {count} vectors of 512 (float16, {size:.2f} GB on disk), top {len(hits)}: first "
-            f"{times[0]:.2f} s, then {min(times[1:]):.2f} s")
+            f"{times[0]:.2f} s, then {min(times[1:]):.2f} s; all in float32 (the earlier way) "
+            f"{min(baseline[1:]):.2f} s: ratio {min(baseline[1:]) / min(times[1:]):.1f}; same hits: {same}")
 
 
 def head_speed(windows: int) -> str:

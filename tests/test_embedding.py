@@ -204,3 +204,59 @@ def test_an_untrained_backbone_embeds_with_its_weights_and_other_weights_are_ref
     assert store.description["window"] == 0.5 and store.description["data_opts"]["n_fft"] == 256
     assert len(next(store.parts()).starts) == 24                   # ceil((12 s + 1 sample - 0.5 s) / 0.5 s)
     assert embed.main(flags + ["--pretrained_weights", weights[1]]) == 1             # other weights: refused
+
+
+def test_search_by_float16_products_returns_the_float32_best(tmp_path, monkeypatch):
+    """The fast first step (float16 products) may misorder near ties; the answer must still
+    be the float32 best windows with their float32 similarities, also where products overflow."""
+    from embedding import search
+
+    rng = np.random.default_rng(3)
+    dim, keep = 64, 10
+    q = rng.normal(size=dim).astype(np.float32)
+    q /= np.linalg.norm(q)
+    store = Store(str(tmp_path / "store"))
+    store.create({"dim": dim, "hop": 0.5, "window": 1.0})
+    stored = {}
+    for r in range(3):
+        with store.writer(f"r{r}.wav", {"source": f"r{r}.wav"}) as part:
+            for batch in range(3):                                    # several blocks per part
+                v = rng.normal(size=(400, dim))
+                ties = rng.choice(400, 12, replace=False)             # cosines 0.9, 0.9002, ...: near ties
+                cos = 0.9 + 2e-4 * rng.permutation(12)
+                u = rng.normal(size=(12, dim))
+                u -= np.outer(u @ q, q)
+                u /= np.linalg.norm(u, axis=1, keepdims=True)
+                v[ties] = (cos[:, None] * q + np.sqrt(1 - cos[:, None] ** 2) * u) * rng.uniform(0.1, 50, (12, 1))
+                if batch == 1:
+                    v[0], v[1] = 60000 * q / np.abs(q).max(), -60000 * q / np.abs(q).max()   # float16 overflow
+                if batch == 2:
+                    v[:4] = -60000 * q / np.abs(q).max()             # more overflowing windows than kept
+                starts = (np.arange(400) + 400 * batch) * 0.5
+                part.add(starts, starts + 1.0, np.zeros(400), v)
+                stored.update({(f"r{r}.wav", s): x for s, x in zip(starts, v.astype(np.float16).astype(np.float64))})
+    keys = list(stored)
+    matrix = np.array([stored[k] for k in keys])
+    truth = dict(zip(keys, matrix @ q.astype(np.float64) / np.linalg.norm(matrix, axis=1)))
+
+    def check(hits, left_out=()):
+        expected = sorted((s for k, s in truth.items() if k not in left_out), reverse=True)[:keep]
+        assert np.allclose([h.similarity for h in hits], expected, atol=1e-5, rtol=0)
+        for h in hits:                                                # each value is that window's own
+            assert abs(truth[(h.recording, h.begin)] - h.similarity) <= 1e-5
+
+    hits = search.similarities(store, q, keep)
+    check(hits)
+    assert hits[0].begin == 200.0 and hits[0].similarity > 0.999     # found though its product overflowed
+    approx = torch.cat([search.approximate(p, torch.from_numpy(q).half()) for p in store.parts()]).numpy()
+    reference = np.array([truth[(p.recording, s)] for p in store.parts() for s in p.starts])
+    error = np.abs(approx - reference)[np.isfinite(approx)]
+    assert 1e-5 < error.max() <= search.APPROXIMATION                 # the shortcut is inexact, within bound
+    assert (~np.isfinite(approx)).sum() > keep
+    check(search.similarities(store, q, keep, exclude=("r1.wav", 199.9, 200.1)), left_out={("r1.wav", 200.0)})
+    fallbacks = []
+    monkeypatch.setattr(search, "everything_float32", lambda *a, f=search.everything_float32: fallbacks.append(1)
+                        or f(*a))
+    monkeypatch.setattr(search, "APPROXIMATION", 1e-7)                # products "stray": all in float32
+    check(search.similarities(store, q, keep))
+    assert fallbacks == [1]

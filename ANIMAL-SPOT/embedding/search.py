@@ -4,7 +4,8 @@ A query is a clip file (embedded with the store's model; its windows averaged), 
 stretch of a stored recording ``RECORDING:START-END`` (seconds; split at the last ``:``;
 the stored windows it overlaps averaged; a recording not in the store is read from disk
 and embedded), or a selection of a Raven table ``TABLE.txt#SELECTION``. Every stored
-window is compared (brute force over memory-mapped float16 vectors, in float32); the
+window is compared (brute force over memory-mapped float16 vectors: float16 products
+first, the float32 similarity of those near the best; see ``similarities``); the
 best windows are merged where neighbours of one recording touch (a selection keeps its
 best similarity), and the query's own windows are left out.
 """
@@ -22,13 +23,18 @@ from embedding.store import Store, StoreError
 CHUNK = 65536
 
 
-def as_tensor(array: np.ndarray) -> torch.Tensor:
-    """A float32 tensor of (read-only, memory-mapped) float16 vectors."""
+def as_tensor_half(array: np.ndarray) -> torch.Tensor:
+    """A tensor over (read-only, memory-mapped) float16 vectors, without a copy."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(np.asarray(array)).float()
+        return torch.from_numpy(np.asarray(array))
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A float32 tensor of (read-only, memory-mapped) float16 vectors."""
+    return as_tensor_half(array).float()
 
 
 @dataclass
@@ -53,22 +59,78 @@ def query_vector(vectors: np.ndarray) -> np.ndarray:
     return unit(unit(vectors).mean(axis=0))
 
 
+# |approximate - float32 cosine| on one window: the query rounded to float16 (2^-11), the
+# product summed in float32 (512 terms: 2^-15) and rounded to float16 (2^-11), each
+# relative to |v| |q|, so at most 2^-10 + 2^-15 ~ 1.0e-3; 2.5 times that for margin.
+APPROXIMATION = 2.5e-3
+
+
+def approximate(part, query_half: torch.Tensor) -> torch.Tensor:
+    """The cosine similarity of every window from float16 products (float16 in, float32
+    sums: no float32 copy of the vectors is made); non-finite where a product overflows."""
+    values = [as_tensor_half(chunk[first:first + CHUNK]) @ query_half
+              for chunk in part.chunks for first in range(0, len(chunk), CHUNK)]
+    if not values:
+        return torch.zeros(0)
+    return torch.cat(values).float() / torch.from_numpy(part.norms).clamp_min(1e-12)
+
+
+def exact(part, rows: np.ndarray, query: torch.Tensor) -> torch.Tensor:
+    """The float32 cosine similarity of the given windows."""
+    block = as_tensor(part.take(rows))
+    return (block @ query) / torch.from_numpy(part.norms[rows]).clamp_min(1e-12)
+
+
 def similarities(store: Store, query: np.ndarray, keep: int, exclude: Optional[Tuple[str, float, float]] = None
                  ) -> List[Hit]:
-    """The ``keep`` best windows of the whole store (brute force)."""
+    """The ``keep`` best windows of the whole store by float32 cosine similarity.
+
+    Brute force in two steps: every window's similarity from float16 products (fast:
+    the vectors stay float16), then the float32 similarity of every window within
+    2 x ``APPROXIMATION`` of the ``keep``-th best, which holds the float32 best ``keep``:
+    each of them scores at least the keep-th float32 value - e approximately, and the
+    keep-th approximate value is at most that + e. Where the float16 products stray
+    further than ``APPROXIMATION`` on the windows recomputed, all are computed in float32."""
     q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
-    best: List[Hit] = []
-    for part in store.parts():
-        values = []
-        for first in range(0, len(part.vectors), CHUNK):
-            block = as_tensor(part.vectors[first:first + CHUNK])
-            values.append((block @ q) / block.norm(dim=1).clamp_min(1e-12))
-        if not values:
-            continue
-        sims = torch.cat(values)
+    parts = [p for p in store.parts() if len(p.starts)]
+    if not parts or keep <= 0:
+        return []
+    approx, skip = [], []
+    for part in parts:
+        sims = approximate(part, q.half())
+        sims[~torch.isfinite(sims)] = float("inf")           # overflowed: always recomputed
+        left_out = torch.zeros(len(sims), dtype=torch.bool)
         if exclude is not None and exclude[0] == part.recording:
-            inside = torch.from_numpy((part.starts < exclude[2]) & (part.ends > exclude[1]))
-            sims[inside] = -2.0
+            left_out = torch.from_numpy((part.starts < exclude[2]) & (part.ends > exclude[1]))
+        approx.append(sims)
+        skip.append(left_out)
+    finite = torch.cat([s[torch.isfinite(s) & ~o] for s, o in zip(approx, skip)])
+    bar = float(torch.topk(finite, keep).values[-1]) - 2 * APPROXIMATION if len(finite) >= keep else -float("inf")
+    best: List[Hit] = []
+    strayed = 0.0
+    for part, sims, left_out in zip(parts, approx, skip):
+        rows = np.flatnonzero(((sims >= bar) & ~left_out).numpy())
+        if not len(rows):
+            continue
+        values = exact(part, rows, q)
+        close = torch.isfinite(sims[rows])
+        if close.any():
+            strayed = max(strayed, float((values[close] - sims[rows][close]).abs().max()))
+        best += [Hit(part.recording, part.source, float(part.starts[i]), float(part.ends[i]), float(v),
+                     int(part.channels[i])) for i, v in zip(rows.tolist(), values.tolist())]
+    if strayed > APPROXIMATION:                              # this CPU's float16 products: not as assumed
+        return everything_float32(parts, q, keep, exclude)
+    return sorted(best, key=lambda h: -h.similarity)[:keep]
+
+
+def everything_float32(parts, q: torch.Tensor, keep: int, exclude) -> List[Hit]:
+    best: List[Hit] = []
+    for part in parts:
+        sims = torch.cat([as_tensor(chunk[first:first + CHUNK]) @ q
+                          for chunk in part.chunks for first in range(0, len(chunk), CHUNK)])
+        sims /= torch.from_numpy(part.norms).clamp_min(1e-12)
+        if exclude is not None and exclude[0] == part.recording:
+            sims[torch.from_numpy((part.starts < exclude[2]) & (part.ends > exclude[1]))] = -2.0
         top = torch.topk(sims, min(keep, len(sims)))
         best += [Hit(part.recording, part.source, float(part.starts[i]), float(part.ends[i]), float(s),
                      int(part.channels[i])) for s, i in zip(top.values.tolist(), top.indices.tolist()) if s > -2]

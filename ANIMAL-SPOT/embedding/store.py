@@ -6,18 +6,21 @@ Layout of a store folder::
                             weights), spectrogram settings, window, hop, vector size, version
     parts/<key>.arrow       one Arrow IPC file per recording (uncompressed, so it is
                             memory-mapped, not read): columns start, end (seconds),
-                            channel, vector (float16 x dim); the recording's path below
+                            channel, vector (float16 x dim), norm (float32: the
+                            vector's length, for search); the recording's path below
                             --input_file, its source, samples and hop in the schema metadata
 
 Why Arrow files: a well-kept columnar format (pyarrow) that numpy reads without a copy,
 so a search touches the vectors straight from the page cache; one file per recording
 makes writing resumable (a recording is stored when its file exists) and atomic (written
 beside, renamed into place), and lets processes and machines fill one store at once.
-Brute-force cosine search over memory-mapped float16 vectors answers 1 million windows in
-well under a second on 2 cores (bench/embedding_bench.py); past tens of millions a vector
-index (faiss, usearch) would be needed.
+Brute-force cosine search over the memory-mapped float16 vectors (lengths stored in the
+``norm`` column) answers 1 million windows of 512 in 0.21 s on 2 cores
+(bench/embedding_bench.py); past tens of millions a vector index (faiss, usearch) would be
+needed.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -55,8 +58,36 @@ class Part:
     starts: np.ndarray
     ends: np.ndarray
     channels: np.ndarray
-    vectors: np.ndarray               # (windows, dim) float16, read-only view of the file
+    chunks: List[np.ndarray]          # (windows, dim) float16 blocks as written, read-only views of the file
     meta: Dict
+    stored_norms: Optional[np.ndarray] = None
+
+    @functools.cached_property
+    def vectors(self) -> np.ndarray:
+        """All the windows' vectors (a copy only where the part was written in several batches)."""
+        if len(self.chunks) == 1:
+            return self.chunks[0]
+        dim = self.chunks[0].shape[1] if self.chunks else 0
+        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, dim), np.float16)
+
+    @functools.cached_property
+    def norms(self) -> np.ndarray:
+        """The float32 length of each float16 vector (stored since the ``norm`` column; else computed)."""
+        if self.stored_norms is not None:
+            return self.stored_norms
+        return np.concatenate([vector_norms(c) for c in self.chunks]) if self.chunks else np.zeros(0, np.float32)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of the given (sorted) rows, without joining the blocks."""
+        bounds = np.cumsum([0] + [len(c) for c in self.chunks])
+        pieces = [c[rows[(rows >= low) & (rows < high)] - low]
+                  for c, low, high in zip(self.chunks, bounds[:-1], bounds[1:])]
+        return np.concatenate(pieces) if pieces else np.zeros((0, 0), np.float16)
+
+
+def vector_norms(vectors: np.ndarray, block: int = 65536) -> np.ndarray:
+    return np.concatenate([np.linalg.norm(np.asarray(vectors[i:i + block], np.float32), axis=1)
+                           for i in range(0, len(vectors), block)]) if len(vectors) else np.zeros(0, np.float32)
 
 
 class Store:
@@ -142,12 +173,13 @@ class Store:
             raise StoreError(f"{path}: cannot read this part of the store ({error})") from None
         metadata = table.schema.metadata or {}
         meta = json.loads(metadata.get(b"meta", b"{}"))
-        vector = table.column("vector").combine_chunks()
-        dim = vector.type.list_size
-        vectors = vector.values.to_numpy(zero_copy_only=True).reshape(-1, dim)
+        column = table.column("vector")
+        dim = column.type.list_size
+        chunks = [c.flatten().to_numpy(zero_copy_only=True).reshape(-1, dim) for c in column.chunks if len(c)]
+        norms = table.column("norm").to_numpy() if "norm" in table.column_names else None
         return Part(path, metadata.get(b"recording", b"").decode("utf-8"), meta.get("source", ""),
                     table.column("start").to_numpy(), table.column("end").to_numpy(),
-                    table.column("channel").to_numpy(), vectors, meta)
+                    table.column("channel").to_numpy(), chunks, meta, norms)
 
     def parts(self) -> Iterator[Part]:
         for path in self.part_files():
@@ -183,7 +215,7 @@ class PartWriter:
 
         self.store, self.recording, self.dim = store, recording, int(store.description["dim"])
         self.schema = pa.schema([("start", pa.float64()), ("end", pa.float64()), ("channel", pa.int16()),
-                                 ("vector", pa.list_(pa.float16(), self.dim))],
+                                 ("vector", pa.list_(pa.float16(), self.dim)), ("norm", pa.float32())],
                                 metadata={b"recording": recording.encode("utf-8"),
                                           b"meta": json.dumps(meta).encode("utf-8")})
         self.windows = 0
@@ -204,7 +236,8 @@ class PartWriter:
                                  pa.array(np.asarray(ends, dtype=np.float64)),
                                  pa.array(np.asarray(channels, dtype=np.int16)),
                                  pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float16()),
-                                                                   self.dim)], schema=self.schema)
+                                                                   self.dim),
+                                 pa.array(vector_norms(vectors), pa.float32())], schema=self.schema)
         self._writer.write_batch(batch)
         self.windows += len(vectors)
 
