@@ -61,16 +61,24 @@ def find_tables(folder: str) -> List[str]:
     return files_below(folder, is_table)
 
 
-def read_table(path: str, label_column: str = "Sound type", fallback_label: Optional[str] = None) -> List[Event]:
-    """The events of one table; an error names a table without the needed columns."""
+def read_rows(path: str, error=None):
+    """``(header, rows)`` of a tab-separated table: the header maps each column's name
+    (stripped, lower case) to its index; ``rows[0]`` is the header line. ``error`` (default
+    ``TableError``) is raised, naming the file, where it cannot be read or is empty."""
+    error = error or TableError
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             rows = list(csv.reader(handle, delimiter="\t"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise TableError(f"{path}: cannot read the table ({error})") from None
+    except (OSError, UnicodeDecodeError) as reason:
+        raise error(f"{path}: cannot read the table ({reason})") from None
     if not rows:
-        raise TableError(f"{path}: an empty table (no header line)")
-    header = {name.strip().lower(): i for i, name in enumerate(rows[0])}
+        raise error(f"{path}: an empty table (no header line)")
+    return {name.strip().lower(): i for i, name in enumerate(rows[0])}, rows
+
+
+def read_table(path: str, label_column: str = "Sound type", fallback_label: Optional[str] = None) -> List[Event]:
+    """The events of one table; an error names a table without the needed columns."""
+    header, rows = read_rows(path)
     wanted = label_column.strip().lower()
     label_at = header.get(wanted, header.get(fallback_label.lower()) if fallback_label else None)
     missing = [name for name, at in ((BEGIN, header.get(BEGIN)), (END, header.get(END)), (wanted, label_at))

@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from evaluation import review as est
-from evaluation.raven import HEADER_COLUMNS, format_score, tsv
+from evaluation.raven import HEADER_COLUMNS, format_score, read_rows, tsv
 from evaluation.log_format import LogFormatError, log_windows, parse_log
 from utils.atomic import atomic_write_text
 
@@ -208,16 +208,7 @@ def alternatives(row, names: Sequence[str], label: str, count: int = 3) -> List[
 
 def table_units(path: str, key: str, recording: str, seconds: float) -> List[Unit]:
     """The selections of a Raven table as detections (noise rows left out)."""
-    import csv
-
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ReviewError(f"{path}: cannot read the table ({error})") from None
-    if not rows:
-        raise ReviewError(f"{path}: an empty table (no header line)")
-    header = {name.strip().lower(): i for i, name in enumerate(rows[0])}
+    header, rows = read_rows(path, ReviewError)
     label_at = next((header[c] for c in LABEL_COLUMNS if c in header), None)
     missing = [c for c in ("begin time (s)", "end time (s)") if c not in header]
     if label_at is None:
@@ -250,15 +241,11 @@ def table_units(path: str, key: str, recording: str, seconds: float) -> List[Uni
 def combined_units(paths: Sequence[str], recordings: str, taken: set) -> Dict[str, List[Unit]]:
     """Rows of combined tables for recordings without a source of their own (by
     ``Begin Path``, else ``Begin File``)."""
-    import csv
-
     out: Dict[str, List[Unit]] = {}
     for path in paths:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
-        if not rows:
+        if os.path.getsize(path) == 0:
             continue
-        header = {name.strip().lower(): i for i, name in enumerate(rows[0])}
+        header, rows = read_rows(path, ReviewError)
         label_at = next((header[c] for c in LABEL_COLUMNS if c in header), None)
         where = header.get("begin path", header.get("begin file"))
         if label_at is None or where is None or "file offset (s)" not in header:
