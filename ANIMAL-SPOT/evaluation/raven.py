@@ -61,19 +61,20 @@ def find_tables(folder: str) -> List[str]:
     return files_below(folder, is_table)
 
 
-def read_rows(path: str, error=None):
+def read_rows(path: str, error=None, empty_ok: bool = False):
     """``(header, rows)`` of a tab-separated table: the header maps each column's name
     (stripped, lower case) to its index; ``rows[0]`` is the header line. ``error`` (default
-    ``TableError``) is raised, naming the file, where it cannot be read or is empty."""
+    ``TableError``) is raised, naming the file, where it cannot be read or is empty (an
+    empty file is ``({}, [])`` with ``empty_ok``)."""
     error = error or TableError
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             rows = list(csv.reader(handle, delimiter="\t"))
     except (OSError, UnicodeDecodeError) as reason:
         raise error(f"{path}: cannot read the table ({reason})") from None
-    if not rows:
+    if not rows and not empty_ok:
         raise error(f"{path}: an empty table (no header line)")
-    return {name.strip().lower(): i for i, name in enumerate(rows[0])}, rows
+    return {name.strip().lower(): i for i, name in enumerate(rows[0] if rows else [])}, rows
 
 
 def read_table(path: str, label_column: str = "Sound type", fallback_label: Optional[str] = None) -> List[Event]:

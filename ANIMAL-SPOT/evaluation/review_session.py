@@ -243,9 +243,9 @@ def combined_units(paths: Sequence[str], recordings: str, taken: set) -> Dict[st
     ``Begin Path``, else ``Begin File``)."""
     out: Dict[str, List[Unit]] = {}
     for path in paths:
-        if os.path.getsize(path) == 0:
+        header, rows = read_rows(path, ReviewError, empty_ok=True)
+        if not rows:
             continue
-        header, rows = read_rows(path, ReviewError)
         label_at = next((header[c] for c in LABEL_COLUMNS if c in header), None)
         where = header.get("begin path", header.get("begin file"))
         if label_at is None or where is None or "file offset (s)" not in header:
