@@ -232,31 +232,41 @@ def test_search_by_float16_products_returns_the_float32_best(tmp_path, monkeypat
                     v[0], v[1] = 60000 * q / np.abs(q).max(), -60000 * q / np.abs(q).max()   # float16 overflow
                 if batch == 2:
                     v[:4] = -60000 * q / np.abs(q).max()             # more overflowing windows than kept
+                    v[4, 0] = np.inf                                  # a broken vector: never a hit
                 starts = (np.arange(400) + 400 * batch) * 0.5
                 part.add(starts, starts + 1.0, np.zeros(400), v)
                 stored.update({(f"r{r}.wav", s): x for s, x in zip(starts, v.astype(np.float16).astype(np.float64))})
     keys = list(stored)
     matrix = np.array([stored[k] for k in keys])
-    truth = dict(zip(keys, matrix @ q.astype(np.float64) / np.linalg.norm(matrix, axis=1)))
+    with np.errstate(invalid="ignore"):                               # the broken vector: NaN
+        truth = dict(zip(keys, matrix @ q.astype(np.float64) / np.linalg.norm(matrix, axis=1)))
 
     def check(hits, left_out=()):
-        expected = sorted((s for k, s in truth.items() if k not in left_out), reverse=True)[:keep]
+        expected = sorted((s for k, s in truth.items() if k not in left_out and s == s), reverse=True)[:keep]
         assert np.allclose([h.similarity for h in hits], expected, atol=1e-5, rtol=0)
         for h in hits:                                                # each value is that window's own
             assert abs(truth[(h.recording, h.begin)] - h.similarity) <= 1e-5
 
+    monkeypatch.setattr(search, "SAMPLE", 16)                       # the margin, not the sample, finds the best
+    fallbacks = []
+    monkeypatch.setattr(search, "everything_float32", lambda *a, f=search.everything_float32: fallbacks.append(1)
+                        or f(*a))
     hits = search.similarities(store, q, keep)
     check(hits)
     assert hits[0].begin == 200.0 and hits[0].similarity > 0.999     # found though its product overflowed
     approx = torch.cat([search.approximate(p, torch.from_numpy(q).half()) for p in store.parts()]).numpy()
     reference = np.array([truth[(p.recording, s)] for p in store.parts() for s in p.starts])
     error = np.abs(approx - reference)[np.isfinite(approx)]
-    assert 1e-5 < error.max() <= search.APPROXIMATION                 # the shortcut is inexact, within bound
-    assert (~np.isfinite(approx)).sum() > keep
+    assert error.max() > 1e-5 and (~np.isfinite(approx)).sum() > keep   # the shortcut is inexact and overflows
+    assert fallbacks == ([] if error.max() <= search.error_bound(dim) else [1])   # float32 products: no fallback
     check(search.similarities(store, q, keep, exclude=("r1.wav", 199.9, 200.1)), left_out={("r1.wav", 200.0)})
-    fallbacks = []
-    monkeypatch.setattr(search, "everything_float32", lambda *a, f=search.everything_float32: fallbacks.append(1)
-                        or f(*a))
-    monkeypatch.setattr(search, "APPROXIMATION", 1e-7)                # products "stray": all in float32
+    monkeypatch.setattr(search, "error_bound", lambda dim: 1e-7)     # products "stray": all in float32
+    fallbacks.clear()
     check(search.similarities(store, q, keep))
     assert fallbacks == [1]
+    check(search.everything_float32(store, torch.from_numpy(q), keep, None))
+    tiny = Store(str(tmp_path / "tiny"))                              # a broken vector takes no place in the top
+    tiny.create({"dim": dim, "hop": 0.5, "window": 1.0})
+    tiny.write("t.wav", [0.0, 0.5, 1.0], [1.0, 1.5, 2.0], [1, 1, 1], np.stack([np.full(dim, np.inf), q, -q]), {})
+    for found in (search.similarities(tiny, q, 2), search.everything_float32(tiny, torch.from_numpy(q), 2, None)):
+        assert [h.begin for h in found] == [0.5, 1.0]

@@ -59,10 +59,16 @@ def query_vector(vectors: np.ndarray) -> np.ndarray:
     return unit(unit(vectors).mean(axis=0))
 
 
-# |approximate - float32 cosine| on one window: the query rounded to float16 (2^-11), the
-# product summed in float32 (512 terms: 2^-15) and rounded to float16 (2^-11), each
-# relative to |v| |q|, so at most 2^-10 + 2^-15 ~ 1.0e-3; 2.5 times that for margin.
-APPROXIMATION = 2.5e-3
+def error_bound(dim: int) -> float:
+    """The most ``approximate`` can differ from the float32 cosine of a window, relative to
+    |v| |q| (|q| = 1): the query rounded to float16 (2^-11), the products (exact in
+    float32) summed in float32 (dim terms: dim 2^-24), the sum rounded to float16 (2^-11),
+    and the float32 reference's own sum (dim 2^-24); about 1.0e-3 at 512 dimensions."""
+    return 2 ** -10 + 2 * dim * 2 ** -24
+
+
+MARGIN = 2.5        # candidates tolerate errors up to MARGIN x the bound; a larger observed error falls back
+SAMPLE = 1024       # windows spread over the store, recomputed too, so the error check is not only at the top
 
 
 def approximate(part, query_half: torch.Tensor) -> torch.Tensor:
@@ -81,56 +87,75 @@ def exact(part, rows: np.ndarray, query: torch.Tensor) -> torch.Tensor:
     return (block @ query) / torch.from_numpy(part.norms[rows]).clamp_min(1e-12)
 
 
+def left_out(part, exclude) -> np.ndarray:
+    if exclude is None or exclude[0] != part.recording:
+        return np.zeros(len(part.starts), dtype=bool)
+    return (part.starts < exclude[2]) & (part.ends > exclude[1])
+
+
 def similarities(store: Store, query: np.ndarray, keep: int, exclude: Optional[Tuple[str, float, float]] = None
                  ) -> List[Hit]:
-    """The ``keep`` best windows of the whole store by float32 cosine similarity.
+    """The ``keep`` best windows of the whole store by float32 cosine similarity (``query``
+    of unit length).
 
-    Brute force in two steps: every window's similarity from float16 products (fast:
-    the vectors stay float16), then the float32 similarity of every window within
-    2 x ``APPROXIMATION`` of the ``keep``-th best, which holds the float32 best ``keep``:
-    each of them scores at least the keep-th float32 value - e approximately, and the
-    keep-th approximate value is at most that + e. Where the float16 products stray
-    further than ``APPROXIMATION`` on the windows recomputed, all are computed in float32."""
+    Brute force in two passes over the parts (one open at a time): every window's
+    similarity from float16 products (fast: the vectors stay float16), then the float32
+    similarity of every window within 2 e of the ``keep``-th best approximate value (e =
+    ``MARGIN`` x ``error_bound``), which holds the float32 best ``keep``: each of them scores
+    at least the keep-th float32 value - e approximately, and the keep-th approximate value
+    is at most that + e. Windows whose products overflow are always recomputed, and so is a
+    sample spread over the store; where any recomputed window strays further than the
+    bound (a CPU whose float16 products are not as assumed), all are computed in float32."""
     q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
-    parts = [p for p in store.parts() if len(p.starts)]
-    if not parts or keep <= 0:
+    if keep <= 0:
         return []
-    approx, skip = [], []
-    for part in parts:
-        sims = approximate(part, q.half())
-        sims[~torch.isfinite(sims)] = float("inf")           # overflowed: always recomputed
-        left_out = torch.zeros(len(sims), dtype=torch.bool)
-        if exclude is not None and exclude[0] == part.recording:
-            left_out = torch.from_numpy((part.starts < exclude[2]) & (part.ends > exclude[1]))
-        approx.append(sims)
-        skip.append(left_out)
-    finite = torch.cat([s[torch.isfinite(s) & ~o] for s, o in zip(approx, skip)])
-    bar = float(torch.topk(finite, keep).values[-1]) - 2 * APPROXIMATION if len(finite) >= keep else -float("inf")
+    approx, files = [], []
+    for part in store.parts():
+        if len(part.starts):
+            sims = approximate(part, q.half())
+            sims[~torch.isfinite(sims)] = float("inf")           # overflowed: always recomputed
+            sims[torch.from_numpy(left_out(part, exclude))] = -float("inf")
+            approx.append(sims)
+            files.append(part.path)
+    if not approx:
+        return []
+    bound = error_bound(len(q))
+    every = torch.cat(approx)
+    finite = every[torch.isfinite(every)]
+    bar = float(torch.topk(finite, keep).values[-1]) - 2 * MARGIN * bound if len(finite) >= keep else -float("inf")
+    sample = np.unique(np.linspace(0, len(every) - 1, min(SAMPLE, len(every))).astype(np.int64))
     best: List[Hit] = []
-    strayed = 0.0
-    for part, sims, left_out in zip(parts, approx, skip):
-        rows = np.flatnonzero(((sims >= bar) & ~left_out).numpy())
+    strayed, first = 0.0, 0
+    for path, sims in zip(files, approx):
+        chosen = ((sims >= bar) & (sims > -float("inf"))).numpy()
+        chosen[sample[(sample >= first) & (sample < first + len(sims))] - first] = True
+        first += len(sims)
+        rows = np.flatnonzero(chosen)
         if not len(rows):
             continue
+        part = store.read(path)
         values = exact(part, rows, q)
-        close = torch.isfinite(sims[rows])
+        close = torch.isfinite(sims[rows]) & torch.isfinite(values)
         if close.any():
             strayed = max(strayed, float((values[close] - sims[rows][close]).abs().max()))
-        best += [Hit(part.recording, part.source, float(part.starts[i]), float(part.ends[i]), float(v),
-                     int(part.channels[i])) for i, v in zip(rows.tolist(), values.tolist())]
-    if strayed > APPROXIMATION:                              # this CPU's float16 products: not as assumed
-        return everything_float32(parts, q, keep, exclude)
+        outside = left_out(part, exclude)
+        best += [Hit(part.recording, part.source, float(part.starts[i]), float(part.ends[i]), v,
+                     int(part.channels[i])) for i, v in zip(rows.tolist(), values.tolist())
+                 if v == v and not outside[i]]                          # NaN (a broken vector): no hit
+    if strayed > bound:
+        return everything_float32(store, q, keep, exclude)
     return sorted(best, key=lambda h: -h.similarity)[:keep]
 
 
-def everything_float32(parts, q: torch.Tensor, keep: int, exclude) -> List[Hit]:
+def everything_float32(store: Store, q: torch.Tensor, keep: int, exclude) -> List[Hit]:
     best: List[Hit] = []
-    for part in parts:
+    for part in store.parts():
+        if not len(part.starts):
+            continue
         sims = torch.cat([as_tensor(chunk[first:first + CHUNK]) @ q
                           for chunk in part.chunks for first in range(0, len(chunk), CHUNK)])
         sims /= torch.from_numpy(part.norms).clamp_min(1e-12)
-        if exclude is not None and exclude[0] == part.recording:
-            sims[torch.from_numpy((part.starts < exclude[2]) & (part.ends > exclude[1]))] = -2.0
+        sims[torch.from_numpy(left_out(part, exclude)) | torch.isnan(sims)] = -2.0   # NaN: a broken vector
         top = torch.topk(sims, min(keep, len(sims)))
         best += [Hit(part.recording, part.source, float(part.starts[i]), float(part.ends[i]), float(s),
                      int(part.channels[i])) for s, i in zip(top.values.tolist(), top.indices.tolist()) if s > -2]

@@ -15,7 +15,7 @@ so a search touches the vectors straight from the page cache; one file per recor
 makes writing resumable (a recording is stored when its file exists) and atomic (written
 beside, renamed into place), and lets processes and machines fill one store at once.
 Brute-force cosine search over the memory-mapped float16 vectors (lengths stored in the
-``norm`` column) answers 1 million windows of 512 in 0.21 s on 2 cores
+``norm`` column) answers 1 million windows of 512 in about 0.3 s on 2 cores
 (bench/embedding_bench.py); past tens of millions a vector index (faiss, usearch) would be
 needed.
 """
@@ -61,14 +61,14 @@ class Part:
     chunks: List[np.ndarray]          # (windows, dim) float16 blocks as written, read-only views of the file
     meta: Dict
     stored_norms: Optional[np.ndarray] = None
+    dim: int = 0
 
     @functools.cached_property
     def vectors(self) -> np.ndarray:
         """All the windows' vectors (a copy only where the part was written in several batches)."""
         if len(self.chunks) == 1:
             return self.chunks[0]
-        dim = self.chunks[0].shape[1] if self.chunks else 0
-        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, dim), np.float16)
+        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, self.dim), np.float16)
 
     @functools.cached_property
     def norms(self) -> np.ndarray:
@@ -82,7 +82,7 @@ class Part:
         bounds = np.cumsum([0] + [len(c) for c in self.chunks])
         pieces = [c[rows[(rows >= low) & (rows < high)] - low]
                   for c, low, high in zip(self.chunks, bounds[:-1], bounds[1:])]
-        return np.concatenate(pieces) if pieces else np.zeros((0, 0), np.float16)
+        return np.concatenate(pieces) if pieces else np.zeros((0, self.dim), np.float16)
 
 
 def vector_norms(vectors: np.ndarray, block: int = 65536) -> np.ndarray:
@@ -179,7 +179,7 @@ class Store:
         norms = table.column("norm").to_numpy() if "norm" in table.column_names else None
         return Part(path, metadata.get(b"recording", b"").decode("utf-8"), meta.get("source", ""),
                     table.column("start").to_numpy(), table.column("end").to_numpy(),
-                    table.column("channel").to_numpy(), chunks, meta, norms)
+                    table.column("channel").to_numpy(), chunks, meta, norms, dim)
 
     def parts(self) -> Iterator[Part]:
         for path in self.part_files():
