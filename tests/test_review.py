@@ -363,3 +363,24 @@ def test_reviewed_tables_become_training_clips(season, tmp_path):
         relabelled = [v for v in yes if v["decision"] == "other"]
         assert counts["K1"] == sum(1 for v in yes if v["label"] == "K1")
         assert all(v["label"] != v["model_label"] for v in relabelled)
+
+
+def test_a_combined_table_serves_only_recordings_without_their_own(season, tmp_path):
+    tables = tmp_path / "tables"
+    (tables / "site1").mkdir(parents=True)
+    columns = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSound type\t" \
+              "Comments\tBegin File\tFile Offset (s)\tScore\tBegin Path\n"
+    (tables / "site1" / "a.Table.1.selections.txt").write_text(columns.split("\tBegin File")[0] + "\n"
+                                                               "1\tSpectrogram_1\t1\t1.0\t1.5\t0\t8000\tK1\t \n")
+    (tables / "combined.Table.1.selections.txt").write_text(
+        columns + "1\tSpectrogram_1\t1\t6.0\t6.5\t0\t8000\tK1\t \ta.wav\t6.0\t0.9\tsite1/a.wav\n"     # has its own
+        "2\tSpectrogram_1\t1\t12.0\t12.5\t0\t8000\tK2\t \tb.wav\t2.0\t0.8\tsite2/b.wav\n"
+        "3\tSpectrogram_1\t1\t14.0\t14.5\t0\t8000\tnoise\t \tb.wav\t4.0\t0.7\tsite2/b.wav\n")
+    (tables / "combined.empty.selections.txt").write_text("")                                      # skipped
+    units, seconds, all_logs = load_units(str(tables), str(season / "recordings"))
+    assert sorted((u.recording, u.begin, u.end, u.cls, u.score) for u in units) == [
+        ("site1/a", 1.0, 1.5, "K1", None), ("site2/b", 2.0, 2.5, "K2", 0.8)]
+    assert not all_logs and seconds == {"site1/a": 10.0, "site2/b": 10.0}
+    (tables / "combined.Table.1.selections.txt").write_bytes(b"\xff\xfe\x00broken")
+    with pytest.raises(ReviewError, match=r"combined\.Table\.1\.selections\.txt: cannot read the table"):
+        load_units(str(tables), str(season / "recordings"))
