@@ -254,7 +254,7 @@ def test_search_by_float16_products_returns_the_float32_best(tmp_path, monkeypat
     hits = search.similarities(store, q, keep)
     check(hits)
     assert hits[0].begin == 200.0 and hits[0].similarity > 0.999     # found though its product overflowed
-    approx = torch.cat([search.approximate(p, torch.from_numpy(q).half()) for p in store.parts()]).numpy()
+    approx = torch.cat([search.cosines(p, torch.from_numpy(q).half()) for p in store.parts()]).numpy()
     reference = np.array([truth[(p.recording, s)] for p in store.parts() for s in p.starts])
     error = np.abs(approx - reference)[np.isfinite(approx)]
     assert error.max() > 1e-5 and (~np.isfinite(approx)).sum() > keep   # the shortcut is inexact and overflows

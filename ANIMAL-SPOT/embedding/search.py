@@ -60,7 +60,7 @@ def query_vector(vectors: np.ndarray) -> np.ndarray:
 
 
 def error_bound(dim: int) -> float:
-    """The most ``approximate`` can differ from the float32 cosine of a window, relative to
+    """The most ``cosines`` with a float16 query can differ from the float32 cosine of a window, relative to
     |v| |q| (|q| = 1): the query rounded to float16 (2^-11), the products (exact in
     float32) summed in float32 (dim terms: dim 2^-24), the sum rounded to float16 (2^-11),
     and the float32 reference's own sum (dim 2^-24); about 1.0e-3 at 512 dimensions."""
@@ -71,10 +71,12 @@ MARGIN = 2.5        # candidates tolerate errors up to MARGIN x the bound; a lar
 SAMPLE = 1024       # windows spread over the store, recomputed too, so the error check is not only at the top
 
 
-def approximate(part, query_half: torch.Tensor) -> torch.Tensor:
-    """The cosine similarity of every window from float16 products (float16 in, float32
-    sums: no float32 copy of the vectors is made); non-finite where a product overflows."""
-    values = [as_tensor_half(chunk[first:first + CHUNK]) @ query_half
+def cosines(part, query: torch.Tensor) -> torch.Tensor:
+    """The cosine similarity of every window, from products in the query's precision:
+    a float16 query multiplies the stored vectors as they are (float32 sums, no float32
+    copy; non-finite where a product overflows), a float32 query converts them block by block."""
+    convert = as_tensor_half if query.dtype == torch.float16 else as_tensor
+    values = [convert(chunk[first:first + CHUNK]) @ query
               for chunk in part.chunks for first in range(0, len(chunk), CHUNK)]
     if not values:
         return torch.zeros(0)
@@ -85,6 +87,11 @@ def exact(part, rows: np.ndarray, query: torch.Tensor) -> torch.Tensor:
     """The float32 cosine similarity of the given windows."""
     block = as_tensor(part.take(rows))
     return (block @ query) / torch.from_numpy(part.norms[rows]).clamp_min(1e-12)
+
+
+def hit_of(part, row: int, similarity: float) -> Hit:
+    return Hit(part.recording, part.source, float(part.starts[row]), float(part.ends[row]), similarity,
+               int(part.channels[row]))
 
 
 def left_out(part, exclude) -> np.ndarray:
@@ -112,7 +119,7 @@ def similarities(store: Store, query: np.ndarray, keep: int, exclude: Optional[T
     approx, files = [], []
     for part in store.parts():
         if len(part.starts):
-            sims = approximate(part, q.half())
+            sims = cosines(part, q.half())
             sims[~torch.isfinite(sims)] = float("inf")           # overflowed: always recomputed
             sims[torch.from_numpy(left_out(part, exclude))] = -float("inf")
             approx.append(sims)
@@ -139,8 +146,7 @@ def similarities(store: Store, query: np.ndarray, keep: int, exclude: Optional[T
         if close.any():
             strayed = max(strayed, float((values[close] - sims[rows][close]).abs().max()))
         outside = left_out(part, exclude)
-        best += [Hit(part.recording, part.source, float(part.starts[i]), float(part.ends[i]), v,
-                     int(part.channels[i])) for i, v in zip(rows.tolist(), values.tolist())
+        best += [hit_of(part, i, v) for i, v in zip(rows.tolist(), values.tolist())
                  if v == v and not outside[i]]                          # NaN (a broken vector): no hit
     if strayed > bound:
         return everything_float32(store, q, keep, exclude)
@@ -152,13 +158,10 @@ def everything_float32(store: Store, q: torch.Tensor, keep: int, exclude) -> Lis
     for part in store.parts():
         if not len(part.starts):
             continue
-        sims = torch.cat([as_tensor(chunk[first:first + CHUNK]) @ q
-                          for chunk in part.chunks for first in range(0, len(chunk), CHUNK)])
-        sims /= torch.from_numpy(part.norms).clamp_min(1e-12)
+        sims = cosines(part, q)
         sims[torch.from_numpy(left_out(part, exclude)) | torch.isnan(sims)] = -2.0   # NaN: a broken vector
         top = torch.topk(sims, min(keep, len(sims)))
-        best += [Hit(part.recording, part.source, float(part.starts[i]), float(part.ends[i]), float(s),
-                     int(part.channels[i])) for s, i in zip(top.values.tolist(), top.indices.tolist()) if s > -2]
+        best += [hit_of(part, i, s) for s, i in zip(top.values.tolist(), top.indices.tolist()) if s > -2]
         best = sorted(best, key=lambda h: -h.similarity)[:keep]
     return best
 
