@@ -78,7 +78,9 @@ def fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the model file to write (HEAD.pk)")
     p.add_argument("--mlp", type=int, default=None, metavar="H", help="a hidden layer of H units (default: linear)")
     p.add_argument("--epochs", type=int, default=300, help="full-batch optimisation steps (default 300)")
-    p.add_argument("--weight_decay", type=float, default=1e-3, help="L2 penalty (default 1e-3)")
+    p.add_argument("--weight_decay", type=float, default=None,
+                   help="L2 penalty on the standardised features (default: the best of 0.001, 0.01, 0.1 and 1 on the "
+                        "held-out recordings)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model_path", default=None, help="the store's model, where it moved")
     return p

@@ -231,6 +231,31 @@ class Trainer:
         return logits.detach(), loss.detach()
 
     @torch.no_grad()
+    def recompute_batchnorm(self, loader) -> None:
+        """BatchNorm's statistics of the current weights, measured afresh on ``loader``
+        (fixed training clips, no augmentation; None: keep the running averages, as the
+        original). The running averages trail the weights: after a few hundred steps at a
+        high learning rate they describe an earlier network, and a model that fits its
+        training batches can predict one class in eval mode. Here every BatchNorm layer
+        (alone in train mode, so dropout stays off) averages the batch means and
+        variances of one pass; the weights and the training steps are not touched."""
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if loader is None or not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None                    # a cumulative average over the pass's batches
+            norm.train()
+        try:
+            for inputs, _ in loader:
+                self.forward(self.model, inputs)
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+                norm.eval()
+
+    @torch.no_grad()
     def evaluate(self, loader):
         """``(logits, labels, pooled features)`` of a whole split in eval mode, without
         listeners (the training clips' centroids; a resumed run whose checkpoint kept no
@@ -256,6 +281,7 @@ class Trainer:
                 break
             self.run_pass("train", loaders["train"], epoch)
             if epoch % epochs_per_eval == 0 or epoch == n_epochs - 1:
+                self.recompute_batchnorm(loaders.get("statistics"))
                 self.run_pass("val", loaders["val"], epoch)
             if self.stop_reason:
                 log.info(self.stop_reason)

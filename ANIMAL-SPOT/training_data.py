@@ -161,7 +161,11 @@ def build(config, options: FeatureOptions, frames: int, split: Dict[str, List[st
         loaders[partition] = loader(config, dataset, ShardSampler(len(dataset), processes.rank, processes.world))
         single[partition] = loader(config, dataset, ShardSampler(len(dataset))) if processes.distributed \
             else loaders[partition]
-    return TrainingData(split, class_map, options, frames, datasets, loaders, single)
+    data = TrainingData(split, class_map, options, frames, datasets, loaders, single)
+    if config.bn_statistics == "recomputed":
+        loaders["statistics"] = plain_loader(config, data, max(1, STATISTICS_CLIPS // len(class_map)),
+                                           "BatchNorm statistics")
+    return data
 
 
 def loader(config, dataset, sampler, drop_last: bool = False) -> DataLoader:
@@ -175,9 +179,13 @@ def loader(config, dataset, sampler, drop_last: bool = False) -> DataLoader:
                       generator=torch.Generator().manual_seed(0))
 
 
-def plain_loader(config, data: TrainingData, per_class: int = 256) -> DataLoader:
+STATISTICS_CLIPS = 1024     # training clips whose pass gives BatchNorm's statistics (--bn_statistics recomputed)
+
+
+def plain_loader(config, data: TrainingData, per_class: int = 256, purpose: str = "centroids") -> DataLoader:
     """Up to ``per_class`` training clips per class (a fixed choice), without augmentation,
-    in one process: the clips whose features place the class centroids."""
+    in one process (every process the same): the clips whose features place the class
+    centroids, and those that measure BatchNorm's statistics."""
     train = data.datasets["train"]
     by_class: Dict[int, List[str]] = {}
     for name, label in zip(train.file_names, train.labels):
@@ -186,6 +194,6 @@ def plain_loader(config, data: TrainingData, per_class: int = 256) -> DataLoader
     chosen = sorted(f for files in by_class.values() for f in (files if len(files) <= per_class
                                                                else rng.sample(sorted(files), per_class)))
     dataset = Dataset(chosen, config.data_dir, config.cache_dir, data.class_map, seq_len=data.frames,
-                      dataset_name="train (centroids)", options=data.options, channel=training_channel(config))
+                      dataset_name=f"train ({purpose})", options=data.options, channel=training_channel(config))
     return DataLoader(dataset, batch_size=config.batch_size, sampler=EpochKeys(ShardSampler(len(dataset))),
                       num_workers=0)        # one pass: starting worker processes would cost more than it saves

@@ -10,10 +10,13 @@ Examples: the windows of the store labelled by
   the store's model, takes the clip's class.
 
 The head (a linear layer, or one hidden layer with ``--mlp``) is fitted full-batch with
-L-BFGS on the float16 vectors, with inverse-frequency class weights, and validated on
-whole recordings held out (about a fifth; with one recording, its last fifth in time,
-with a warning); it reports per-class figures with intervals as training does, and is
+L-BFGS on the standardised float16 vectors, with inverse-frequency class weights and an
+L2 penalty chosen by cross-validation over whole recordings, and validated on whole
+recordings held out (about a fifth; with one recording, its last fifth in time, with a
+warning); it reports per-class figures with intervals as training does, and is
 calibrated (temperature, per-class thresholds, unknown score) on the validation windows.
+The saved head is then refitted on every example (a class may be labelled only in the
+held-out recordings).
 The model file holds the embedding model's encoder and the head (``round_float16``: the
 pooled features are rounded to float16 first, as the store holds them), so
 ``predict.py``, ensembles, thresholds, Raven tables, ONNX export and the review page use
@@ -36,6 +39,8 @@ from embedding.store import Store, StoreError, file_sha256
 
 log = logging.getLogger("EMBED")
 NOISE = "noise"
+WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1, 1.0)     # L2 penalties on standardised features (choose_weight_decay)
+DEFAULT_DECAY, DECAY_FOLDS = 0.1, 3
 
 
 @dataclass
@@ -196,12 +201,17 @@ def head_module(dim: int, classes: int, hidden: Optional[int], pooling: str = "a
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, classes: int, hidden: Optional[int] = None, epochs: int = 300,
-             weight_decay: float = 1e-3, seed: int = 0, pooling: str = "avg"):
-    """The head fitted on ``x`` (float16 values) with inverse-frequency class weights."""
+             weight_decay: float = DEFAULT_DECAY, seed: int = 0, pooling: str = "avg"):
+    """The head fitted on ``x`` (float16 values) with inverse-frequency class weights and an
+    L2 penalty ``weight_decay`` on the standardised features (each feature's mean and
+    spread over ``x`` are folded into the first layer afterwards, so the module takes the
+    stored vectors as they are)."""
     torch.manual_seed(seed)
     head = head_module(x.shape[1], classes, hidden, pooling)
     head.round_float16 = False                    # rounded once here, not in every one of LBFGS's passes
     inputs = torch.from_numpy(np.asarray(x, dtype=np.float32)).half().float()
+    mean, scale = inputs.mean(dim=0), inputs.std(dim=0).clamp_min(1e-6)
+    inputs = (inputs - mean) / scale               # standardised; folded into the first layer at the end
     targets = torch.from_numpy(np.asarray(y))
     counts = torch.bincount(targets, minlength=classes).double()
     weights = torch.where(counts > 0, counts.sum() / (classes * counts.clamp_min(1)), torch.zeros_like(counts))
@@ -216,8 +226,48 @@ def fit_head(x: np.ndarray, y: np.ndarray, classes: int, hidden: Optional[int] =
         loss.backward()
         return loss
     optimizer.step(closure)
+    first = head.hidden if hidden else head.linear
+    with torch.no_grad():                         # W (z - mean) / scale + b  =  (W / scale) z + (b - W mean / scale)
+        first.bias -= first.weight @ (mean / scale)
+        first.weight /= scale
     head.round_float16 = True
     return head.eval()
+
+
+
+
+def choose_weight_decay(examples: Examples, y: np.ndarray, classes: int, hidden: Optional[int], epochs: int,
+                        seed: int, pooling: str) -> Tuple[float, Dict[float, float]]:
+    """The weight decay of ``WEIGHT_DECAYS`` with the lowest held-out ``balanced_log_loss``
+    over up to ``DECAY_FOLDS`` folds of whole recordings (a held-out example counts only
+    where its class has training examples in its fold); ``DEFAULT_DECAY`` with a single
+    recording."""
+    groups = np.asarray(examples.groups)
+    names = sorted(set(examples.groups))
+    if len(names) < 2:
+        return DEFAULT_DECAY, {}
+    random.Random(seed).shuffle(names)
+    folds = [np.isin(groups, names[k::DECAY_FOLDS]) for k in range(min(DECAY_FOLDS, len(names)))]
+    losses = {}
+    for decay in WEIGHT_DECAYS:
+        logits, truth = [], []
+        for held in folds:
+            head = fit_head(examples.vectors[~held], y[~held], classes, hidden, epochs, decay, seed, pooling)
+            seen = held & np.isin(y, np.unique(y[~held]))
+            logits.append(logits_of(head, examples.vectors[seen]))
+            truth.append(y[seen])
+        truth = np.concatenate(truth)
+        losses[decay] = balanced_log_loss(np.concatenate(logits), truth) if len(truth) else float("inf")
+    best = min(losses, key=losses.get)
+    return (best if np.isfinite(losses[best]) else DEFAULT_DECAY), losses
+
+
+def balanced_log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    """The mean over the classes present of their examples' mean -log p(true class)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    picked = -log_p[np.arange(len(y)), y]
+    return float(np.mean([picked[y == c].mean() for c in np.unique(y)]))
 
 
 def logits_of(head, x: np.ndarray, batch: int = 65536) -> np.ndarray:
@@ -245,8 +295,13 @@ def run_fit(args) -> int:
         raise ValueError("too few labelled recordings to hold some out for validation")
     base = base_model(store, args.model_path)
     pooling = base.spec.classifier_opts.get("pooling", "avg")
-    head = fit_head(examples.vectors[train], y[train], len(names), args.mlp, args.epochs, args.weight_decay,
-                    args.seed, pooling)
+    decay = args.weight_decay
+    if decay is None:
+        decay, losses = choose_weight_decay(examples, y, len(names), args.mlp, args.epochs, args.seed, pooling)
+        if losses:
+            log.info(f"Weight decay chosen by {len(losses)}-candidate cross-validation over recordings: " + ", ".join(
+                f"{d:g} (held-out loss {l:.3f})" for d, l in losses.items()) + f" -> {decay:g}")
+    head = fit_head(examples.vectors[train], y[train], len(names), args.mlp, args.epochs, decay, args.seed, pooling)
     val_logits = logits_of(head, examples.vectors[val])
     metrics = PassMetrics(len(names), keep_samples=True)
     metrics.update(torch.from_numpy(y[val]), torch.from_numpy(val_logits.argmax(axis=1)))
@@ -258,6 +313,9 @@ def run_fit(args) -> int:
     calibration = calibrate(val_logits, y[val], names, class_map.noise_index)
     unknown = fit_unknown("centroid_distance", 0.05, examples.vectors[val], val_logits, examples.vectors[train],
                           y[train])
+    # the saved head learns from every example (a class may be labelled only in the held-out recordings); the
+    # validation figures and the calibration are those of the head fitted without them
+    head = fit_head(examples.vectors, y, len(names), args.mlp, args.epochs, decay, args.seed, pooling)
     encoder = base.spec.encoder_opts
     classifier_opts = head.model_opts()
     spec = ModelSpec(dict(encoder), classifier_opts, dict(base.spec.data_opts), class_map.to_dict(),

@@ -120,6 +120,8 @@ def render(spec, title: str = "ANIMAL-SPOT model") -> str:
         lines += ["Largest confusions: " + "; ".join(
             f"{c['true']} called {c['predicted']} {c['clips']}x ({_pct(c['share_of_true'])} of {c['true']})"
             for c in card["confusions"]) + ".", ""]
+    elif test:
+        lines += ["Largest confusions: none (every test clip was called its own class).", ""]
     lines += ["## Decisions", ""]
     if spec.thresholds:
         lines.append("Per-class thresholds on calibrated probabilities (chosen on validation): " +
