@@ -180,8 +180,6 @@ def fine_tuning(flags):
 
 def review_loop(out: str, epochs: int) -> int:
     """Predict -> review -> summary -> clips -> retrain -> predict (see the module's step 5)."""
-    import threading
-
     import review
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "TRAINING"))
     import clips_from_raven
@@ -192,15 +190,11 @@ def review_loop(out: str, epochs: int) -> int:
                                              os.path.join(out, "recording"), "--out", os.path.join(out, "review"),
                                              "--model_path", model, "--per_class", "12", "--port", "0",
                                              "--target_precision", "0.9"])
-    session = review.open_review(args)
-    servers, ready = [], threading.Event()
-    threading.Thread(target=review.serve, args=(session, "127.0.0.1", 0, lambda server, address: (
-        servers.append((server, address)), ready.set())), daemon=True).start()
-    ready.wait(60)
+    server, address = review.serve_in_thread(review.open_review(args))
     try:
-        scripted_review(servers[0][1], PLACED, print_summary)
+        scripted_review(address, PLACED, print_summary)
     finally:
-        servers[0][0].shutdown()
+        server.shutdown()
     clips = os.path.join(out, "data_reviewed")
     shutil.copytree(os.path.join(out, "data"), clips)          # the clips and their split
     if clips_from_raven.main(["--recordings", os.path.join(out, "recording"), "--annotations",

@@ -5,12 +5,15 @@
     python ANIMAL-SPOT/embed.py search --store STORE --query QUERY [--top N] --output TABLE.txt
     python ANIMAL-SPOT/embed.py fit --store STORE --labels TABLES_OR_CLIPS --out HEAD.pk [--mlp H]
     python ANIMAL-SPOT/embed.py classify --store STORE --model_path HEAD.pk --output_dir DIR
+    python ANIMAL-SPOT/embed.py report --store STORE
 
-Embedding is one more consumer of the prediction stream: the same windows, spectrograms
-and batches as ``predict.py`` (``--amp``, ``--batch_size``, ``--shard``, ``torchrun``), and
-the pooled encoder features of each window go to the store (``embedding.store``) as
-float16. A rerun embeds only the recordings the store lacks (also after ``kill -9``); a
-store made with another model or settings is refused. ``search`` writes the windows most
+Embedding is one more output of the prediction run (``prediction.run``): the same
+windows, spectrograms and batches as ``predict.py`` (``--amp``, ``--batch_size``,
+``--shard``, ``torchrun``), and the pooled encoder features of each window go to the store
+(``embedding.store.StoreSink``) as float16. Processes and shards fill one store at once,
+each with its journal in the store (``embed.py report --store STORE``). A rerun embeds
+only the recordings the store lacks (also after ``kill -9``); a store made with another
+model or settings is refused. ``search`` writes the windows most
 similar to a query (a clip file, ``RECORDING:START-END``, or ``TABLE.txt#SELECTION``) as a
 Raven table; ``fit`` fits a small head on stored windows labelled by review journals,
 Raven tables or clips and saves it as a normal model file (the embedding model's encoder
@@ -28,14 +31,37 @@ from typing import List, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import torch
+
+from data.audio_io import AudioFileError
+from data.features import FeatureOptions
+from data.sources import recording_list
+from embedding import classify, heads, search
+from embedding.store import Store, StoreError, StoreSink, file_sha256
+from models import backbones
+from models.model_file import LoadedModel, ModelFileError, ModelSpec, classifier_options
+from models.tv_encoder import PretrainedWeightsError
+from prediction.backends import PredictionModel, TorchBackend
+from prediction.core import Predictor
+from prediction.decisions import DecisionRule
+from prediction.run import AudioSource, Decisions, Layout, run_recordings
+from prediction.season import SeasonJournal, report_lines, share
+from reviews.journal import journal_selections
+from utils import cli, runtime
+from utils.atomic import OutputError
+
 log = logging.getLogger("EMBED")
+JOURNAL = "embed_journal."
+COMMANDS = ("search", "fit", "classify", "report")
+ERRORS = (StoreError, ModelFileError, AudioFileError, PretrainedWeightsError, OutputError, ValueError,
+          FileNotFoundError)
 TEMPLATE = {"sr": 44100, "n_fft": 1024, "hop_length": 172, "n_freq_bins": 256, "fmin": 500, "fmax": 10000,
             "freq_compression": "linear"}          # the training scripts' settings (and their 0.5 s segments)
 
 
 def embed_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Embed every window of a season into an embedding store.",
-                                epilog="Sub-commands: search, fit, classify (embed.py <command> --help).")
+                                epilog="Sub-commands: search, fit, classify, report (embed.py <command> --help).")
     p.add_argument("--model_path", default=None,
                    help="an ANIMAL-SPOT.pk whose pooled encoder features are the embedding")
     p.add_argument("--backbone", default=None, help="or an untrained backbone by name (e.g. with ImageNet weights)")
@@ -97,18 +123,16 @@ def classify_parser() -> argparse.ArgumentParser:
     return p
 
 
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="embed.py report", description="The store's account from its journals.")
+    p.add_argument("--store", required=True)
+    return p
+
+
 # --------------------------------------------------------------------------- embed
 def embedding_model(args, device, precision):
     """The prediction model whose pooled features are the embedding, and the store's
     description of it."""
-    import torch
-
-    from data.features import FeatureOptions
-    from embedding.store import file_sha256
-    from models import backbones
-    from models.model_file import LoadedModel, ModelSpec, classifier_options
-    from prediction.core import PredictionModel, TorchBackend
-
     if bool(args.model_path) == bool(args.backbone):
         raise ValueError("give --model_path (a trained model) or --backbone (an untrained one), not both")
     if args.model_path:
@@ -134,106 +158,63 @@ def embedding_model(args, device, precision):
     return model, description
 
 
-def run_embed(args) -> int:
-    from data.audio_io import AudioFileError, SignalReader
-    from data.sources import recording_list, relative_name
-    from embedding.store import Store
-    from prediction.core import Predictor
-    from utils import runtime
-
+def run_embed(args, log: logging.Logger) -> int:
     device = runtime.choose_device(not args.no_cuda, int(os.environ.get("LOCAL_RANK", "0")))
     precision = runtime.choose_precision(device, args.amp)
     model, description = embedding_model(args, device, precision)
     predictor = Predictor([model], args.sequence_len, args.hop, args.batch_size, device=device,
                           prefetch=device.type != "cpu")
     description["window"] = predictor.sequence_len
-    store = Store(args.store)
-    processes = runtime.start_processes(not args.no_cuda)
-    if processes.main:
-        store.create(description)
-    processes.barrier()
-    store = Store(args.store)
-    store.check(description)
     files = recording_list(args.input_file)
-    mine = share_of(files, args.shard, processes)
-    failed, done, started = [], 0, time.time()
-    for path in mine:
-        relative = relative_name(args.input_file, path)
-        if store.has(relative):
-            continue
-        try:
-            reader = SignalReader(path, model.options.sr)
-            geometry = predictor.geometry(reader)
-            meta = {"source": path if "://" in path else os.path.abspath(path), "given": path,
-                    "seconds": reader.seconds, "n_samples": reader.n_samples, "step": geometry.step, "sr": reader.sr,
-                    "rate": reader.rate, "channels": reader.channels}
-            with store.writer(relative, meta) as part:
-                for batch in predictor.stream(path, pooled=True, reader=reader):
-                    part.add(batch.starts, batch.ends, [1] * len(batch.starts), batch.pooled.half().numpy())
-            reader.close()
-            done += 1
-        except AudioFileError as error:
-            log.error(str(error))
-            failed.append(path)
-    failed_anywhere = sum(processes.gather(len(failed)))
-    runtime.stop_processes(processes)
+    processes = runtime.start_processes(not args.no_cuda)
+    try:
+        if processes.main:
+            Store(args.store).create(description)      # also each shard of a job array: safe on one store
+        processes.barrier()
+        store = Store(args.store)
+        store.check(description)
+        mine, tag, _ = share(files, args.shard, processes)
+        journal = SeasonJournal(args.store, tag, JOURNAL)
+        journal.write("planned", recordings=mine)
+        started = time.time()
+        failed = run_recordings(mine, AudioSource(predictor, "mean", pooled=True), Layout(args.input_file),
+                                [StoreSink(store)], Decisions(DecisionRule(), predictor.class_map), journal)
+        failed_anywhere = sum(processes.gather(len(failed)))
+    finally:
+        runtime.stop_processes(processes)
     recordings, windows = store.size()
-    log.info(f"{done} recording(s) embedded in {time.time() - started:.1f} s; the store holds {recordings} "
-             f"recording(s), {windows} windows of {description['dim']} dimensions")
-    if failed_anywhere and not failed:
-        return 1
+    log.info(f"{len(mine) - len(failed)} recording(s) embedded or found in {time.time() - started:.1f} s; the store "
+             f"holds {recordings} recording(s), {windows} windows of {description['dim']} dimensions")
     if failed:
         log.error(f"{len(failed)} recording(s) could not be read: {', '.join(failed)}")
-        return 1
-    return 0
+    return 1 if failed or failed_anywhere else 0
 
 
-def share_of(files: List[str], shard: Optional[str], processes) -> List[str]:
-    """This process's recordings: all of them, its share of a ``torchrun`` job, or the
-    I-th of N shares (``--shard I/N``), dealt by duration as prediction deals them."""
-    from prediction.season import deal, parse_shard
+def run_report(args, log: logging.Logger) -> int:
+    lines, complete = report_lines(args.store, JOURNAL)
+    print("\n".join(lines))
+    return 0 if complete else 1
 
-    parsed = parse_shard(shard)
-    if parsed and processes.distributed:
-        raise ValueError("--shard and torchrun divide the recordings in two ways: use one of them")
-    if processes.distributed:
-        return deal(files, processes.world)[processes.rank]
-    if parsed:
-        return deal(files, parsed[1])[parsed[0] - 1]
-    return list(files)
+
+def run_fit(args, log: logging.Logger) -> int:
+    journals = [source for source in args.labels if source.endswith(".jsonl")]
+    selections = {}
+    for path in journals:
+        for key, rows in journal_selections(path).items():
+            selections.setdefault(key, []).extend(rows)
+    return heads.run_fit(args, [s for s in args.labels if s not in journals], selections)
 
 
 # --------------------------------------------------------------------------- main
 def main(argv: Optional[List[str]] = None) -> int:
-    from utils.logging import close_logger, setup_logger
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in ("search", "fit", "classify") else "embed"
-    parser = {"embed": embed_parser, "search": search_parser, "fit": fit_parser, "classify": classify_parser}[command]()
+    command = argv[0] if argv and argv[0] in COMMANDS else "embed"
+    parser = {"embed": embed_parser, "search": search_parser, "fit": fit_parser, "classify": classify_parser,
+              "report": report_parser}[command]()
     args = parser.parse_args(argv[1:] if command != "embed" else argv)
-    logger = setup_logger("EMBED", None)
-    library = setup_logger("ANIMAL-SPOT", None)
-    from data.audio_io import AudioFileError
-    from embedding.store import StoreError
-    from models.model_file import ModelFileError
-    from models.tv_encoder import PretrainedWeightsError
-    from utils.atomic import OutputError
-
-    try:
-        if command == "embed":
-            return run_embed(args)
-        if command == "search":
-            from embedding.search import run_search
-            return run_search(args)
-        from embedding import heads
-        return heads.run_fit(args) if command == "fit" else heads.run_classify(args)
-    except (StoreError, ModelFileError, AudioFileError, PretrainedWeightsError, OutputError, ValueError,
-            FileNotFoundError) as error:
-        logger.error(str(error))
-        return 1
-    finally:
-        close_logger(logger)
-        close_logger(library)
+    body = {"embed": run_embed, "search": lambda a, log: search.run_search(a), "fit": run_fit,
+            "classify": lambda a, log: classify.run_classify(a), "report": run_report}[command]
+    return cli.run(lambda log: body(args, log), "EMBED", errors=ERRORS, library=True)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
     python EVALUATION/score.py --predictions DIR --annotations DIR --output_dir DIR \
         [--label_column "Sound type"] [--matching overlap|iou] [--min_overlap 0.5] [--iou 0.3] \
-        [--threshold 0.5] [--merge_gap 0 0.5 1] [--min_duration 0 0.25] [--smooth 1 3 5]
+        [--threshold 0.5|model] [--merge_gap 0 0.5 1] [--min_duration 0 0.25] [--smooth 1 3 5]
     python EVALUATION/score.py EVALUATION/score_config          # the launcher style
 
-Predictions: this project's ``*.selections.txt`` tables (``predict.py --raven``), or
-prediction logs (decided with ``--threshold``; ``model`` = the model's per-class
-thresholds); where a folder holds both for one recording, the table is used.
+Predictions: a prediction folder, read as every tool of this project reads one
+(``prediction.folder``): per recording its logs win over its table; a recording with logs
+is decided as its run decided (``predict_run.json``; else the log's own threshold) unless
+``--threshold`` says otherwise (a number, or ``model`` for the model's per-class
+thresholds), with the run's event settings unless event settings are given.
 Annotations: Raven selection tables. Matching: ``overlap`` (the default: overlap of at
 least ``--min_overlap`` of the shorter event, greedy by score) or ``iou`` (intersection
 over union of at least ``--iou``, maximum one-to-one matching, as the DCASE few-shot
@@ -16,7 +18,8 @@ bioacoustic task scores).
 From prediction logs, every combination of the event settings given (``--merge_gap``,
 ``--min_duration``, ``--smooth`` with ``--smooth_method``) is scored too: its event F1 is
 printed and written to ``settings.csv``, so the settings that fit your annotations can go
-to ``predict.py``. The main table uses the first value of each.
+to ``predict.py`` (default grid: merge gaps 0 0.5 1, minimum durations 0 0.25, smoothing
+1 3 5). Where settings are given, the main table uses the first value of each.
 
 Writes ``scores.csv``, ``scores.json``, ``settings.csv`` and (from logs) ``pr_curve.png``
 (event-level precision-recall over thresholds) to --output_dir.
@@ -32,14 +35,17 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ANIMAL-SPOT"))
 
 from evaluation.events import Matching, csv_text, pr_curve, score, table_lines  # noqa: E402
-from evaluation.raven import TableError, read_annotations, read_table, recording_name  # noqa: E402
-from models.model_file import ModelFileError  # noqa: E402
-from prediction.decisions import DecisionRule, PostProcessing, log_events, model_rule  # noqa: E402
 from evaluation.log_format import LogFormatError, parse_log  # noqa: E402
+from evaluation.raven import TableError, read_annotations  # noqa: E402
+from models.model_file import ModelFileError  # noqa: E402
+from prediction.decisions import DecisionRule, PostProcessing, model_rule  # noqa: E402
+from prediction.folder import PredictionFolder  # noqa: E402
+from utils import cli  # noqa: E402
 from utils.atomic import OutputError, atomic_write_text  # noqa: E402
 from utils.config import ConfigError, read_config  # noqa: E402
 
 PR_THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
+GRID = {"merge_gap": [0.0, 0.5, 1.0], "min_duration": [0.0, 0.25], "smooth": [1, 3, 5]}
 CONFIG_KEYS = ("predictions", "annotations", "output_dir", "label_column", "min_overlap", "threshold", "matching",
                "iou", "merge_gap", "min_duration", "smooth", "smooth_method")
 
@@ -57,13 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min_overlap", type=float, default=0.5,
                    help="overlap rule: fraction of the shorter event needed for a match (default 0.5)")
     p.add_argument("--iou", type=float, default=0.3, help="iou rule: intersection over union needed (default 0.3)")
-    p.add_argument("--threshold", default="0.5",
-                   help="decision threshold for prediction logs (default 0.5; 'model': the model's thresholds)")
-    p.add_argument("--merge_gap", type=float, nargs="+", default=[0.0, 0.5, 1.0],
+    p.add_argument("--threshold", default=None,
+                   help="decision threshold for prediction logs (default: the run's own decisions; 'model': the "
+                        "model's per-class thresholds)")
+    p.add_argument("--merge_gap", type=float, nargs="+", default=None,
                    help="event settings to score from logs: merge gaps in seconds (default 0 0.5 1)")
-    p.add_argument("--min_duration", type=float, nargs="+", default=[0.0, 0.25],
+    p.add_argument("--min_duration", type=float, nargs="+", default=None,
                    help="minimum event durations in seconds (default 0 0.25)")
-    p.add_argument("--smooth", type=int, nargs="+", default=[1, 3, 5],
+    p.add_argument("--smooth", type=int, nargs="+", default=None,
                    help="windows of probability smoothing (default 1 3 5)")
     p.add_argument("--smooth_method", default="median", choices=("median", "mean"))
     return p
@@ -92,63 +99,52 @@ def arguments(argv):
         raise ConfigError(f"--iou must be in (0, 1], not {args.iou}")
     if args.matching not in ("overlap", "iou"):
         raise ConfigError(f"matching must be overlap or iou, not {args.matching!r}")
+    args.own_settings = args.merge_gap is None and args.min_duration is None and args.smooth is None
+    grid = [args.merge_gap or GRID["merge_gap"], args.min_duration or GRID["min_duration"],
+            args.smooth or GRID["smooth"]]
     args.settings = [PostProcessing(gap, duration, smooth, args.smooth_method)
-                     for gap, duration, smooth in itertools.product(args.merge_gap, args.min_duration, args.smooth)]
+                     for gap, duration, smooth in itertools.product(*grid)]
     return args
 
 
-def prediction_sources(folder: str):
-    """recording -> ("table", path) or ("log", path); tables win."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"--predictions {folder}: no such folder")
-    sources = {}
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            if name.lower().endswith(".selections.txt") and not name.startswith("combined."):
-                sources[recording_name(name)] = ("table", path)
-            elif "_predict_output" in name and name.endswith(".log") and not name.startswith("."):
-                sources.setdefault(recording_name(name), ("log", path))
-    if not sources:
-        raise FileNotFoundError(f"--predictions {folder}: no selection tables or prediction logs")
-    return sources
-
-
-def rule_for(threshold, path):
+def rule_for(threshold, folder: PredictionFolder, log) -> DecisionRule:
+    """The rule a log is decided with: ``--threshold`` (a number or ``model``), else the run's."""
+    if threshold is None:
+        return folder.rule(log)
     if str(threshold).strip().lower() == "model":
-        return model_rule(parse_log(path))
+        return model_rule(log)
     return DecisionRule(float(threshold))
 
 
-def detections_of(sources, threshold, post: PostProcessing, label_column: str):
+def detections_of(folder: PredictionFolder, outputs, threshold, post):
+    """recording -> its detections (noise left out), by the folder's rule: its logs decided
+    with ``threshold`` and ``post`` (None: the run's), else its table."""
     detections = {}
-    for recording, (kind, path) in sources.items():
-        if kind == "table":
-            detections[recording] = read_table(path, "Sound type", fallback_label=label_column)
-        else:
-            parsed = parse_log(path)
-            detections[recording] = [e for e in log_events(parsed, rule_for(threshold, path), post, recording)
-                                     if e.label.lower() != "noise"]
+    for found in outputs.values():
+        rule = rule_for(threshold, folder, parse_log(next(iter(found.logs.values())))) if found.logs else None
+        detections[found.stem] = [e for e in folder.events(found, rule, post) if e.label.lower() != "noise"]
     return detections
 
 
-def settings_table(args, sources, annotations, matching: Matching):
+def settings_table(args, folder, logs, annotations, matching: Matching):
     """Event F1 (all classes) for every combination of the event settings (logs only)."""
-    logs = {r: s for r, s in sources.items() if s[0] == "log"}
     rows = []
     for post in args.settings:
-        found = detections_of(logs, args.threshold, post, args.label_column)
-        total = score(found, {r: a for r, a in annotations.items() if r in logs}, matching).total().figures()
+        found = detections_of(folder, logs, args.threshold, post)
+        total = score(found, {r: a for r, a in annotations.items() if r in found}, matching).total().figures()
         rows.append((post, total))
     return rows
 
 
 def run(args, log: logging.Logger) -> int:
     annotations = read_annotations(args.annotations, args.label_column)
-    sources = prediction_sources(args.predictions)
+    folder = PredictionFolder(args.predictions)
+    outputs = folder.outputs()
+    if not outputs:
+        raise FileNotFoundError(f"--predictions {args.predictions}: no selection tables or prediction logs")
     matching = Matching(args.matching, args.min_overlap, args.iou)
-    detections = detections_of(sources, args.threshold, args.settings[0], args.label_column)
+    main_post = None if args.own_settings else args.settings[0]
+    detections = detections_of(folder, outputs, args.threshold, main_post)
     scores = score(detections, annotations, matching,
                    lambda r: log.info(f"{r}: predicted but not annotated; its detections count as false positives"))
     print(f"Matching: {matching.describe()}")
@@ -158,11 +154,11 @@ def run(args, log: logging.Logger) -> int:
     atomic_write_text(os.path.join(args.output_dir, "scores.csv"), csv_text(scores))
     atomic_write_text(os.path.join(args.output_dir, "scores.json"),
                       json.dumps(dict(scores.to_json(), matching=vars(matching)), indent=2))
-    logs = {r: p for r, (kind, p) in sources.items() if kind == "log"}
+    logs = {key: found for key, found in outputs.items() if found.logs}
     if logs:
         lines = ["merge_gap,min_duration,smooth,smooth_method,tp,fp,fn,precision,recall,f1"]
         print("Event F1 per setting (prediction logs):")
-        for post, f in settings_table(args, sources, annotations, matching):
+        for post, f in settings_table(args, folder, logs, annotations, matching):
             f1 = "-" if f["f1"] is None else f"{100 * f['f1']:.1f}%"
             print(f"  merge_gap {post.merge_gap:g} s, min_duration {post.min_duration:g} s, smooth {post.smooth} "
                   f"({post.smooth_method}): F1 {f1}")
@@ -173,9 +169,8 @@ def run(args, log: logging.Logger) -> int:
     if logs and str(args.threshold).strip().lower() != "model":
         curve = {}
         for threshold in PR_THRESHOLDS:
-            found = detections_of({r: ("log", p) for r, p in logs.items()}, threshold, args.settings[0],
-                                  args.label_column)
-            part = score(found, {r: a for r, a in annotations.items() if r in logs}, matching)
+            part = score(detections_of(folder, logs, threshold, main_post),
+                         {r: a for r, a in annotations.items() if r in {f.stem for f in logs.values()}}, matching)
             for label, counts in part.per_class.items():
                 f = counts.figures()
                 curve.setdefault(label, []).append((threshold, f["precision"], f["recall"]))
@@ -184,14 +179,9 @@ def run(args, log: logging.Logger) -> int:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s|%(levelname).1s|%(message)s", datefmt="%H:%M:%S")
-    log = logging.getLogger("ANIMAL-SPOT")
-    try:
-        return run(arguments(sys.argv[1:] if argv is None else argv), log)
-    except (ConfigError, TableError, LogFormatError, ModelFileError, FileNotFoundError, OutputError,
-            ValueError) as error:
-        log.error(str(error))
-        return 1
+    return cli.run(lambda log: run(arguments(sys.argv[1:] if argv is None else argv), log), "ANIMAL-SPOT",
+                   errors=(ConfigError, TableError, LogFormatError, ModelFileError, FileNotFoundError, OutputError,
+                           ValueError))
 
 
 if __name__ == "__main__":

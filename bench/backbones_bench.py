@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models import backbones  # noqa: E402
 from models.model_file import build_model, classifier_options  # noqa: E402
-from prediction.core import fuse_batchnorm  # noqa: E402
+from prediction.backends import fuse_batchnorm  # noqa: E402
 from utils.runtime import Precision, choose_memory_format, cpu_has_native_bf16  # noqa: E402
 
 HOP_SECONDS = 0.5

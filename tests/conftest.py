@@ -82,4 +82,11 @@ def trained(tmp_path_factory):
     argv = ["--data_dir", str(root / "data"), "--model_dir", str(root / "m"), "--log_dir", str(root / "l"),
             "--summary_dir", str(root / "tb")] + small_run(200, 3, 0, "--no_progress") + WELL_TRAINED
     assert train_main.main(argv) == 0
+    import json
+
+    test = json.loads((root / "m" / "metrics.json").read_text())["test"]
+    assert test["balanced_accuracy"] >= 0.9, (
+        f"the 'trained' fixture learned too little on this machine (test balanced accuracy "
+        f"{test['balanced_accuracy']:.2f}, per class {test['per_class']}): the tests that use it would fail for that "
+        "reason alone")
     return root

@@ -111,11 +111,13 @@ def test_score_command_tables_logs_and_outputs(tmp_path):
     table(anno / "a.Table.1.selections.txt", [(1.0, 2.0, "target"), (4.0, 5.0, "target")])
     table(anno / "b.Table.1.selections.txt", [(0.5, 1.0, "target")])
     header = HEADER.rstrip("\n") + "\tScore\n"
-    (pred / "a.Table.1.selections.txt").write_text(header + "1\tSpectrogram_1\t1\t1.1\t2.0\t500\t7500\ttarget\t0.9\n")
+    (pred / "a.Table.1.selections.txt").write_text(header + "1\tSpectrogram_1\t1\t3.0\t3.5\t500\t7500\ttarget\t0.9\n")
     probs = [0.1] * 5 + [0.9, 0.95] + [0.1] * 5          # windows of 0.3 s every 0.1 s: 0.5-0.9 detected
     (pred / "b_predict_output.log").write_text(LOG + "".join(
         f"12:00:01|I|time={round(i / 10, 3)}-{round(i / 10 + 0.3, 3)}, pred=0, prob={p}\n" for i, p in enumerate(probs)))
-    (pred / "a_predict_output.log").write_text(LOG)      # the table wins over this log
+    probs = [0.1] * 10 + [0.9] * 8 + [0.1] * 5            # 1.0-2.0 detected
+    (pred / "a_predict_output.log").write_text(LOG + "".join(  # the log wins over the table (whose 3.0-3.5 is wrong)
+        f"12:00:01|I|time={round(i / 10, 3)}-{round(i / 10 + 0.3, 3)}, pred=0, prob={p}\n" for i, p in enumerate(probs)))
     result = subprocess.run([sys.executable, os.path.join(ROOT, "EVALUATION", "score.py"), "--predictions", str(pred),
                              "--annotations", str(anno), "--output_dir", str(out), "--threshold", "0.5"],
                             capture_output=True, text=True, timeout=120)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from utils.early_stopping import EarlyStoppingCriterion
-from evaluation.metrics import (Accuracy, F1Score, FPR, FalseNegatives, Max, Mean, PassMetrics, PerClassAccuracy,
+from evaluation.metrics import (METRICS, Accuracy, F1Score, FPR, FalseNegatives, Max, Mean, PassMetrics, PerClassAccuracy,
                            Precision, Recall, Sum, TruePositives, wilson_interval)
 
 
@@ -34,7 +34,7 @@ def test_per_class_accuracy_sample_weights():
 def test_binary_metrics_in_the_original_order():
     m = PassMetrics(2)
     m.update(torch.tensor([1, 1, 1, 0, 0]), torch.tensor([1, 1, 0, 1, 0]))
-    r = m.epoch_metrics()
+    r = METRICS.line(m)
     assert list(r) == ["tp", "tn", "fp", "fn", "accuracy", "f1", "precision", "TPR", "FPR"]
     assert (r["tp"], r["tn"], r["fp"], r["fn"]) == (2, 1, 1, 1)
     assert r["accuracy"] == pytest.approx(0.6)
@@ -42,8 +42,8 @@ def test_binary_metrics_in_the_original_order():
     assert r["f1"] == pytest.approx(2 / 3) and r["FPR"] == pytest.approx(0.5)
     only_negatives = PassMetrics(2)
     only_negatives.update(torch.tensor([0, 0]), torch.tensor([0, 0]))
-    assert only_negatives.epoch_metrics()["precision"] == 0.0
-    assert list(PassMetrics(5).epoch_metrics()) == ["accuracy", "mean_per_class_acc"]
+    assert METRICS.line(only_negatives)["precision"] == 0.0
+    assert list(METRICS.line(PassMetrics(5))) == ["accuracy", "mean_per_class_acc"]
 
 
 def hand_matrix():

@@ -16,9 +16,14 @@ import numpy as np
 import pytest
 
 from conftest import SRC
-from evaluation.review import Stratum, call_density, naive_share, precision, recall, stratified_total
-from evaluation.review_session import ReviewError, ReviewSession, load_units
 from evaluation.log_format import LogWriter
+from reviews import estimators as est
+from reviews.estimators import Stratum, call_density, naive_share, precision, recall, stratified_total
+from reviews.journal import decision_entry
+from reviews.sampling import build_plan
+from reviews.session import ReviewSession
+from reviews.summary import curve_arrays
+from reviews.units import ReviewError, Unit, load_units
 from utils.classmap import ClassMap
 from utils.logging import FORMAT, close_logger
 from utils.synthetic import make_recording
@@ -78,6 +83,69 @@ def test_estimates_on_a_review_by_hand():
     assert lo == hi == pytest.approx(0.7)                          # a fully reviewed stratum is known exactly
 
 
+def population(rng, above=600, below=2000):
+    """One class's units with known truth: detections (scores 0.5-1) and windows below the
+    threshold (0.02-0.5), 60 % of which have this class on top (detectable); the chance
+    of a call grows with the score. A quarter of the calls in detections are answered
+    'other' naming the class (a relabelled unit of the class's own strata)."""
+    units, calls = [], {}
+    for i in range(above + below):
+        detection = i < above
+        score = rng.uniform(0.5, 1.0) if detection else rng.uniform(0.02, 0.5)
+        detectable = detection or rng.random() < 0.6
+        call = rng.random() < (0.1 + 0.85 * score ** 2 if detectable else 0.3 * score)
+        unit = Unit(f"u{i}", "rec", "rec.wav", float(i), i + 0.5, "K1", float(score), "K1", detection,
+                    detectable=detectable)
+        units.append(unit)
+        calls[unit.id] = call
+    return units, calls
+
+
+def true_precision(units, calls, t):
+    chosen = [u for u in units if u.detectable and u.score >= t]
+    return sum(calls[u.id] for u in chosen) / len(chosen)
+
+
+def true_threshold(units, calls, target):
+    ranked = sorted((u for u in units if u.detectable), key=lambda u: -u.score)
+    hits = np.cumsum([calls[u.id] for u in ranked]) / np.arange(1, len(ranked) + 1)
+    reaching = [u.score for u, p in zip(ranked, hits) if p >= target]
+    return min(reaching) if reaching else None
+
+
+def test_the_precision_curve_and_the_threshold_match_the_truth_of_simulated_reviews():
+    """Reviews of simulated seasons (known truth) through the same code as the page: the
+    answers as the journal holds them (``decision_entry``), the plan, ``curve_arrays``.
+    'wrong' answers must count as no call; windows whose top class is noise (not
+    detectable) must stay out of the curve. 120 reviews planned for the class (about 100
+    land in its detectable strata). The threshold's bootstrap interval is approximate:
+    README quotes the coverage measured here (and with 48 reviews)."""
+    rng = np.random.default_rng(11)
+    errors = {0.3: [], 0.6: [], 0.9: []}
+    reached, covered, sims = [], 0, 150
+    for sim in range(sims):
+        units, calls = population(rng)
+        plan = build_plan(units, per_class=120, bins=4, seed=sim)["K1"]
+        answers = {}
+        for item in plan.queue:
+            decision = ("other" if rng.random() < 0.25 else "correct") if calls[item] else "wrong"
+            answers[item] = decision_entry(units[int(item[1:])], decision, "K1" if decision == "other" else None)
+        scores, found, weights, strata = curve_arrays(plan, {u.id: u for u in units}, answers)
+        for t in errors:
+            keep = scores >= t
+            errors[t].append((weights[keep] * found[keep]).sum() / weights[keep].sum() - true_precision(units, calls, t))
+        estimate = est.threshold_for_precision(scores, found, weights, 0.8)
+        reached.append(true_precision(units, calls, estimate) if estimate is not None else np.nan)
+        low, high = est.threshold_interval(scores, found, weights, strata, 0.8, resamples=200)
+        covered += low is not None and low <= true_threshold(units, calls, 0.8) <= high
+    for t, values in errors.items():                              # the curve: unbiased within sampling noise
+        values = np.asarray(values)
+        assert abs(values.mean()) < 3 * values.std() / np.sqrt(sims) + 0.01, (t, values.mean())
+    assert np.isnan(reached).sum() <= 0.05 * sims                  # the target is reached in almost every review
+    assert abs(np.nanmedian(reached) - 0.8) < 0.03, np.nanmedian(reached)   # ... at about the target
+    assert covered / sims >= 0.88, covered / sims
+
+
 # ------------------------------------------------------------------- a season
 def write_log(path, recording, rows, hop=0.25, window=0.5, threshold=0.5):
     """A prediction log as predict.py writes it, from probability rows of K1, K2, noise."""
@@ -132,7 +200,7 @@ def season(tmp_path):
 
 def truth(unit) -> str:
     """What a reviewer who knows the placed calls answers."""
-    for cls, t in PLACED[unit.recording]:
+    for cls, t in PLACED.get(unit.recording, []):
         if unit.begin < t + 0.4 and t < unit.end:
             return "correct" if cls == unit.cls else "other:" + cls
     return "wrong"
@@ -150,12 +218,11 @@ def answer_all(session, client="tester"):
 
 
 def test_a_review_samples_every_stratum_and_writes_journal_tables_and_summary(season):
-    units, seconds, all_logs = load_units(str(season / "predictions"), str(season / "recordings"))
-    assert all_logs and set(seconds) == {"site1/a", "site2/b"}
-    session = ReviewSession(units, seconds, all_logs, str(season / "out"), per_class=10, bins=2, seed=4,
-                            target_precision=0.8)
+    loaded = load_units(str(season / "predictions"), str(season / "recordings"))
+    assert loaded.all_logs and set(loaded.seconds) == {"site1/a", "site2/b"}
+    session = ReviewSession(loaded, str(season / "out"), per_class=10, bins=2, seed=4, target_precision=0.8)
     plan = session.plans["K1"]
-    assert [s.name for s in plan.strata] == ["K1|above|1", "K1|above|2", "K1|below"]
+    assert [s.name for s in plan.strata] == ["K1|above|1", "K1|above|2", "K1|below|1"]   # equal scores: one bin
     first = [session.units[i].stratum for i in plan.queue[:3]]
     assert sorted(first) == sorted(s.name for s in plan.strata if s.size)     # any prefix covers every stratum
     for stratum in plan.strata:
@@ -177,13 +244,18 @@ def test_a_review_samples_every_stratum_and_writes_journal_tables_and_summary(se
         assert entry["precision_ci95"][0] <= entry["precision"] <= entry["precision_ci95"][1]
         assert entry["recall_ci95"][0] <= entry["recall"] <= entry["recall_ci95"][1]
         assert not entry["call_density_is_lower_bound"] and set(entry["per_recording"]) == {"site1/a", "site2/b"}
+        assert entry["threshold_for_target_precision_interval"] and entry["precision_curve"]
+    assert summary["sources"] == {"logs": 2, "tables": 0} and "assumes" in summary["notes"][0]
+    for recording in ("site1/a", "site2/b"):                     # the units of a recording never overlap
+        spans = sorted((u.begin, u.end) for u in session.units.values() if u.recording == recording)
+        assert all(b[0] >= a[1] - 1e-9 for a, b in zip(spans, spans[1:]))
     assert json.loads((season / "out" / "review_summary.json").read_text()) == json.loads(json.dumps(summary))
 
 
 def test_the_journal_survives_restarts_undo_and_corrupt_lines(season):
-    units, seconds, all_logs = load_units(str(season / "predictions"), str(season / "recordings"))
     out = str(season / "out")
-    session = ReviewSession(units, seconds, all_logs, out, per_class=6, seed=1)
+    session = ReviewSession(load_units(str(season / "predictions"), str(season / "recordings")), out, per_class=6,
+                            seed=1)
     answered = []
     for _ in range(4):
         unit = session.next()
@@ -192,8 +264,8 @@ def test_the_journal_survives_restarts_undo_and_corrupt_lines(season):
     assert session.undo()["item"] == answered[-1]
     with open(os.path.join(out, "review_journal.jsonl"), "a") as handle:
         handle.write('{"type": "decision", "item": "cut sh')                   # a crash mid-line
-    again = ReviewSession(load_units(str(season / "predictions"), str(season / "recordings"))[0], seconds, all_logs,
-                          out, per_class=6, seed=1)
+    again = ReviewSession(load_units(str(season / "predictions"), str(season / "recordings")), out, per_class=6,
+                          seed=1)
     assert list(again.answers) == answered[:3]                                   # nothing earlier lost
     assert len(again.journal.problems) == 1 and "review_journal.jsonl:6" in again.journal.problems[0]
     unit = again.next()
@@ -204,8 +276,8 @@ def test_the_journal_survives_restarts_undo_and_corrupt_lines(season):
 
 
 def test_two_tabs_lose_no_decision(season):
-    units, seconds, all_logs = load_units(str(season / "predictions"), str(season / "recordings"))
-    session = ReviewSession(units, seconds, all_logs, str(season / "out"), per_class=20, seed=2)
+    session = ReviewSession(load_units(str(season / "predictions"), str(season / "recordings")), str(season / "out"),
+                            per_class=20, seed=2)
     handed = [session.next(client="tab1").id, session.next(client="tab2").id]
     assert handed[0] != handed[1]                                                # each tab its own item
     errors = []
@@ -237,7 +309,7 @@ def test_bad_input_gets_one_clear_message(season, tmp_path):
     tables = tmp_path / "tables"
     (tables / "site1").mkdir(parents=True)
     (tables / "site1" / "a.Table.1.selections.txt").write_text("Selection\tBegin Time (s)\tEnd Time (s)\n1\t1\t2\n")
-    with pytest.raises(ReviewError, match=r"a\.Table\.1\.selections\.txt: no a label column"):
+    with pytest.raises(ReviewError, match=r"a\.Table\.1\.selections\.txt: no label column"):
         load_units(str(tables), str(season / "recordings"))
     (tables / "site1" / "a.Table.1.selections.txt").write_text(
         "Selection\tBegin Time (s)\tEnd Time (s)\tSound type\n1\t9.5\t12.5\tK1\n")
@@ -254,13 +326,21 @@ def test_tables_alone_give_precision_and_a_lower_bound_on_call_density(season, t
     (tables / "site1" / "a.annotation.result.txt").write_text(
         "Selection\tView\tChannel\tBegin time (s)\tEnd time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSound type\tComments\n"
         "1\tSpectrogram_1\t1\t1.0\t1.5\t0\t8000\tK1\t \n2\tSpectrogram_1\t1\t4.0\t4.5\t0\t8000\tK1\t \n")
-    units, seconds, all_logs = load_units(str(tables), str(season / "recordings"))
-    assert not all_logs and len(units) == 2 and all(u.score is None for u in units)
-    session = ReviewSession(units, seconds, all_logs, str(season / "out"), per_class=5)
+    loaded = load_units(str(tables), str(season / "recordings"))
+    assert not loaded.all_logs and len(loaded.units) == 2 and all(u.score is None for u in loaded.units)
+    session = ReviewSession(loaded, str(season / "out"), per_class=5)
     assert [s.name for s in session.plans["K1"].strata] == ["K1|above|1"]   # no score: one stratum, no below
     answer_all(session)
-    entry = session.summary()["classes"]["K1"]
+    summary = session.summary()
+    entry = summary["classes"]["K1"]
     assert entry["precision"] == 0.5 and entry["recall"] is None and entry["call_density_is_lower_bound"]
+    assert "threshold_for_target_precision" not in entry                      # not asked for: not shown
+    assert summary["sources"] == {"logs": 0, "tables": 1} and not any("biased" in n for n in summary["notes"])
+    os.link(season / "predictions" / "site2" / "b_predict_output.log", tables / "b_predict_output.log")
+    (tables / "site2").mkdir()
+    os.rename(tables / "b_predict_output.log", tables / "site2" / "b_predict_output.log")
+    mixed = ReviewSession(load_units(str(tables), str(season / "recordings")), str(season / "mixed"), per_class=5)
+    assert "recall is biased upward" in mixed.summary()["notes"][0]          # a mix of logs and tables: said
 
 
 # ------------------------------------------------------------------- HTTP
@@ -325,6 +405,26 @@ def test_http_interface_and_kill_minus_nine(server):
         restarted.wait(10)
 
 
+def raw_host_status(address, path, host):
+    import http.client
+    name, port = address.split("//")[1].rstrip("/").split(":")
+    connection = http.client.HTTPConnection(name, int(port), timeout=10)
+    connection.putrequest("GET", path, skip_host=True)
+    connection.putheader("Host", host.replace("PORT", port))
+    connection.endheaders()
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_only_requests_for_the_servers_own_host_are_answered(server):
+    address = server[0]
+    for host in ("127.0.0.1:PORT", "localhost:PORT"):
+        assert raw_host_status(address, "/api/classes", host) == 200, host
+    for host in ("attacker.example:PORT", "attacker.example", "127.0.0.1:1", "localhost.attacker.example:PORT"):
+        assert raw_host_status(address, "/api/classes", host) == 403, host       # a DNS-rebinding page gets nothing
+
+
 def test_only_the_page_and_the_two_folders_are_served(server, tmp_path):
     address, process, season, _ = server
     outside = tmp_path / "secret.txt"
@@ -339,14 +439,28 @@ def test_only_the_page_and_the_two_folders_are_served(server, tmp_path):
         assert raw_status(address, path) in (400, 404), path
 
 
+def test_labels_and_comments_are_one_line_of_text(season):
+    session = ReviewSession(load_units(str(season / "predictions"), str(season / "recordings")), str(season / "out"),
+                            per_class=4, seed=1)
+    unit = session.next()
+    for label, comment in (("K1\nnoise", ""), ("K\t1", ""), ("", "fine\n1\tSpectrogram_1"), ("K\x1b1", "")):
+        with pytest.raises(ReviewError, match="one line of text"):
+            session.decide(unit.id, "other" if label else "correct", label or None, comment)
+    assert not session.answers and not (season / "out" / "review_journal.jsonl").exists()   # nothing recorded
+    session.decide(unit.id, "other", "  K9 ", "a faint one")
+    table = session.table_path(unit.recording)
+    rows = [r.split("\t") for r in open(table).read().splitlines()[1:]]
+    assert [r for r in rows if r[-1] == "K9"] and all(len(r) == 12 for r in rows)
+
+
 # ------------------------------------------------------------------- back into training
 def test_reviewed_tables_become_training_clips(season, tmp_path):
     sys.path.insert(0, os.path.join(os.path.dirname(SRC), "TRAINING"))
     import clips_from_raven
     from data.filenames import class_name, find_audio_files
 
-    units, seconds, all_logs = load_units(str(season / "predictions"), str(season / "recordings"))
-    session = ReviewSession(units, seconds, all_logs, str(season / "out"), per_class=30, seed=3)
+    session = ReviewSession(load_units(str(season / "predictions"), str(season / "recordings")), str(season / "out"),
+                            per_class=30, seed=3)
     answer_all(session)
     verdicts = [json.loads(line) for line in open(season / "out" / "review_journal.jsonl")]
     yes = [v for v in verdicts if v["decision"] in ("correct", "other")]
@@ -377,10 +491,10 @@ def test_a_combined_table_serves_only_recordings_without_their_own(season, tmp_p
         "2\tSpectrogram_1\t1\t12.0\t12.5\t0\t8000\tK2\t \tb.wav\t2.0\t0.8\tsite2/b.wav\n"
         "3\tSpectrogram_1\t1\t14.0\t14.5\t0\t8000\tnoise\t \tb.wav\t4.0\t0.7\tsite2/b.wav\n")
     (tables / "combined.empty.selections.txt").write_text("")                                      # skipped
-    units, seconds, all_logs = load_units(str(tables), str(season / "recordings"))
-    assert sorted((u.recording, u.begin, u.end, u.cls, u.score) for u in units) == [
+    loaded = load_units(str(tables), str(season / "recordings"))
+    assert sorted((u.recording, u.begin, u.end, u.cls, u.score) for u in loaded.units) == [
         ("site1/a", 1.0, 1.5, "K1", None), ("site2/b", 2.0, 2.5, "K2", 0.8)]
-    assert not all_logs and seconds == {"site1/a": 10.0, "site2/b": 10.0}
+    assert not loaded.all_logs and loaded.seconds == {"site1/a": 10.0, "site2/b": 10.0}
     (tables / "combined.Table.1.selections.txt").write_bytes(b"\xff\xfe\x00broken")
     with pytest.raises(ReviewError, match=r"combined\.Table\.1\.selections\.txt: cannot read the table"):
         load_units(str(tables), str(season / "recordings"))

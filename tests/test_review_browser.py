@@ -4,7 +4,6 @@ with the keyboard, reloads mid-review, finishes, and checks the journal, the tab
 the summary. Never skipped: without the browser the test fails."""
 
 import json
-import threading
 import time
 
 import pytest
@@ -13,6 +12,9 @@ from test_review import PLACED, SHAPES, season_rows, truth, write_log  # noqa: F
 from utils.synthetic import make_recording
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+HOSTILE = '<img src=x onerror="window.pwned=1">'       # a class name from an input table
 
 
 @pytest.fixture
@@ -25,18 +27,16 @@ def page(tmp_path):
         recording = tmp_path / "recordings" / f"{key}.wav"
         make_recording(str(recording), 10.0, 16000, [(SHAPES[c], t) for c, t in calls], seed=3, call_len=0.4)
         write_log(str(tmp_path / "predictions" / f"{key}_predict_output.log"), str(recording), season_rows(calls))
+    make_recording(str(tmp_path / "recordings" / "site3" / "c.wav"), 4.0, 16000, [], seed=4)
+    (tmp_path / "predictions" / "site3").mkdir()
+    (tmp_path / "predictions" / "site3" / "c.Table.1.selections.txt").write_text(
+        f"Selection\tBegin Time (s)\tEnd Time (s)\tSound type\n1\t1.0\t1.5\t{HOSTILE}\n")
     args = review.build_parser().parse_args(["--predictions", str(tmp_path / "predictions"), "--recordings",
                                              str(tmp_path / "recordings"), "--out", str(tmp_path / "out"),
                                              "--per_class", "3", "--bins", "1", "--seed", "2", "--port", "0",
                                              "--context", "0.2"])
-    session = review.open_review(args)
-    servers = []
-    ready = threading.Event()
-    thread = threading.Thread(target=review.serve, args=(session, "127.0.0.1", 0,
-                                                         lambda server, address: (servers.append((server, address)),
-                                                                                  ready.set())), daemon=True)
-    thread.start()
-    assert ready.wait(30)
+    opened = review.open_review(args)
+    server, address = review.serve_in_thread(opened)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -45,9 +45,9 @@ def page(tmp_path):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     driver.set_script_timeout(30)
-    yield driver, servers[0][1], session, tmp_path
+    yield driver, address, opened, tmp_path
     driver.quit()
-    servers[0][0].shutdown()
+    server.shutdown()
 
 
 def current_item(driver):
@@ -73,6 +73,9 @@ def test_a_review_in_the_browser(page):
     driver.get(address)
     first = wait_for(lambda: current_item(driver))
     assert "<kbd>c</kbd> correct" in driver.page_source                   # the keys are shown on the page
+    progress = driver.find_element("id", "progress")
+    assert HOSTILE in progress.text and not progress.find_elements("tag name", "img")   # text, not HTML
+    assert driver.execute_script("return window.pwned") is None
     assert wait_for(lambda: driver.execute_script("return document.getElementById('spectrogram').naturalWidth")) > 0
     played = driver.execute_async_script(
         "const done = arguments[arguments.length - 1]; const audio = document.getElementById('audio');"
@@ -108,5 +111,7 @@ def test_a_review_in_the_browser(page):
     assert sum(1 for r in rows if r[10] in ("yes", "no")) == planned
     driver.get(address + "summary")
     assert "Review summary" in driver.page_source and "<svg" in driver.page_source
+    assert HOSTILE in driver.find_element("tag name", "body").text and driver.execute_script("return window.pwned") \
+        is None and "threshold for precision" not in driver.page_source          # none asked for: none shown
     summary = json.loads((folder / "out" / "review_summary.json").read_text())
     assert sum(c["reviewed"] for c in summary["classes"].values()) == planned

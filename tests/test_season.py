@@ -80,7 +80,8 @@ def free_port() -> int:
 
 def test_shares_are_balanced_by_duration_and_time_stamps_are_read():
     shares = deal(["a", "b", "c", "d", "e"], 2, [10, 9, 2, 2, 1])
-    assert shares == [["a", "d"], ["b", "c", "e"]]                    # loads 12 and 12 and sorted(sum(shares, [])) == ["a", "b", "c", "d", "e"]
+    assert shares == [["a", "d"], ["b", "c", "e"]]                    # loads 12 and 12
+    assert sorted(sum(shares, [])) == ["a", "b", "c", "d", "e"]       # every recording in exactly one share
     assert start_time("x/SITE_20240612_031500.WAV") == datetime(2024, 6, 12, 3, 15)
     assert start_time("5216.240613101500.wav") == datetime(2024, 6, 13, 10, 15)
     assert start_time("2024-06-12_03-15-00.flac") == datetime(2024, 6, 12, 3, 15)

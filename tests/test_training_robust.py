@@ -3,6 +3,7 @@ monitored metric, the new augmentation drawn from the run's generators (exact af
 resume), cross-validation by tape, and the unknown answer on a class held out of
 training."""
 
+import dataclasses
 import json
 import os
 import random
@@ -32,7 +33,7 @@ def test_every_option_is_stored_by_its_flag_name(trained):
     assert options["monitor"] == "balanced_accuracy" and options["max_pool"] == 2 and options["n_freq_bins"] == 64
     assert options["background_snr"] == [0.0, 20.0] and options["no_cuda"] is False
     config = train_main.parse(["--data_dir", "d", "--model_dir", "m"])
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 1.0                               # frozen
     assert config.replace(model_dir="x").model_dir == "x" and config.model_dir == "m"
 

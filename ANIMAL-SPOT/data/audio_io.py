@@ -9,12 +9,14 @@ channels are averaged; other rates are resampled with resampy's ``kaiser_best`` 
 import math
 import os
 from functools import lru_cache
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+
+from utils.paths import files_below
 
 # resampy's "kaiser_best" filter as resampy (0.2 and later) ships it: a Kaiser-windowed
 # sinc with 50 zero crossings on each side, cut-off at 0.9173 of the lower Nyquist
@@ -255,20 +257,6 @@ class SignalReader:
         chunk = resample(self._read_input(in_start, in_stop).unsqueeze(0), self.rate, self.sr)[0]
         offset = in_start // self.down * self.up
         return chunk[start - offset:stop - offset]
-
-
-def files_below(path: str, accept: Callable[[str], bool]) -> List[str]:
-    """A single file, or every file below a folder whose name ``accept`` takes
-    (recursive, sorted, hidden entries skipped)."""
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, n) for n in sorted(files) if not n.startswith(".") and accept(n)]
-    return sorted(found)
 
 
 def recording_files(path: str, extensions: Iterable[str] = RECORDING_EXTENSIONS) -> List[str]:

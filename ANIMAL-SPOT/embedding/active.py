@@ -1,27 +1,50 @@
-"""Active learning through the review page (``review.py --store STORE --active``).
+"""What an embedding store adds to a review (``review.py --store STORE``): "more like
+this" and active learning. Both reach the review only through its session's narrow
+interface: ``labelled()`` (the answers as selections), ``covered()`` and
+``queue_found()`` (stretches to review before the rest of the sample, never counted by
+the estimators).
 
-After every ``BATCH`` answers a head is refitted on the embeddings of every answered
-stretch (``embedding.heads``), validated on held-out recordings, and the next ``BATCH``
-items are chosen from the whole store: the windows whose two most probable classes are
-closest (uncertainty), at most one per ``SPACING`` seconds of a recording (diversity),
-taken in turn from each class the head predicts (balance). They are queued with
-``how: active`` in the journal; the review's estimators never count them.
+Active learning (``--active``): after every ``BATCH`` answers a head is refitted on the
+embeddings of every answered stretch (``embedding.heads``), validated on held-out
+recordings, and the next ``BATCH`` items are chosen from the whole store: the windows
+whose two most probable classes are closest (uncertainty), at most one per ``SPACING``
+seconds of a recording (diversity), taken in turn from each class the head predicts
+(balance); they are queued with ``how: active``.
 """
 
 import logging
+import os
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 
 from embedding import heads
+from embedding.classify import StoredSource
+from embedding.search import search, stored_stretch
 from embedding.store import Store
-from evaluation.review_session import Unit, find_recording, unit_id
+from evaluation.metrics import PassMetrics
 
 log = logging.getLogger("REVIEW")
 BATCH = 10
 SPACING = 60.0
+
+
+def key_of(recording: str) -> str:
+    """A stored recording (path below --input_file) as the review names it (no extension)."""
+    return os.path.splitext(recording)[0]
+
+
+def more_like_this(session, store: Store, item: str, top: int = 10) -> int:
+    """Queue up to ``top`` stored stretches most like the item's; returns how many were new."""
+    recording, begin, end, cls = session.stretch(item)
+    vector, exclude = stored_stretch(store, recording, begin, end)
+    found = [{"recording": key_of(hit.recording), "begin": hit.begin, "end": hit.end, "cls": cls,
+              "score": hit.similarity, "channel": hit.channel}
+             for hit in search(store, vector, top, exclude)
+             if not session.covered(key_of(hit.recording), hit.begin, hit.end)]
+    return session.queue_found(found, "search")
 
 
 def choose(candidates: List[Tuple[float, str, float, float, str, float]], count: int, spacing: float = SPACING
@@ -51,13 +74,11 @@ def choose(candidates: List[Tuple[float, str, float, float, str, float]], count:
 
 
 class ActiveLearner:
-    def __init__(self, review):
-        self.review = review
-        self.store = Store.existing(review.args.store)
+    def __init__(self, session, store: Store):
+        self.session, self.store = session, store
         self.since = 0
         self.text = f"active learning: the first head is fitted after {BATCH} answers"
         self.lock = threading.Lock()
-        self.classes: Optional[List[str]] = None
 
     def status(self) -> str:
         return self.text
@@ -67,17 +88,6 @@ class ActiveLearner:
         if self.since >= BATCH:
             self.since = 0
             threading.Thread(target=self.refit, daemon=True).start()
-
-    def labelled(self) -> Dict[str, List[Tuple[float, float, str]]]:
-        session = self.review.session
-        selections: Dict[str, List[Tuple[float, float, str]]] = {}
-        with session.lock:
-            for item, answer in session.answers.items():
-                unit = session.units[item]
-                label = {"correct": unit.label, "other": answer["label"], "wrong": heads.NOISE}.get(answer["decision"])
-                if label:
-                    selections.setdefault(unit.recording, []).append((unit.begin, unit.end, label))
-        return selections
 
     def refit(self, wait: bool = False) -> None:
         """Refit and queue the next batch (``wait``: after a refit that is running)."""
@@ -92,22 +102,20 @@ class ActiveLearner:
             self.lock.release()
 
     def _refit(self) -> None:
-        examples = heads.store_examples(self.store, self.labelled(), noise_elsewhere=False)
+        examples = heads.store_examples(self.store, self.session.labelled(), noise_elsewhere=False)
         names = sorted(set(examples.labels))
         if len(names) < 2:
             self.text = f"active learning: answers of two classes are needed (so far: {', '.join(names) or 'none'})"
             return
         index = {n: i for i, n in enumerate(names)}
-        y = np.asarray([index[l] for l in examples.labels])
+        y = np.asarray([index[label] for label in examples.labels])
         head = heads.fit_head(examples.vectors, y, len(names), epochs=100)
         figures = self.validation(examples, y, names)
         counts = ", ".join(f"{n} {int((y == i).sum())}" for i, n in enumerate(names))
         self.text = f"active learning: head fitted on {len(y)} windows ({counts}); {figures}"
-        self.review.session.queue(self.next_units(head, names), "active")
+        self.session.queue_found(self.next_stretches(head, names), "active")
 
     def validation(self, examples, y, names) -> str:
-        from evaluation.metrics import PassMetrics
-
         val = heads.validation_split(examples, 0)
         if val.all() or not val.any():
             return "too few recordings for a validation"
@@ -117,14 +125,13 @@ class ActiveLearner:
                                                                   .argmax(axis=1)))
         return "validation on held-out recordings: " + "; ".join(metrics.table(names)[:len(names)])
 
-    def next_units(self, head, names: List[str]) -> List[Unit]:
-        session = self.review.session
+    def next_stretches(self, head, names: List[str]) -> List[dict]:
         candidates = []
         noise = names.index(heads.NOISE) if heads.NOISE in names else None
+        source = StoredSource(self.store, head)
         for part in self.store.parts():
-            key = part.recording.rsplit(".", 1)[0]
-            probs = torch.softmax(torch.from_numpy(heads.logits_of(head, np.asarray(part.vectors, np.float32))),
-                                  dim=1).numpy()
+            key = key_of(part.recording)
+            probs = source.probabilities(part.vectors).numpy()
             top2 = np.sort(probs, axis=1)[:, -2:]
             uncertainty = 1.0 - (top2[:, 1] - top2[:, 0])
             calls = probs.copy()
@@ -132,14 +139,9 @@ class ActiveLearner:
                 calls[:, noise] = -1
             best = calls.argmax(axis=1)
             for i in np.argsort(-uncertainty)[:200]:
-                if not session.covered(key, float(part.starts[i]), float(part.ends[i])):
+                if not self.session.covered(key, float(part.starts[i]), float(part.ends[i])):
                     candidates.append((float(uncertainty[i]), key, float(part.starts[i]), float(part.ends[i]),
                                        names[int(best[i])], float(probs[i, best[i]])))
-        units = []
-        for _, key, begin, end, cls, p in choose(candidates, BATCH):
-            path = find_recording(self.review.args.recordings, key)
-            if path is None:
-                continue
-            units.append(Unit(unit_id(key, begin, end, cls, False, 1), key, path, round(begin, 3), round(end, 3), cls,
-                              round(p, 4), cls, False, 1, [], f"{cls}|active", None, "active"))
-        return units
+        return [{"recording": key, "begin": begin, "end": end, "cls": cls, "score": p, "channel": 1}
+                for _, key, begin, end, cls, p in choose(candidates, BATCH)]
+

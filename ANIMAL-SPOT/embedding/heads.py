@@ -34,8 +34,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from embedding.search import as_tensor
+from data.filenames import class_name, find_audio_files
+from embedding.search import embed_audio
 from embedding.store import Store, StoreError, file_sha256
+from evaluation.calibration import calibrate, fit_unknown
+from evaluation.metrics import PassMetrics
+from evaluation.raven import find_tables, read_table
+from models import backbones
+from models.classifier import Classifier
+from models.model_file import LoadedModel, ModelSpec, classifier_options, load_model, provenance, save_model
+from utils.atomic import atomic_write_text
+from utils.classmap import ClassMap
 
 log = logging.getLogger("EMBED")
 NOISE = "noise"
@@ -63,26 +72,6 @@ def covered(starts, ends, selections) -> Tuple[np.ndarray, np.ndarray]:
         enough = touch & (shared >= 0.5 * np.minimum(ends - starts, end - begin) - 1e-9)
         label[enough & (label == -1)] = index
     return label, touched
-
-
-def journal_labels(path: str) -> Dict[str, List[Tuple[float, float, str]]]:
-    """recording key -> [(begin, end, label)] from a review journal's final answers."""
-    from evaluation.review_session import Journal
-
-    answers: Dict[str, dict] = {}
-    for entry in Journal(path).read():
-        if entry.get("type") == "undo":
-            answers.pop(entry["item"], None)
-        elif entry.get("type") == "decision":
-            answers.pop(entry["item"], None)
-            answers[entry["item"]] = entry
-    out: Dict[str, List[Tuple[float, float, str]]] = {}
-    for entry in answers.values():
-        label = {"correct": entry.get("model_label", entry["label"]), "other": entry["label"],
-                 "wrong": NOISE}.get(entry["decision"])
-        if label:
-            out.setdefault(entry["recording"], []).append((float(entry["begin"]), float(entry["end"]), label))
-    return out
 
 
 def _key(recording: str) -> str:
@@ -122,9 +111,6 @@ def store_examples(store: Store, selections: Dict[str, List[Tuple[float, float, 
 
 
 def clip_examples(store: Store, folder: str, model_path: Optional[str]) -> Examples:
-    from data.filenames import class_name, find_audio_files
-    from embedding.search import embed_audio
-
     vectors, labels, groups = [], [], []
     for relative in find_audio_files(folder):
         windows = embed_audio(store, os.path.join(folder, relative), model_path)
@@ -135,16 +121,13 @@ def clip_examples(store: Store, folder: str, model_path: Optional[str]) -> Examp
                     np.zeros(len(labels)))
 
 
-def gather(store: Store, sources: Sequence[str], model_path: Optional[str]) -> Examples:
-    """Every example of the given journals, tables and clip folders."""
-    from data.filenames import find_audio_files
-    from evaluation.raven import find_tables, read_table
-
-    parts = []
+def gather(store: Store, sources: Sequence[str], model_path: Optional[str],
+           reviewed: Optional[Dict[str, List[Tuple[float, float, str]]]] = None) -> Examples:
+    """Every example of the given tables and clip folders, and of ``reviewed`` selections
+    (review answers: the windows they cover, no noise elsewhere)."""
+    parts = [store_examples(store, reviewed, noise_elsewhere=False)] if reviewed else []
     for source in sources:
-        if source.endswith(".jsonl"):
-            parts.append(store_examples(store, journal_labels(source), noise_elsewhere=False))
-        elif os.path.isdir(source) and not find_tables(source) and find_audio_files(source):
+        if os.path.isdir(source) and not find_tables(source) and find_audio_files(source):
             parts.append(clip_examples(store, source, model_path))
         elif os.path.exists(source):
             tables = find_tables(source)
@@ -162,8 +145,6 @@ def gather(store: Store, sources: Sequence[str], model_path: Optional[str]) -> E
 
 def class_map_of(labels: Sequence[str]):
     """The head's classes: with one call type and noise a binary detector named after it."""
-    from utils.classmap import ClassMap
-
     names = sorted(set(labels))
     if len(names) < 2:
         raise ValueError(f"a head needs examples of at least two classes (found {', '.join(names) or 'none'}); "
@@ -191,8 +172,6 @@ def validation_split(examples: Examples, seed: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------- fitting
 def head_module(dim: int, classes: int, hidden: Optional[int], pooling: str = "avg"):
-    from models.classifier import Classifier
-
     opts = {"input_channels": dim, "pooling": pooling, "num_classes": classes, "head": "mlp" if hidden else "linear",
             "round_float16": True}
     if hidden:
@@ -278,14 +257,13 @@ def logits_of(head, x: np.ndarray, batch: int = 65536) -> np.ndarray:
     return torch.cat(out).double().numpy() if out else np.zeros((0, head.linear.out_features))
 
 
-def run_fit(args) -> int:
-    from evaluation.calibration import calibrate, fit_unknown
-    from evaluation.metrics import PassMetrics
-    from models.model_file import ModelSpec, provenance, save_model
-
+def run_fit(args, sources: Sequence[str], reviewed: Optional[Dict[str, List[Tuple[float, float, str]]]] = None
+            ) -> int:
+    """``embed.py fit``: the head on the examples of ``sources`` (tables, clip folders) and
+    of ``reviewed`` selections, saved as a normal model file."""
     started = time.time()
     store = Store.existing(args.store)
-    examples = gather(store, args.labels, args.model_path)
+    examples = gather(store, sources, args.model_path, reviewed)
     class_map = class_map_of(examples.labels)
     names = class_map.names
     y = np.asarray([class_map.index(label) for label in examples.labels])
@@ -328,8 +306,6 @@ def run_fit(args) -> int:
     save_model(args.out, model, spec)
     summary = {"classes": names, "train_windows": counts, "validation": metrics.summary(names, intervals=True),
                "calibration": calibration, "seconds": round(time.time() - started, 2)}
-    from utils.atomic import atomic_write_text
-
     atomic_write_text(os.path.splitext(args.out)[0] + ".metrics.json", json.dumps(summary, indent=1, default=str))
     log.info(f"Written {args.out} (a normal model file: predict.py, review.py and export.py take it)")
     return 0
@@ -337,12 +313,8 @@ def run_fit(args) -> int:
 
 def base_model(store: Store, model_path: Optional[str] = None):
     """The store's embedding model (its encoder goes into the head's model file)."""
-    from models.model_file import LoadedModel, ModelSpec, classifier_options, load_model
-
     identity = store.description["model"]
     if "backbone" in identity:
-        from models import backbones
-
         backbone = backbones.get(identity["backbone"])
         encoder_opts = dict(backbone.defaults, backbone=backbone.name)
         spec = ModelSpec(encoder_opts, classifier_options(encoder_opts, 2), store.description["data_opts"],
@@ -355,52 +327,3 @@ def base_model(store: Store, model_path: Optional[str] = None):
     if identity.get("sha256") != file_sha256(path):
         raise StoreError(f"{path} is not the model the store {store.root} was made with")
     return load_model(path)
-
-
-# ------------------------------------------------------------------------ classify
-def run_classify(args) -> int:
-    """A head applied to every stored window; the same logs and tables as predict.py."""
-    from models.model_file import load_model
-    from prediction.decisions import Decider, DecisionRule
-    from prediction.sinks import CombinedRavenSink, LogSink, RavenSink, Recording, RunInfo
-
-    store = Store.existing(args.store)
-    loaded = load_model(args.model_path)
-    classifier = loaded.model.classifier.eval()
-    if classifier.model_opts().get("input_channels") != store.description["dim"]:
-        raise StoreError(f"{args.model_path}: its head takes {classifier.model_opts().get('input_channels')} "
-                         f"features, the store holds {store.description['dim']}")
-    if loaded.spec.data_opts != store.description["data_opts"]:
-        raise StoreError(f"{args.model_path} was made for other spectrogram settings than the store {store.root}")
-    rule = DecisionRule(args.threshold) if args.threshold is not None else DecisionRule.from_model(loaded.spec)
-    info = RunInfo([args.model_path], loaded.class_map, loaded.spec.data_opts, float(store.description["window"]),
-                   float(store.description["hop"]), rule, min_max_norm=loaded.spec.min_max_norm,
-                   output_dir=args.output_dir)
-    sinks = [LogSink(info)] + ([RavenSink(info), CombinedRavenSink(info)] if args.raven else [])
-    for part in store.parts():
-        meta = part.meta
-        relative = part.recording
-        folder = os.path.normpath(os.path.join(args.output_dir, os.path.dirname(relative)))
-        stem = os.path.splitext(os.path.basename(relative))[0].strip()
-        recording = Recording(meta.get("given", meta.get("source", relative)), relative, stem, folder,
-                              meta.get("seconds", 0.0), meta.get("n_samples", 0), meta.get("step", 1),
-                              meta.get("rate", 0), meta.get("channels", 1))
-        for sink in sinks:
-            sink.start(recording)
-        decider = Decider(rule, loaded.class_map)
-        with torch.no_grad():
-            for first in range(0, len(part.vectors), 4096):
-                vectors = as_tensor(part.vectors[first:first + 4096])
-                probs = torch.softmax(classifier.head(vectors).float(), dim=1)
-                ends = part.ends[first:first + 4096]
-                windows = decider.feed(list(part.starts[first:first + 4096]), list(ends), probs)
-                for sink in sinks:
-                    sink.windows(recording, None, windows)
-        windows = decider.flush()
-        events = decider.events(recording.stem)
-        for sink in sinks:
-            sink.windows(recording, None, windows)
-            sink.end(recording, events)
-    for sink in sinks:
-        sink.close()
-    return 0

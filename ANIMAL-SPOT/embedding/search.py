@@ -59,12 +59,19 @@ def query_vector(vectors: np.ndarray) -> np.ndarray:
     return unit(unit(vectors).mean(axis=0))
 
 
+TINY = 2.0 ** -14     # vectors shorter than this are always recomputed in float32 (see error_bound)
+
+
 def error_bound(dim: int) -> float:
-    """The most ``cosines`` with a float16 query can differ from the float32 cosine of a window, relative to
-    |v| |q| (|q| = 1): the query rounded to float16 (2^-11), the products (exact in
-    float32) summed in float32 (dim terms: dim 2^-24), the sum rounded to float16 (2^-11),
-    and the float32 reference's own sum (dim 2^-24); about 1.0e-3 at 512 dimensions."""
-    return 2 ** -10 + 2 * dim * 2 ** -24
+    """The most ``cosines`` with a float16 query can differ from the float32 cosine of a
+    window of length |v| >= ``TINY``, relative to |v| |q| (|q| = 1): the query rounded to
+    float16 (2^-11 relative, and 2^-25 absolute per component below float16's normal
+    range: at most sqrt(dim) 2^-25 in all), the products (exact in float32) summed in
+    float32 (dim terms: dim 2^-24), the sum rounded to float16 (2^-11 relative, and 2^-25
+    absolute where it falls below float16's normal range, which is 2^-11 of |v| at
+    |v| = ``TINY``), and the float32 reference's own sum (dim 2^-24); about 1.5e-3 at 512
+    dimensions. Shorter vectors are recomputed in float32, as are products that overflow."""
+    return 2 ** -10 + 2 ** -11 + 2 * dim * 2 ** -24 + dim ** 0.5 * 2 ** -25
 
 
 MARGIN = 2.5        # candidates tolerate errors up to MARGIN x the bound; a larger observed error falls back
@@ -110,8 +117,8 @@ def similarities(store: Store, query: np.ndarray, keep: int, exclude: Optional[T
     similarity of every window within 2 e of the ``keep``-th best approximate value (e =
     ``MARGIN`` x ``error_bound``), which holds the float32 best ``keep``: each of them scores
     at least the keep-th float32 value - e approximately, and the keep-th approximate value
-    is at most that + e. Windows whose products overflow are always recomputed, and so is a
-    sample spread over the store; where any recomputed window strays further than the
+    is at most that + e. Windows whose products overflow, and vectors shorter than ``TINY``,
+    are always recomputed, and so is a sample spread over the store; where any recomputed window strays further than the
     bound (a CPU whose float16 products are not as assumed), all are computed in float32."""
     q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
     if keep <= 0:
@@ -120,7 +127,7 @@ def similarities(store: Store, query: np.ndarray, keep: int, exclude: Optional[T
     for part in store.parts():
         if len(part.starts):
             sims = cosines(part, q.half())
-            sims[~torch.isfinite(sims)] = float("inf")           # overflowed: always recomputed
+            sims[~torch.isfinite(sims) | torch.from_numpy(part.norms < TINY)] = float("inf")   # always recomputed
             sims[torch.from_numpy(left_out(part, exclude))] = -float("inf")
             approx.append(sims)
             files.append(part.path)

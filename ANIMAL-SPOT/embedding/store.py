@@ -18,6 +18,13 @@ Brute-force cosine search over the memory-mapped float16 vectors (lengths stored
 ``norm`` column) answers 1 million windows of 512 in about 0.3 s on 2 cores
 (bench/embedding_bench.py); past tens of millions a vector index (faiss, usearch) would be
 needed.
+
+Filling a store is one more output of a prediction run (``StoreSink``): the same
+recordings, windows, batches, shares and journals as ``predict.py``. Several processes
+and machines fill one store at once: a recording has one owner, each part is written to
+its own fixed temporary name (``.<part>.partial``, overwritten when a killed run's
+recording is redone) and renamed into place, and nothing touches another recording's
+files; each process keeps its journal (``embed_journal.<process>.jsonl``) in the store.
 """
 
 import functools
@@ -28,8 +35,10 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
+import pyarrow as pa
 
-from utils.atomic import atomic_write, atomic_write_text
+from prediction.sinks import Recording, Sink
+from utils.atomic import OutputError, atomic_write, atomic_write_text
 
 FORMAT, VERSION = "animal-spot-embeddings", 1
 DESCRIPTION, PARTS = "store.json", "parts"
@@ -127,17 +136,13 @@ class Store:
                              f"({details}). Use a new --store, or the store's own model and settings.")
 
     def create(self, description: Dict) -> None:
+        """Describe a new store, or check that an existing one was made the same way
+        (several processes may create one store at once)."""
         self.check(description)
         if self.description is None:
             self.description = dict(description, format=FORMAT, version=VERSION)
             atomic_write_text(os.path.join(self.root, DESCRIPTION), json.dumps(self.description, indent=1))
         os.makedirs(os.path.join(self.root, PARTS), exist_ok=True)
-        for name in os.listdir(os.path.join(self.root, PARTS)):
-            if name.startswith(".") and name.endswith(".tmp"):           # a write cut short (kill -9)
-                try:
-                    os.remove(os.path.join(self.root, PARTS, name))
-                except OSError:
-                    pass
 
     # ------------------------------------------------------------------- parts
     def part_path(self, recording: str) -> str:
@@ -165,8 +170,6 @@ class Store:
                       and not n.startswith("."))
 
     def read(self, path: str) -> Part:
-        import pyarrow as pa
-
         try:
             table = pa.ipc.open_file(pa.memory_map(path, "r")).read_all()
         except (OSError, pa.ArrowInvalid) as error:
@@ -211,8 +214,6 @@ class PartWriter:
     """Writes one recording's part (see ``Store.writer``)."""
 
     def __init__(self, store: Store, recording: str, meta: Dict):
-        import pyarrow as pa
-
         self.store, self.recording, self.dim = store, recording, int(store.description["dim"])
         self.schema = pa.schema([("start", pa.float64()), ("end", pa.float64()), ("channel", pa.int16()),
                                  ("vector", pa.list_(pa.float16(), self.dim)), ("norm", pa.float32())],
@@ -221,16 +222,14 @@ class PartWriter:
         self.windows = 0
 
     def __enter__(self) -> "PartWriter":
-        import pyarrow as pa
-
-        self._context = atomic_write(self.store.part_path(self.recording), "wb")
+        final = self.store.part_path(self.recording)
+        folder, name = os.path.split(final)
+        self._context = atomic_write(final, "wb", temporary=os.path.join(folder, f".{name}.partial"))
         self._handle = self._context.__enter__()
         self._writer = pa.ipc.new_file(self._handle, self.schema)
         return self
 
     def add(self, starts, ends, channels, vectors) -> None:
-        import pyarrow as pa
-
         vectors = np.ascontiguousarray(vectors, dtype=np.float16).reshape(-1, self.dim)
         batch = pa.record_batch([pa.array(np.asarray(starts, dtype=np.float64)),
                                  pa.array(np.asarray(ends, dtype=np.float64)),
@@ -245,3 +244,40 @@ class PartWriter:
         if kind is None:
             self._writer.close()
         return self._context.__exit__(kind, value, trace)
+
+
+class StoreSink(Sink):
+    """Embeddings as an output of a prediction run: each recording's pooled features go to
+    its part of the store (all or nothing per recording)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.part: Optional[PartWriter] = None
+
+    def start(self, recording: Recording) -> None:
+        meta = {"source": recording.path if "://" in recording.path else os.path.abspath(recording.path),
+                "given": recording.path, "seconds": recording.seconds, "n_samples": recording.n_samples,
+                "step": recording.step, "rate": recording.sample_rate, "channels": recording.channels}
+        self.part = self.store.writer(recording.relative, meta).__enter__()
+
+    def windows(self, recording, channel, windows) -> None:
+        if windows:
+            rows = [w.source for w in windows]
+            self.part.add([w.start for w in windows], [w.end for w in windows], [w.channel or 1 for w in windows],
+                          np.stack([batch.pooled[i].half().numpy() for batch, i in rows]))
+
+    def end(self, recording, events) -> None:
+        part, self.part = self.part, None
+        part.__exit__(None, None, None)
+
+    def discard(self, recording) -> None:
+        """The recording failed midway: its half-written part goes."""
+        if self.part is not None:
+            part, self.part = self.part, None
+            try:
+                part.__exit__(OutputError, OutputError("discarded"), None)
+            except OutputError:
+                pass
+
+    def complete(self, recording) -> bool:
+        return self.store.has(recording.relative)

@@ -3,5 +3,6 @@
 ``metrics`` (the one named collection of figures, per pass), ``intervals`` (confidence
 intervals), ``calibration`` (temperature, thresholds, the "unknown" score), ``raven``
 (selection tables read and written), ``events`` (event-level scores against annotations)
-and ``review`` (estimators of a stratified review). Plain functions on arrays where
-possible; the review page and the training log are thin layers over them."""
+and ``log_format`` (the prediction log, written and read). Plain functions on arrays
+where possible; the training log and ``EVALUATION/`` are thin layers over them. The
+estimators of a stratified review live in the review room (``reviews.estimators``)."""

@@ -46,6 +46,7 @@ class PredictionLog:
     model_path: Optional[str] = None
     windows: "OrderedDict[str, WindowRecord]" = field(default_factory=OrderedDict)   # "start-end" -> record
     duration: float = 0.0
+    threshold: Optional[float] = None        # the header's threshold: the run's (the original's) rule
 
     @property
     def binary(self) -> bool:
@@ -128,7 +129,7 @@ def parse_log(path: str) -> PredictionLog:
             if "pred=" in line and "prob=" in line:
                 last = _parse_window(result, _message(line), path, number)
             elif "prediction length" in line and "hop length" in line:
-                continue
+                result.threshold = _header_threshold(line)
             elif "class distribution" in line:
                 result.classes = _literal(line.split("class distribution:", 1)[1], path, number, "class distribution")
             elif "dataOpts" in line:
@@ -141,6 +142,13 @@ def parse_log(path: str) -> PredictionLog:
                 except ValueError:
                     raise LogFormatError(f"{path}:{number}: malformed class probability {line.strip()!r}") from None
     return result
+
+
+def _header_threshold(line: str) -> Optional[float]:
+    try:
+        return float(line.split("threshold:", 1)[1].split(",", 1)[0].strip())
+    except (IndexError, ValueError):
+        return None
 
 
 def _parse_window(log: PredictionLog, message: str, path: str, number: int) -> WindowRecord:

@@ -134,10 +134,6 @@ class PassMetrics:
                            f1=_ratio(2 * precision * recall, precision + recall), precision=precision,
                            TPR=recall, FPR=_ratio(fp, fp + tn))
 
-    def epoch_metrics(self) -> "OrderedDict[str, float]":
-        """The figures of the original's epoch line (see ``METRICS.line``)."""
-        return METRICS.line(self)
-
     # ------------------------------------------------------------------- per class
     def recall(self) -> np.ndarray:
         support = self.support

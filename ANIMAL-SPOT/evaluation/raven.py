@@ -16,10 +16,11 @@ view (Spectrogram 1, Waveform 1): such rows count once.
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from data.audio_io import files_below
+from utils.paths import files_below
 
 BEGIN, END, FILE, OFFSET, SELECTION, SCORE, CHANNEL = "begin time (s)", "end time (s)", "begin file", \
     "file offset (s)", "selection", "score", "channel"
@@ -44,13 +45,29 @@ class Event:
         return self.end - self.begin
 
 
+TABLE_NAME = re.compile(r"(\.Table\.\d+)?\.selections\.txt$", re.IGNORECASE)
+RESULT_SUFFIX = ".annotation.result.txt"          # the original's EVALUATION step: <log name> + this
+LABEL_COLUMNS = ("sound type", "label", "class", "species", "call type", "annotation")
+
+
 def recording_name(path: str) -> str:
-    """``rec01.Table.1.selections.txt`` -> ``rec01``; ``rec01_predict_output.log`` -> ``rec01``;
-    ``day2/rec01.wav`` -> ``rec01``."""
+    """The recording a file is about, by its name: ``rec01.Table.1.selections.txt``,
+    ``rec01_predict_output.log``, ``rec01_predict_output.log.annotation.result.txt`` and
+    ``day2/rec01.wav`` -> ``rec01`` (``5216.240612031500.Table.1.selections.txt`` ->
+    ``5216.240612031500``: only the known ending is taken off)."""
     base = os.path.basename(path)
+    if base.endswith(RESULT_SUFFIX):
+        base = base[:-len(RESULT_SUFFIX)]
     if "_predict_output" in base:
         return base.split("_predict_output", 1)[0]
-    return base.split(".", 1)[0]
+    found = TABLE_NAME.search(base)
+    return base[:found.start()] if found else os.path.splitext(base)[0]
+
+
+def label_column(header: Dict[str, int], wanted: Optional[str] = None) -> Optional[str]:
+    """The label column of a table's header: ``wanted``, else the first of ``LABEL_COLUMNS``."""
+    names = [wanted.strip().lower()] if wanted else list(LABEL_COLUMNS)
+    return next((name for name in names if name in header), None)
 
 
 def is_table(path: str) -> bool:
@@ -69,7 +86,7 @@ def read_rows(path: str, error=None, empty_ok: bool = False):
     error = error or TableError
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
+            rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))   # a cell is one line
     except (OSError, UnicodeDecodeError) as reason:
         raise error(f"{path}: cannot read the table ({reason})") from None
     if not rows and not empty_ok:

@@ -11,20 +11,20 @@
 * ``predict_run.json``: what the run decided with (rule, event settings, classes, the
   recordings in order, time stamps), so ``predict.py --merge`` writes the combined table
   of a job array exactly as one process would have.
-* Time stamps: the recorder's start time from the file name (``--timestamp_format``, or
-  the common styles: AudioMoth ``20240612_031500``, ``2024-06-12_03-15-00``, SoundTrap
-  ``5216.240612031500``), for Raven's ``Begin Date Time``.
+* Time stamps: the recorder's start time from the file name (``data.timestamps``).
 """
 
 import json
 import os
-import re
 import socket
-import time
 from collections import OrderedDict
 from datetime import datetime
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import soundfile as sf
+
+from data.remote import filesystem, is_remote
+from data.timestamps import start_time  # noqa: F401  (its old place)
 from utils.atomic import atomic_write_text
 
 JOURNAL_PREFIX, RUN_FILE = "predict_journal.", "predict_run.json"
@@ -34,10 +34,6 @@ JOURNAL_PREFIX, RUN_FILE = "predict_journal.", "predict_run.json"
 def weights(paths: Sequence[str]) -> List[float]:
     """The work of each recording: its duration (seconds) where local, its size (bytes)
     where remote (proportional to the duration for files of one format)."""
-    import soundfile as sf
-
-    from data.remote import filesystem, is_remote
-
     remote = any(is_remote(p) for p in paths)
     out = []
     for path in paths:
@@ -68,6 +64,19 @@ def deal(paths: Sequence[str], count: int, work: Optional[Sequence[float]] = Non
     return [[p for i, p in enumerate(paths) if owner[i] == k] for k in range(count)]
 
 
+def share(files: Sequence[str], shard: Optional[str], processes) -> Tuple[List[str], str, bool]:
+    """``(this process's recordings, its journal name, whether the run is shared)``: all of
+    them, its share of a ``torchrun`` job, or the I-th of N shares (``--shard I/N``)."""
+    parsed = parse_shard(shard)
+    if parsed and processes.distributed:
+        raise ValueError("--shard and torchrun divide the recordings in two ways: use one of them")
+    if processes.distributed:
+        return deal(files, processes.world)[processes.rank], f"rank{processes.rank + 1}of{processes.world}", True
+    if parsed:
+        return deal(files, parsed[1])[parsed[0] - 1], f"shard{parsed[0]}of{parsed[1]}", True
+    return list(files), "all", False
+
+
 def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
     if not text:
         return None
@@ -84,8 +93,8 @@ def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
 class SeasonJournal:
     """One process's journal: one JSON line per event, flushed and synced."""
 
-    def __init__(self, output_dir: str, tag: str):
-        self.path = os.path.join(output_dir, f"{JOURNAL_PREFIX}{tag}.jsonl")
+    def __init__(self, output_dir: str, tag: str, prefix: str = JOURNAL_PREFIX):
+        self.path = os.path.join(output_dir, f"{prefix}{tag}.jsonl")
         self.tag = tag
 
     def write(self, event: str, **fields) -> None:
@@ -97,13 +106,13 @@ class SeasonJournal:
             os.fsync(handle.fileno())
 
 
-def read_journals(output_dir: str) -> Tuple[List[dict], List[str]]:
+def read_journals(output_dir: str, prefix: str = JOURNAL_PREFIX) -> Tuple[List[dict], List[str]]:
     """Every journal line of the folder (in time order), and lines that could not be read."""
     entries, problems = [], []
     if not os.path.isdir(output_dir):
         raise FileNotFoundError(f"{output_dir}: no such folder")
     for name in sorted(os.listdir(output_dir)):
-        if not (name.startswith(JOURNAL_PREFIX) and name.endswith(".jsonl")):
+        if not (name.startswith(prefix) and name.endswith(".jsonl")):
             continue
         with open(os.path.join(output_dir, name), encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, start=1):
@@ -129,11 +138,11 @@ def season_status(entries: List[dict]) -> "OrderedDict[str, dict]":
     return status
 
 
-def report_lines(output_dir: str) -> Tuple[List[str], bool]:
+def report_lines(output_dir: str, prefix: str = JOURNAL_PREFIX) -> Tuple[List[str], bool]:
     """The season's account, and whether it is complete (nothing failed or missing)."""
-    entries, problems = read_journals(output_dir)
+    entries, problems = read_journals(output_dir, prefix)
     if not entries:
-        raise FileNotFoundError(f"{output_dir}: no prediction journals ({JOURNAL_PREFIX}*.jsonl)")
+        raise FileNotFoundError(f"{output_dir}: no journals ({prefix}*.jsonl)")
     if os.path.isfile(os.path.join(output_dir, RUN_FILE)):     # the whole season, also what no process got to plan
         entries.insert(0, {"event": "planned", "recordings": read_run(output_dir)["recordings"], "process": "run"})
     status = season_status(entries)
@@ -169,8 +178,11 @@ def report_lines(output_dir: str) -> Tuple[List[str], bool]:
 def write_run(output_dir: str, settings: dict) -> None:
     path = os.path.join(output_dir, RUN_FILE)
     text = json.dumps(settings, indent=1, sort_keys=True)
-    if not os.path.isfile(path) or open(path, encoding="utf-8").read() != text:
-        atomic_write_text(path, text)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text:
+                return
+    atomic_write_text(path, text)
 
 
 def read_run(output_dir: str) -> dict:
@@ -179,60 +191,3 @@ def read_run(output_dir: str) -> dict:
         raise FileNotFoundError(f"{output_dir}: no {RUN_FILE}; --merge needs a folder written by predict.py --shard")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
-
-
-# ---------------------------------------------------------------------- time stamps
-STYLES = [  # (pattern, strptime format of the groups joined)
-    (r"(?<!\d)(\d{8})[_T-](\d{6})(?!\d)", "%Y%m%d%H%M%S"),                                  # AudioMoth, SITE_...
-    (r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[_ T](\d{2})[-:_](\d{2})[-:_](\d{2})(?!\d)", "%Y%m%d%H%M%S"),
-    (r"\.(\d{12})(?=\.|$)", "%y%m%d%H%M%S"),                                                 # SoundTrap
-    (r"(?<!\d)(\d{6})[_-](\d{6})(?!\d)", "%y%m%d%H%M%S"),
-]
-TOKENS = {"%Y": r"\d{4}", "%y": r"\d{2}", "%m": r"\d{2}", "%d": r"\d{2}", "%H": r"\d{2}", "%M": r"\d{2}",
-          "%S": r"\d{2}", "%j": r"\d{3}", "%f": r"\d{1,6}", "%%": "%"}
-
-
-def format_pattern(fmt: str) -> str:
-    """A strftime pattern as a regular expression that finds it in a file name."""
-    out, i = "", 0
-    while i < len(fmt):
-        token = fmt[i:i + 2]
-        if token in TOKENS:
-            out += TOKENS[token]
-            i += 2
-        elif token.startswith("%"):
-            raise ValueError(f"--timestamp_format {fmt}: {token} is not supported (use %Y %y %m %d %H %M %S %j %f)")
-        else:
-            out += re.escape(fmt[i])
-            i += 1
-    return out
-
-
-def start_time(path: str, fmt: Optional[str] = None) -> Optional[datetime]:
-    """The recording's start time from its file name, or None."""
-    stem = os.path.splitext(os.path.basename(path.rstrip("/")))[0]
-    if fmt:
-        match = re.search(format_pattern(fmt), stem)
-        if not match:
-            return None
-        try:
-            return datetime.strptime(match.group(0), fmt)
-        except ValueError:
-            return None
-    for pattern, layout in STYLES:
-        match = re.search(pattern, stem)
-        if match:
-            try:
-                value = datetime.strptime("".join(match.groups()), layout)
-            except ValueError:
-                continue
-            if 1980 <= value.year <= 2100:
-                return value
-    return None
-
-
-def wait_for(paths: Sequence[str], seconds: float = 600) -> None:
-    """Until every file exists (the other processes' outputs on a shared file system)."""
-    end = time.time() + seconds
-    while time.time() < end and not all(os.path.isfile(p) for p in paths):
-        time.sleep(0.2)

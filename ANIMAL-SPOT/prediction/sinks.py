@@ -8,29 +8,32 @@ then ``end(recording, events)`` with the recording's events (calls, all channels
 a sink keeps what it writes, not the windows. Like the trainer's listeners, sinks know
 nothing of each other; ``predict.py`` chooses them from its flags.
 
-The original's outputs are sinks (``LogSink``: the per-recording prediction log, line
-for line; ``LatentSink``: ``animal-spot-classifier.p``; ``PdfSink``: ``--visualize``), and
-so are this project's (``RavenSink``, ``CombinedRavenSink``, and the ``--format`` sinks in
-``FORMATS``). Adding a format is one class here and one entry in ``FORMATS``.
+A sink owns its files: their names (``outputs``, ``suffix``), whether a recording's are
+complete (``complete``: a rerun skips it), and, for the files other tools read back, how
+to read them (``read``). ``prediction.folder`` reads a prediction folder through them.
+
+The original's outputs are sinks here (``LogSink``: the per-recording prediction log,
+line for line; ``LatentSink``: ``animal-spot-classifier.p``; ``PdfSink``: ``--visualize``);
+this project's event tables are in ``prediction.tables``; embeddings are
+``embedding.store.StoreSink``.
 
 Every file is written atomically (a log to a hidden ``.partial`` file, renamed at the
 end of its recording), so an interrupted run never leaves a half-written output.
 """
 
-import json
 import logging
 import os
 import pickle
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Dict, List, Optional, Sequence
+from datetime import datetime
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from evaluation.raven import HEADER_COLUMNS, Event, table_rows, tsv
-from prediction.decisions import DecisionRule, PostProcessing, Window, table_events
-from evaluation.log_format import LogWriter
-from utils.atomic import OutputError, atomic_write, atomic_write_text
+from evaluation.log_format import LogFormatError, LogWriter, PredictionLog, parse_log
+from evaluation.raven import Event
+from prediction.decisions import DecisionRule, PostProcessing, Window
+from utils.atomic import OutputError, atomic_write
 from utils.classmap import ClassMap
 from utils.logging import FORMAT, close_logger
 
@@ -74,16 +77,10 @@ class Recording:
     sample_rate: int = 0            # the file's own
     channels: int = 1               # the file's
     begin_time: Optional[datetime] = None
+    windows: int = 0                # windows per channel
 
     def output(self, suffix: str) -> str:
         return os.path.join(self.folder, self.stem + suffix)
-
-    def log_name(self, channel: Optional[int] = None, each: bool = False) -> str:
-        """``<name>_predict_output.log``; with --channels each on several channels,
-        ``<name>_ch<C>_predict_output.log``."""
-        if each and self.channels > 1:
-            return f"{self.stem}_ch{channel}_predict_output.log"
-        return f"{self.stem}_predict_output.log"
 
 
 class Sink:
@@ -95,12 +92,21 @@ class Sink:
 
     def end(self, recording: Recording, events: List[Event]) -> None: ...
 
+    def discard(self, recording: Recording) -> None:
+        """The recording failed midway: drop what was begun."""
+
+    def skipped(self, recording: Recording, events: Callable[[], List[Event]]) -> None:
+        """The recording's outputs were complete from an earlier run (``events()`` reads them)."""
+
     def close(self) -> None: ...
 
     def outputs(self, recording: Recording) -> List[str]:
-        """The files this sink writes for ``recording`` (a rerun skips recordings whose
-        outputs all exist)."""
+        """The files this sink writes for ``recording``."""
         return []
+
+    def complete(self, recording: Recording) -> bool:
+        """Whether this sink's outputs of ``recording`` are there from an earlier run."""
+        return bool(recording.folder) and all(os.path.isfile(p) for p in self.outputs(recording))
 
 
 # ------------------------------------------------------------------- the original's
@@ -108,14 +114,27 @@ class LogSink(Sink):
     """``<name>_predict_output.log`` (spec §8.3, §8.4), echoed to the console; with
     ``--channels each`` one log per channel, ``<name>_ch<C>_predict_output.log``."""
 
+    suffix = "_predict_output.log"
+
     def __init__(self, info: RunInfo, each_channel: bool = False):
         self.info, self.each = info, each_channel
         self.open: Dict[Optional[int], tuple] = {}
 
+    @classmethod
+    def name(cls, stem: str, channel: Optional[int] = None) -> str:
+        return f"{stem}_ch{channel}{cls.suffix}" if channel is not None else stem + cls.suffix
+
+    @classmethod
+    def read(cls, path: str) -> PredictionLog:
+        return parse_log(path)
+
+    def log_name(self, recording: Recording, channel: Optional[int]) -> str:
+        return self.name(recording.stem, channel if self.each and recording.channels > 1 else None)
+
     def _writer(self, recording: Recording, channel: Optional[int]):
         """The channel's log (console only without --output_dir)."""
         if channel not in self.open:
-            name = recording.log_name(channel, self.each)
+            name = self.log_name(recording, channel)
             final = partial = None
             logger = logging.getLogger(f"{recording.stem}_predict_output" + (f"_ch{channel}" if self.each else ""))
             close_logger(logger)
@@ -154,7 +173,7 @@ class LogSink(Sink):
                 os.replace(partial, final)
         self.open = {}
 
-    def discard(self) -> None:
+    def discard(self, recording=None) -> None:
         """A recording failed midway: its partial logs go."""
         for logger, _, partial, _ in self.open.values():
             close_logger(logger)
@@ -163,10 +182,18 @@ class LogSink(Sink):
         self.open = {}
 
     def outputs(self, recording) -> List[str]:
-        if self.each and recording.channels > 1:
-            return [os.path.join(recording.folder, recording.log_name(c, True))
-                    for c in range(1, recording.channels + 1)]
-        return [os.path.join(recording.folder, recording.log_name())]
+        channels = range(1, recording.channels + 1) if self.each and recording.channels > 1 else [None]
+        return [os.path.join(recording.folder, self.log_name(recording, c)) for c in channels]
+
+    def complete(self, recording) -> bool:
+        """Every log is there and holds every window."""
+        if not recording.folder:
+            return False
+        try:
+            return all(os.path.isfile(p) and len(parse_log(p).windows) == recording.windows
+                       for p in self.outputs(recording))
+        except (LogFormatError, OSError, ValueError):
+            return False
 
 
 class LatentSink(Sink):
@@ -176,6 +203,9 @@ class LatentSink(Sink):
     def __init__(self, output_dir: str):
         self.path = os.path.join(output_dir, "animal-spot-classifier.p")
         self.latent = {"filenames": [], "features": [], "spectra_input": []}
+
+    def complete(self, recording) -> bool:
+        return False                       # one file for the run: every recording is in it again
 
     def windows(self, recording, channel, windows) -> None:
         base = recording.path.replace(".wav", "")
@@ -232,168 +262,3 @@ def visualize(item: torch.Tensor, options, label: str, recording: Recording, ind
     plt.close(figure)
 
 
-# ------------------------------------------------------------------- tables of events
-class EventTableSink(Sink):
-    """A sink that writes a recording's events, one file per recording."""
-
-    suffix = ""
-
-    def __init__(self, info: RunInfo):
-        self.info = info
-
-    def rows(self, recording: Recording, events: List[Event]):
-        """The Raven table's columns and rows (the selections, noise left out): the
-        original's columns, ``Score``, ``Begin Path`` and ``Begin Date Time``."""
-        selected = table_events(events, recording.seconds, self.info.class_map)
-        return table_rows(selected, self.info.data_opts, score=True, extra_columns=("Begin Path", "Begin Date Time"),
-                          extra=lambda e: (recording.relative, date_time(recording, e.begin)))
-
-    def outputs(self, recording) -> List[str]:
-        return [recording.output(self.suffix)]
-
-    def end(self, recording, events) -> None:
-        self.write(recording, events, recording.output(self.suffix))
-
-    def write(self, recording: Recording, events: List[Event], path: str) -> None:
-        raise NotImplementedError
-
-
-class RavenSink(EventTableSink):
-    """``--raven``: ``<name>.Table.1.selections.txt`` (the original's columns, ``Score``)."""
-
-    suffix = ".Table.1.selections.txt"
-
-    def write(self, recording, events, path) -> None:
-        atomic_write_text(path, tsv(*self.rows(recording, events)))
-
-
-class CsvSink(EventTableSink):
-    """``--format csv``: ``<name>.csv``, the Raven table's rows and columns."""
-
-    suffix = ".csv"
-
-    def write(self, recording, events, path) -> None:
-        import csv
-        import io
-
-        columns, rows = self.rows(recording, events)
-        text = io.StringIO()
-        out = csv.writer(text, lineterminator="\n")
-        out.writerow(columns)
-        out.writerows([[cell.strip() for cell in row] for row in rows])
-        atomic_write_text(path, text.getvalue())
-
-
-NUMERIC = {"Selection": int, "Channel": int, "Begin time (s)": float, "End time (s)": float,
-           "Low Freq (Hz)": float, "High Freq (Hz)": float, "Score": float}
-
-
-class ParquetSink(EventTableSink):
-    """``--format parquet``: ``<name>.parquet``, the same rows with typed columns."""
-
-    suffix = ".parquet"
-
-    def write(self, recording, events, path) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        columns, rows = self.rows(recording, events)
-        data = {}
-        for i, name in enumerate(columns):
-            cells = [row[i].strip() for row in rows]
-            kind = NUMERIC.get(name)
-            if kind is None:
-                data[name] = pa.array(cells, pa.string())
-            else:
-                data[name] = pa.array([kind(c) if c else None for c in cells], pa.int64() if kind is int
-                                      else pa.float64())
-        with atomic_write(path, "wb") as handle:
-            pq.write_table(pa.table(data), handle)
-
-
-class AudacitySink(EventTableSink):
-    """``--format audacity``: ``<name>.audacity.txt``, Audacity's label track
-    (``start<TAB>end<TAB>label`` per line, seconds)."""
-
-    suffix = ".audacity.txt"
-
-    def write(self, recording, events, path) -> None:
-        selected = table_events(events, recording.seconds, self.info.class_map)
-        lines = [f"{e.begin:.6f}\t{e.end:.6f}\t{e.label}" + (f" (channel {e.channel})" if recording.channels > 1
-                                                              and e.channel != 1 else "") for e in selected]
-        atomic_write_text(path, "".join(line + "\n" for line in lines))
-
-
-class JsonSink(EventTableSink):
-    """``--format json``: ``<name>.json``, one document: the recording, the model, the events."""
-
-    suffix = ".json"
-
-    def write(self, recording, events, path) -> None:
-        info = self.info
-        selected = table_events(events, recording.seconds, info.class_map)
-        document = {
-            "recording": {"path": recording.path, "relative_path": recording.relative, "seconds": recording.seconds,
-                          "sample_rate": recording.sample_rate, "channels": recording.channels,
-                          "begin_time": recording.begin_time.isoformat() if recording.begin_time else None},
-            "model": {"paths": info.model_paths, "classes": info.class_map.to_dict(), "data_opts": info.data_opts,
-                      "window_seconds": info.sequence_len, "hop_seconds": info.hop,
-                      "decision": {"threshold": info.rule.threshold, "thresholds": info.rule.thresholds,
-                                   "temperature": info.rule.temperature, "unknown": info.unknown},
-                      "post_processing": vars(info.post)},
-            "events": [{"begin": e.begin, "end": e.end, "label": e.label, "score": e.score, "channel": e.channel}
-                       for e in selected],
-        }
-        atomic_write_text(path, json.dumps(document, indent=1, default=str))
-
-
-FORMATS = {"csv": CsvSink, "parquet": ParquetSink, "audacity": AudacitySink, "json": JsonSink}
-
-
-class CombinedRavenSink(Sink):
-    """``--raven``: ``combined.Table.1.selections.txt`` over all recordings of the run, with
-    Raven's multi-file columns (times relative to the concatenated files, ``Begin File``,
-    ``File Offset (s)``), ``Score``, ``Begin Path`` and ``Begin Date Time``."""
-
-    NAME = "combined.Table.1.selections.txt"
-
-    def __init__(self, info: RunInfo):
-        self.info = info
-        self.recordings: List[tuple] = []
-
-    def end(self, recording, events) -> None:
-        self.recordings.append((recording, table_events(events, recording.seconds, self.info.class_map)))
-
-    def close(self) -> None:
-        if self.recordings:
-            atomic_write_text(os.path.join(self.info.output_dir, self.NAME), combined_table(self.recordings,
-                                                                                           self.info.data_opts))
-
-
-COMBINED_COLUMNS = HEADER_COLUMNS + ["Begin File", "File Offset (s)", "Score", "Begin Path", "Begin Date Time"]
-
-
-def combined_table(recordings: Sequence[tuple], data_opts: Dict) -> str:
-    """``recordings``: ``(Recording, its table events)`` in the order of the run."""
-    from evaluation.raven import format_score
-
-    fmin, fmax = data_opts.get("fmin", ""), data_opts.get("fmax", "")
-    rows, number, offset = [], 0, 0.0
-    for recording, events in recordings:
-        for e in events:
-            number += 1
-            stamp = date_time(recording, e.begin)
-            rows.append([str(number), "Spectrogram_1", str(e.channel), str(round(offset + e.begin, 3)),
-                         str(round(offset + e.end, 3)), str(fmin), str(fmax), e.label, " ",
-                         os.path.basename(recording.path), str(e.begin), format_score(e.score), recording.relative,
-                         stamp])
-        offset += recording.seconds
-    return tsv(COMBINED_COLUMNS, rows)
-
-
-def date_time(recording: Recording, seconds: float) -> str:
-    """Raven's ``Begin Date Time`` of a moment of the recording (empty when its start time
-    is unknown)."""
-    if recording.begin_time is None:
-        return ""
-    return (recording.begin_time + timedelta(seconds=seconds)).strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]

@@ -5,7 +5,7 @@ target, then renamed over it, so a reader never sees half a file and a failed wr
 import contextlib
 import os
 import threading
-from typing import IO, Iterator
+from typing import IO, Iterator, Optional
 
 
 class OutputError(OSError):
@@ -18,18 +18,21 @@ def _temporary_name(path: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w", durable: bool = True, **open_kwargs) -> Iterator[IO]:
+def atomic_write(path: str, mode: str = "w", durable: bool = True, temporary: Optional[str] = None,
+                 **open_kwargs) -> Iterator[IO]:
     """``with atomic_write(path, "wb") as handle: ...`` writes ``path`` all or nothing.
     Any error while writing removes the temporary file and raises ``OutputError``
     naming ``path``. ``durable`` flushes the data to disk before the rename (skip it
-    only for files that are cheap to recompute, such as cache entries)."""
+    only for files that are cheap to recompute, such as cache entries). ``temporary``:
+    a fixed temporary name (one writer per file, whose rerun overwrites what a killed
+    run left there), instead of one unique to the process and thread."""
     if "w" not in mode:
         raise ValueError("atomic_write only writes whole files (mode 'w' or 'wb')")
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as error:
         raise OutputError(f"{path}: cannot create its folder ({error.strerror or error})") from None
-    tmp = _temporary_name(path)
+    tmp = temporary or _temporary_name(path)
     try:
         with open(tmp, mode, **open_kwargs) as handle:
             yield handle

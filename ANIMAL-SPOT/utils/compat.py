@@ -45,8 +45,3 @@ def declare(package: str, moved: Dict[str, str]) -> None:
         _FINDER.targets[f"{package}.{old}"] = new
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
-
-
-def moved_modules() -> Dict[str, str]:
-    """Every declared old name and its module (README, tests)."""
-    return dict(_FINDER.targets)

@@ -6,6 +6,8 @@ import os
 import sys
 from typing import Iterator, Optional
 
+from utils.atomic import OutputError
+
 FORMAT = logging.Formatter("%(asctime)s|%(levelname).1s|%(message)s", datefmt="%H:%M:%S")
 
 
@@ -29,8 +31,6 @@ def setup_logger(name: str = "ANIMAL-SPOT", log_dir: Optional[str] = None, file_
             os.makedirs(log_dir, exist_ok=True)
             handler = logging.FileHandler(path, mode="w")
         except OSError as error:
-            from utils.atomic import OutputError
-
             raise OutputError(f"{path}: cannot write the log ({error.strerror or error})") from None
         handler.setFormatter(FORMAT)
         logger.addHandler(handler)

@@ -183,38 +183,6 @@ def log_choice(choice: str, times: dict, items: int, precision: Precision) -> No
              f"per batch of {items}, {precision.name})")
 
 
-class FormatTrial:
-    """Chooses the memory format on the first real batches of a prediction run, costing
-    nothing extra: batches 1 and 2 warm up contiguous and channels-last, batches 3 to 8
-    are timed alternately (the best of three per format: one batch's time can vary by
-    half on a shared machine), every result is used; from batch 9 on, the faster format."""
-
-    ORDER = ("contiguous", "channels_last") * 4
-    WARM_UP = 2
-
-    def __init__(self, precision: Precision, forced: str = "auto"):
-        self.precision, self.calls, self.applied = precision, 0, None
-        self.chosen = None if forced == "auto" else forced
-        self.times = {name: float("inf") for name in MEMORY_FORMATS}
-
-    def format_for(self, model: nn.Module) -> str:
-        name = self.chosen or self.ORDER[self.calls]
-        if name != self.applied:
-            model.to(memory_format=MEMORY_FORMATS[name])
-            self.applied = name
-        return name
-
-    def timed(self, name: str, seconds: float, items: int) -> None:
-        if self.chosen is not None:
-            return
-        if self.calls >= self.WARM_UP:             # per item: a file's last batch may be short
-            self.times[name] = min(self.times[name], seconds / max(items, 1))
-        self.calls += 1
-        if self.calls == len(self.ORDER):
-            self.chosen = min(self.times, key=self.times.get)
-            log_choice(self.chosen, {k: v * items for k, v in self.times.items()}, items, self.precision)
-
-
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
     """``torch.compile(model)`` when asked and possible; the plain model otherwise (the
     first call's failure is caught by ``CompileFallback``)."""

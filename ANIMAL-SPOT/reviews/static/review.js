@@ -30,10 +30,14 @@ async function loadClasses() {
     $("similar").hidden = !data.search;
   }
   $("progress").replaceChildren(...data.classes.map((c) => {
-    const row = document.createElement("div");
+    const row = document.createElement("div");           // class names are data: text nodes, never HTML
     row.className = "bar";
-    row.innerHTML = `<span>${c.name}</span><progress max="${c.planned}" value="${c.answered}"></progress>` +
-      ` ${c.answered} / ${c.planned}`;
+    const name = document.createElement("span");
+    name.textContent = c.name;
+    const bar = document.createElement("progress");
+    bar.max = c.planned;
+    bar.value = c.answered;
+    row.append(name, bar, document.createTextNode(` ${c.answered} / ${c.planned}`));
     return row;
   }));
   if (data.learner) {

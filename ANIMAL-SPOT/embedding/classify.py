@@ -1,0 +1,78 @@
+"""A head applied to the stored windows of an embedding store, as a source of the one
+prediction run (``prediction.run``): ``embed.py classify`` writes the logs and tables
+``predict.py`` would write, without computing a spectrogram; the review's active learning
+reads the same probabilities."""
+
+import logging
+import os
+from typing import Iterator, List
+
+import numpy as np
+import torch
+
+from embedding.search import as_tensor
+from embedding.store import Store, StoreError
+from models.model_file import load_model
+from prediction.core import WindowBatch
+from prediction.decisions import DecisionRule
+from prediction.run import Decisions, Layout, Opened, run_recordings
+from prediction.sinks import LogSink, RunInfo
+from prediction.tables import CombinedRavenSink, RavenSink
+
+log = logging.getLogger("EMBED")
+BATCH = 4096
+
+
+class StoredSource:
+    """The recordings of a store, each window's probabilities from ``head`` (a
+    ``Classifier``) on its stored vector."""
+
+    def __init__(self, store: Store, head):
+        self.store, self.head = store, head.eval()
+
+    def probabilities(self, vectors: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([torch.softmax(self.head.head(as_tensor(vectors[i:i + BATCH])).float(), dim=1)
+                              for i in range(0, len(vectors), BATCH)]) if len(vectors) else torch.zeros(0, 2)
+
+    def batches(self, part) -> Iterator[WindowBatch]:
+        for first in range(0, len(part.starts), BATCH):
+            last = min(first + BATCH, len(part.starts))
+            starts = [float(v) for v in part.starts[first:last]]
+            ends = [float(v) for v in part.ends[first:last]]
+            yield WindowBatch(first, starts, ends, [None] * len(starts), [None] * len(starts),
+                              self.probabilities(part.vectors[first:last]), None, None)
+
+    def open(self, recording: str) -> Opened:
+        part = self.store.find(recording)
+        meta = part.meta
+        return Opened(meta.get("seconds", 0.0), meta.get("n_samples", 0), meta.get("step", 1), meta.get("rate", 0),
+                      meta.get("channels", 1), len(part.starts), meta.get("sr", 1), [(None, self.batches(part))],
+                      relative=part.recording, given=meta.get("given", meta.get("source", part.recording)))
+
+
+def check_head(loaded, store: Store, path: str) -> None:
+    dim = loaded.model.classifier.model_opts().get("input_channels")
+    if dim != store.description["dim"]:
+        raise StoreError(f"{path}: its head takes {dim} features, the store holds {store.description['dim']}")
+    if loaded.spec.data_opts != store.description["data_opts"]:
+        raise StoreError(f"{path} was made for other spectrogram settings than the store {store.root}")
+
+
+def run_classify(args) -> int:
+    """A head applied to every stored window; the same logs and tables as predict.py."""
+    store = Store.existing(args.store)
+    loaded = load_model(args.model_path)
+    check_head(loaded, store, args.model_path)
+    rule = DecisionRule(args.threshold) if args.threshold is not None else DecisionRule.from_model(loaded.spec)
+    info = RunInfo([args.model_path], loaded.class_map, loaded.spec.data_opts, float(store.description["window"]),
+                   float(store.description["hop"]), rule, min_max_norm=loaded.spec.min_max_norm,
+                   output_dir=args.output_dir)
+    sinks: List = [LogSink(info)] + ([RavenSink(info), CombinedRavenSink(info)] if args.raven else [])
+    recordings = sorted(store.recordings())
+    os.makedirs(args.output_dir, exist_ok=True)
+    failed = run_recordings(recordings, StoredSource(store, loaded.model.classifier), Layout("", args.output_dir),
+                            sinks, Decisions(rule, loaded.class_map), overwrite=True)
+    for sink in sinks:
+        sink.close()
+    return 1 if failed else 0

@@ -1,0 +1,160 @@
+"""A prediction folder: what ``predict.py`` writes, and the one way to read it back.
+
+The review, ``EVALUATION/score.py``, ``predict.py --merge`` and a rerun that skips
+finished recordings all read a folder here. Per recording (its path below the folder
+without the output's ending, e.g. ``site1/rec``) the folder may hold its prediction logs
+(one, or one per channel: ``<name>_ch<C>_predict_output.log``), its Raven table (ours,
+the original's ``<log>.annotation.result.txt``, or any selection table), and the other
+formats. ``combined.*`` tables span recordings. ``predict_run.json`` says what the run
+decided with, the journals what it did.
+
+**One rule: the log wins.** It holds every window's probabilities and the run's decision;
+a recording's events are decided from its logs with the run's rule and event settings
+(``predict_run.json``; for a log without one, as its header says: the original's
+threshold). A table stands for a recording only where there is no log.
+"""
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from evaluation.raven import RESULT_SUFFIX, Event, TableError, label_column, read_rows, read_table, recording_name
+from prediction.decisions import DecisionRule, PostProcessing, log_events
+from prediction.season import RUN_FILE, read_run
+from prediction.sinks import LogSink
+from prediction.tables import RavenSink
+
+CHANNEL_LOG = re.compile(r"^(.*)_ch(\d+)$")
+TABLE_RANK = {"table": 0, "result": 1, "other": 2}
+
+
+@dataclass
+class Outputs:
+    """What the folder holds of one recording."""
+
+    key: str                                          # path below the folder, e.g. "site1/rec"
+    logs: Dict[Optional[int], str] = field(default_factory=dict)     # channel (None: one log) -> path
+    table: Optional[str] = None
+    table_kind: Optional[str] = None                  # table | result (the original's) | other
+
+    @property
+    def source(self) -> str:
+        """``log`` where there is one (it wins), else the table's kind."""
+        return "log" if self.logs else self.table_kind
+
+    @property
+    def stem(self) -> str:
+        return os.path.basename(self.key)
+
+
+def table_kind(name: str) -> Optional[str]:
+    if name.endswith(RESULT_SUFFIX):
+        return "result"
+    if name.endswith(RavenSink.suffix):
+        return "table"
+    if name.lower().endswith(".selections.txt"):
+        return "other"
+    return None
+
+
+class PredictionFolder:
+    def __init__(self, root: str):
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{root}: no such folder")
+        self.root = root
+        self.run: Optional[dict] = read_run(root) if os.path.isfile(os.path.join(root, RUN_FILE)) else None
+
+    # ------------------------------------------------------------------ files
+    def scan(self) -> Tuple[Dict[str, Outputs], List[str]]:
+        """Every recording's outputs (sorted by key), and the combined tables."""
+        found: Dict[str, Outputs] = {}
+        combined: List[str] = []
+        each = self.run is None or self.run.get("channels") == "each"
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            names = set(files)
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                path = os.path.join(folder, name)
+                below = os.path.relpath(folder, self.root)
+                if name.startswith("combined.") and table_kind(name):
+                    combined.append(path)
+                    continue
+                if name.endswith(LogSink.suffix):
+                    stem, channel = log_stem(name[:-len(LogSink.suffix)], names if each else ())
+                    self._entry(found, below, stem).logs[channel] = path
+                    continue
+                kind = table_kind(name)
+                if kind is None:
+                    continue
+                entry = self._entry(found, below, recording_name(name))
+                if entry.table is None or TABLE_RANK[kind] < TABLE_RANK[entry.table_kind]:
+                    entry.table, entry.table_kind = path, kind
+        return dict(sorted(found.items())), combined
+
+    @staticmethod
+    def _entry(found: Dict[str, Outputs], below: str, stem: str) -> Outputs:
+        key = stem if below == "." else os.path.join(below, stem)
+        return found.setdefault(key, Outputs(key))
+
+    def outputs(self) -> Dict[str, Outputs]:
+        return self.scan()[0]
+
+    def find(self, key: str) -> Optional[Outputs]:
+        """One recording's outputs by the names a run gives them (no listing of the folder)."""
+        folder = os.path.join(self.root, os.path.dirname(key))
+        stem, found = os.path.basename(key), Outputs(key)
+        single = os.path.join(folder, LogSink.name(stem))
+        if os.path.isfile(single):
+            found.logs[None] = single
+        channel = 1
+        while os.path.isfile(os.path.join(folder, LogSink.name(stem, channel))):
+            found.logs[channel] = os.path.join(folder, LogSink.name(stem, channel))
+            channel += 1
+        if channel > 1:
+            found.logs.pop(None, None)
+        for name, kind in ((stem + RavenSink.suffix, "table"), (LogSink.name(stem) + RESULT_SUFFIX, "result")):
+            if found.table is None and os.path.isfile(os.path.join(folder, name)):
+                found.table, found.table_kind = os.path.join(folder, name), kind
+        return found if found.logs or found.table else None
+
+    # ---------------------------------------------------------------- decisions
+    def rule(self, log=None) -> DecisionRule:
+        """The run's rule (``predict_run.json``), else the log header's threshold, else 0.5."""
+        if self.run is not None:
+            return DecisionRule(self.run["threshold"], self.run.get("thresholds"), self.run.get("temperature") or 1.0)
+        return DecisionRule(log.threshold if log is not None and log.threshold is not None else 0.5)
+
+    def post(self) -> PostProcessing:
+        return PostProcessing(**self.run["post"]) if self.run is not None else PostProcessing()
+
+    def events(self, outputs: Outputs, rule: Optional[DecisionRule] = None,
+               post: Optional[PostProcessing] = None) -> List[Event]:
+        """The recording's events, by the rule of this module: decided from its logs (with
+        ``rule`` and ``post`` where given, else the run's), else read from its table."""
+        if outputs.logs:
+            events = []
+            for channel, path in sorted(outputs.logs.items(), key=lambda item: item[0] or 0):
+                parsed = LogSink.read(path)
+                found = log_events(parsed, rule or self.rule(parsed), post or self.post(), outputs.stem)
+                events += [e if channel is None else dataclasses.replace(e, channel=channel) for e in found]
+            return sorted(events, key=lambda e: (e.begin, e.channel))
+        if outputs.table is None:
+            return []
+        header, _ = read_rows(outputs.table, TableError)
+        column = label_column(header)
+        if column is None:
+            raise TableError(f"{outputs.table}: no label column (one of 'Sound type', 'Label', 'Class', ...)")
+        return read_table(outputs.table, column)
+
+
+def log_stem(stem: str, names) -> Tuple[str, Optional[int]]:
+    """``rec_ch2`` -> (``rec``, 2) where the folder holds the first channel's log too (a
+    ``--channels each`` run); else the stem itself (a recording named ``rec_ch2``)."""
+    found = CHANNEL_LOG.match(stem)
+    if found and LogSink.name(found.group(1), 1) in names:
+        return found.group(1), int(found.group(2))
+    return stem, None

@@ -1,0 +1,248 @@
+"""One prediction run: recordings in; per recording, window batches from a source through a
+``Decider`` into every sink; a journal line per recording.
+
+Sources: ``AudioSource`` (a ``Predictor`` over audio: ``predict.py``, ``embed.py``) and
+the stored windows of an embedding store seen through a head (``embedding.heads``). A
+source opens a recording (``Opened``: what the outputs must know of it, and its streams
+of ``WindowBatch``); ``Layout`` says where its outputs go (``--input_file``'s folders
+mirrored below ``--output_dir``, nothing outside it); ``run_recording`` streams it;
+``run_recordings`` does that for a list, skipping recordings whose outputs are complete
+(unless ``overwrite``), naming and journalling failures and going on with the others.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+from tqdm import tqdm
+
+from data.audio_io import AudioFileError, SignalReader
+from data.sources import relative_name
+from data.timestamps import start_time
+from prediction.core import Predictor, WindowBatch
+from prediction.decisions import Decider, DecisionRule, PostProcessing, table_events
+from prediction.folder import PredictionFolder
+from prediction.precision import Disagreement
+from prediction.season import SeasonJournal, read_journals, read_run
+from prediction.sinks import Recording, Sink
+from prediction.tables import CombinedRavenSink, combined_table
+from utils.atomic import atomic_write_text
+from utils.classmap import ClassMap
+from utils.paths import below
+
+log = logging.getLogger("PREDICT")
+RECORDING_ERRORS = (AudioFileError, OSError, ValueError)       # one recording fails; the run goes on
+
+
+@dataclass
+class Opened:
+    """A recording opened by a source."""
+
+    seconds: float
+    n_samples: int                      # at the source's sample rate
+    step: int                           # hop in samples
+    rate: int                           # the file's own sample rate
+    channels: int
+    windows: int                        # per channel
+    sr: int                             # the source's sample rate (of n_samples and step)
+    streams: List[Tuple[Optional[int], Iterator[WindowBatch]]]     # (channel or None, batches)
+    close: Callable[[], None] = lambda: None
+    relative: Optional[str] = None      # its path below the run's input, where the source knows it
+    given: Optional[str] = None         # the path the log names, where the source knows it
+
+
+class AudioSource:
+    """Recordings through a ``Predictor``; ``channels``: ``mean`` (the down-mix), ``max``
+    (per window the channel with the most probable top class) or ``each``."""
+
+    def __init__(self, predictor: Predictor, channels: str = "mean", pooled: bool = False):
+        self.predictor, self.channels, self.pooled = predictor, channels, pooled
+
+    def open(self, path: str) -> Opened:
+        predictor, first = self.predictor, self.predictor.models[0]
+        reader = SignalReader(path, first.options.sr)                 # an unreadable file stops here
+        if reader.rate < 2 * first.options.fmax:
+            log.warning(f"{path}: sampled at {reader.rate} Hz, below twice the model's fmax ({first.options.fmax} "
+                        f"Hz): the band above {reader.rate / 2:g} Hz is empty in this recording")
+        geometry = predictor.geometry(reader)
+        if reader.n_samples < geometry.window:
+            log.info(f"{path}: {reader.seconds:.3f} s, shorter than one window ({predictor.sequence_len} s): one "
+                     "window over the whole recording (zero-padded to one FFT frame where shorter)")
+        if self.channels == "each" and reader.channels > 1:
+            streams = [(c, predictor.stream(path, self.pooled, channel=c)) for c in range(1, reader.channels + 1)]
+        elif self.channels == "max" and reader.channels > 1:
+            streams = [(None, predictor.stream_max(path, reader.channels, self.pooled))]
+        else:
+            streams = [(None, predictor.stream(path, self.pooled, reader=reader))]
+        return Opened(reader.seconds, reader.n_samples, geometry.step, reader.rate, reader.channels, geometry.count,
+                      reader.sr, streams, reader.close)
+
+
+def file_stem(path: str) -> str:
+    """Output name of a recording: its base name without the extension."""
+    return os.path.splitext(os.path.basename(path.rstrip("/")))[0].strip()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run's outputs go: ``output_dir`` (None: the console only) mirroring the
+    recordings' folders below ``input_file``."""
+
+    input_file: str
+    output_dir: Optional[str] = None
+    timestamp_format: Optional[str] = None
+
+    def recording(self, path: str, opened: Optional[Opened] = None, seconds: float = 0.0) -> Recording:
+        """The recording's description and its output folder (``OutsideError`` where its
+        name would lead outside ``output_dir``)."""
+        relative = opened.relative if opened is not None and opened.relative else relative_name(self.input_file, path)
+        folder = below(self.output_dir, os.path.dirname(relative)) if self.output_dir else None
+        given = opened.given if opened is not None and opened.given else path
+        recording = Recording(given, relative, file_stem(relative), folder, seconds,
+                              begin_time=start_time(given, self.timestamp_format))
+        if opened is not None:
+            recording.seconds, recording.n_samples, recording.step = opened.seconds, opened.n_samples, opened.step
+            recording.sample_rate, recording.channels, recording.windows = opened.rate, opened.channels, opened.windows
+        return recording
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """How windows become decisions and events."""
+
+    rule: DecisionRule
+    class_map: ClassMap
+    post: PostProcessing = PostProcessing()
+
+
+def run_recording(opened: Opened, recording: Recording, sinks: Sequence[Sink], decisions: Decisions,
+                  progress: Optional[Callable[[float], None]] = None, check: Optional[Disagreement] = None) -> int:
+    """Stream one recording through a decider into every sink; returns its windows."""
+    for sink in sinks:
+        sink.start(recording)
+    events = []
+    for channel, stream in opened.streams:
+        decider = Decider(decisions.rule, decisions.class_map, decisions.post)
+        for batch in stream:
+            windows = decider.feed(batch.starts, batch.ends, batch.probs, batch.unknown, batch.meta(channel))
+            for sink in sinks:
+                sink.windows(recording, channel, windows)
+            if check is not None:
+                check.compare(batch, decisions.rule, decisions.class_map, recording.relative)
+            if progress is not None:
+                progress(len(batch.starts) * opened.step / opened.sr / len(opened.streams))
+        windows = decider.flush()
+        for sink in sinks:
+            sink.windows(recording, channel, windows)
+        events += decider.events(recording.stem)
+    events.sort(key=lambda e: (e.begin, e.channel))
+    for sink in sinks:
+        sink.end(recording, events)
+    return opened.windows * len(opened.streams)
+
+
+def run_recordings(paths: Sequence[str], source, layout: Layout, sinks: Sequence[Sink], decisions: Decisions,
+                   journal: Optional[SeasonJournal] = None, overwrite: bool = False, progress=None,
+                   check: Optional[Disagreement] = None) -> List[str]:
+    """Every recording of ``paths`` through ``run_recording``; returns those that failed."""
+    failed = []
+    for path in paths:
+        started = time.time()
+        try:
+            opened = source.open(path)
+        except RECORDING_ERRORS as error:                  # name it, go on with the other recordings
+            failed.append(fail(journal, path, error))
+            continue
+        try:
+            recording = layout.recording(path, opened)
+            if not overwrite and all(sink.complete(recording) for sink in sinks):
+                log.info(f"{path}: outputs complete, skipped (--overwrite redoes it)")
+                for sink in sinks:
+                    sink.skipped(recording, lambda: recording_events(layout, recording, decisions))
+                if journal:
+                    journal.write("skipped", recording=path, audio_seconds=opened.seconds)
+                continue
+            windows = run_recording(opened, recording, sinks, decisions, progress, check)
+            if journal:
+                journal.write("done", recording=path, audio_seconds=opened.seconds, windows=windows,
+                              wall_seconds=round(time.time() - started, 3))
+        except RECORDING_ERRORS as error:               # OutsideError too: a name that leads outside
+            failed.append(fail(journal, path, error))
+            for sink in sinks:
+                sink.discard(None)
+        finally:
+            opened.close()
+    return failed
+
+
+def fail(journal: Optional[SeasonJournal], path: str, error: Exception) -> str:
+    reason = " ".join(str(error).split())
+    log.error(reason if path in reason else f"{path}: {reason}")
+    if journal:
+        journal.write("failed", recording=path, reason=reason)
+    return path
+
+
+def output_key(output_dir: str, recording: Recording) -> str:
+    return os.path.relpath(os.path.join(recording.folder, recording.stem), output_dir)
+
+
+def recording_events(layout: Layout, recording: Recording, decisions: Decisions):
+    """A finished recording's events, read back from its outputs (the folder's rule)."""
+    folder = PredictionFolder(layout.output_dir)
+    outputs = folder.find(output_key(layout.output_dir, recording))
+    return folder.events(outputs, decisions.rule, decisions.post) if outputs else []
+
+
+# --------------------------------------------------------------------------- merge
+def write_combined(output_dir: str) -> List[str]:
+    """``combined.Table.1.selections.txt`` of a folder predicted in shares, from every
+    recording's logs in the run's order, exactly as one process writes it; returns the
+    recordings without outputs yet."""
+    settings = read_run(output_dir)
+    seconds = {e["recording"]: e.get("audio_seconds", 0.0) for e in read_journals(output_dir)[0]
+               if e["event"] in ("done", "skipped")}
+    folder = PredictionFolder(output_dir)
+    layout = Layout(settings["input_file"], output_dir, settings["timestamp_format"])
+    class_map = ClassMap.from_dict(settings["classes"])
+    rows, missing = [], []
+    for path in settings["recordings"]:
+        recording = layout.recording(path, seconds=seconds.get(path, 0.0))
+        outputs = folder.find(output_key(output_dir, recording))
+        if path not in seconds or outputs is None or not outputs.logs:
+            missing.append(path)
+            continue
+        rows.append((recording, table_events(folder.events(outputs), recording.seconds, class_map)))
+    atomic_write_text(os.path.join(output_dir, CombinedRavenSink.NAME), combined_table(rows, settings["data_opts"]))
+    log.info(f"Written {os.path.join(output_dir, CombinedRavenSink.NAME)} ({len(rows)} recording(s))")
+    return missing
+
+
+class Progress:
+    """Files, audio hours done, real-time factor and ETA on standard error (quiet when it
+    is not a terminal)."""
+
+    def __init__(self, files: Sequence[str]):
+        total = 0.0
+        for path in files:
+            if "://" in path:                 # remote: not opened twice
+                continue
+            try:
+                total += SignalReader(path, 8000).seconds
+            except AudioFileError:
+                pass
+        self.started, self.done = time.time(), 0.0
+        self.bar = tqdm(total=round(total / 3600, 4), unit="h audio", desc=f"{len(files)} file(s)", disable=None,
+                        leave=False)
+
+    def advance(self, seconds: float) -> None:
+        self.done += seconds
+        rtf = self.done / max(time.time() - self.started, 1e-9)
+        self.bar.set_postfix_str(f"{rtf:.0f}x real time", refresh=False)
+        self.bar.update(seconds / 3600)
+
+    def close(self) -> None:
+        self.bar.close()
+

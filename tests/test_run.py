@@ -1,0 +1,99 @@
+"""The one prediction run and its folder contract: every output a recording gets stays
+below --output_dir whatever its name, every table format reads back what it wrote, and a
+prediction folder is read by one rule (the log wins)."""
+
+import os
+
+import pytest
+
+from evaluation.raven import Event
+from prediction.decisions import DecisionRule, PostProcessing
+from prediction.folder import PredictionFolder
+from prediction.run import Decisions, Layout, Opened, run_recordings
+from prediction.season import SeasonJournal, read_journals
+from prediction.sinks import LogSink, Recording, RunInfo
+from prediction.tables import FORMATS, RavenSink
+from utils.classmap import ClassMap
+from utils.paths import OutsideError
+
+CLASSES = ClassMap.from_dict({"K1": 0, "K2": 1, "noise": 2})
+
+
+def test_a_name_that_leads_outside_the_output_folder_is_refused_and_journalled(tmp_path):
+    out = tmp_path / "out"
+    layout = Layout("s3://bucket/season", str(out))
+    assert layout.recording("s3://bucket/season/site1/rec.wav").folder == os.path.join(str(out), "site1")
+    with pytest.raises(OutsideError, match="leads outside"):
+        layout.recording("s3://bucket/season/../../../../tmp/evil.wav")     # an object key with '..'
+    (tmp_path / "elsewhere").mkdir()
+    (out / "site2").parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(tmp_path / "elsewhere", out / "site2")                       # a link out of the folder
+    with pytest.raises(OutsideError):
+        layout.recording("s3://bucket/season/site2/rec.wav")
+
+    class Source:
+        def open(self, path):
+            return Opened(1.0, 16000, 16000, 16000, 1, 1, 16000, [])
+    journal = SeasonJournal(str(out), "all")
+    failed = run_recordings(["s3://bucket/season/../../x/evil.wav"], Source(), layout, [LogSink(None)],
+                            Decisions(DecisionRule(), CLASSES), journal)
+    assert failed == ["s3://bucket/season/../../x/evil.wav"]
+    entry = [e for e in read_journals(str(out))[0] if e["event"] == "failed"][0]
+    assert "leads outside" in entry["reason"]
+    assert not (tmp_path / "x").exists() and not list((tmp_path / "elsewhere").iterdir())
+
+
+@pytest.mark.parametrize("name", ["raven"] + sorted(FORMATS))
+def test_every_table_format_reads_back_what_it_wrote(tmp_path, name):
+    info = RunInfo(["m.pk"], CLASSES, {"fmin": 0, "fmax": 8000}, 0.5, 0.25, DecisionRule(0.5), PostProcessing(),
+                   output_dir=str(tmp_path))
+    recording = Recording("in/5216.240612031500.wav", "5216.240612031500.wav", "5216.240612031500", str(tmp_path),
+                          10.0, channels=2)
+    events = [Event(recording.stem, 0.5, 1.25, "K1", 0.91234, 1), Event(recording.stem, 2.0, 2.5, "K2", 0.75, 2),
+              Event(recording.stem, 3.0, 3.5, "noise", 0.99, 1)]
+    sink = RavenSink(info) if name == "raven" else FORMATS[name](info)
+    sink.end(recording, events)
+    (path,) = sink.outputs(recording)
+    back = type(sink).read(path)
+    expected = [(e.recording, e.begin, e.end, e.label, e.channel) for e in events if e.label != "noise"]
+    assert [(e.recording, e.begin, e.end, e.label, e.channel) for e in back] == expected
+    if name != "audacity":                                                  # Audacity's track has no score
+        assert [round(e.score, 4) for e in back] == [0.9123, 0.75]
+
+
+LOG = ("12:00:00|I|rec.wav\n12:00:00|I|Model Path: m.pk\n12:00:00|I|dataOpts: {'sr': 16000, 'fmin': 0, 'fmax': 8000}\n"
+       "12:00:00|I|prediction length: 0.3[s], hop length: 0.1[s], threshold: {threshold}, prediction fmin: 0[Hz] "
+       "prediction fmax: 8000[Hz]\n12:00:00|I|class distribution: {{'noise': 0, 'target': 1}}\n")
+
+
+def write_log(path, probs, threshold=0.5):
+    text = LOG.replace("{threshold}", str(threshold)).replace("{{", "{").replace("}}", "}")
+    text += "".join(f"12:00:01|I|time={round(i / 10, 3)}-{round(i / 10 + 0.3, 3)}, pred={int(p >= threshold)}, "
+                    f"prob={p}\n" for i, p in enumerate(probs))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_a_prediction_folder_is_read_by_one_rule(tmp_path):
+    folder = tmp_path / "pred"
+    write_log(folder / "site1" / "a_predict_output.log", [0.1, 0.7, 0.95, 0.1], threshold=0.9)   # the original's
+    (folder / "site1" / "a.Table.1.selections.txt").write_text(
+        "Selection\tBegin Time (s)\tEnd Time (s)\tSound type\n1\t5.0\t6.0\ttarget\n")           # a log beside it wins
+    (folder / "site1" / "5216.240612031500.Table.1.selections.txt").write_text(
+        "Selection\tBegin Time (s)\tEnd Time (s)\tLabel\n1\t1.0\t2.0\ttarget\n")                # a table alone
+    for channel in (1, 2):
+        write_log(folder / f"b_ch{channel}_predict_output.log", [0.1, 0.6 * channel, 0.1])       # --channels each
+    write_log(folder / "c_ch2_predict_output.log", [0.7, 0.1])                                   # named so, mono
+    found, combined = PredictionFolder(str(folder)).scan()
+    assert sorted(found) == ["b", "c_ch2", "site1/5216.240612031500", "site1/a"] and combined == []
+    assert found["site1/a"].source == "log" and found["site1/5216.240612031500"].source == "table"
+    assert sorted(found["b"].logs) == [1, 2] and list(found["c_ch2"].logs) == [None]
+    reader = PredictionFolder(str(folder))
+    events = {key: [(e.begin, e.end, e.label, e.channel) for e in reader.events(outputs)]
+              for key, outputs in found.items()}
+    assert events["site1/a"] == [(0.2, 0.5, "target", 1)]           # decided as its header's threshold 0.9 says
+    assert events["site1/5216.240612031500"] == [(1.0, 2.0, "target", 1)]
+    assert events["b"] == [(0.1, 0.4, "target", 1), (0.1, 0.4, "target", 2)]
+    assert events["c_ch2"] == [(0.0, 0.3, "target", 1)]
+    for key, outputs in found.items():                              # a recording looked up by name: the same
+        assert reader.find(key).logs == outputs.logs or key == "site1/5216.240612031500"
