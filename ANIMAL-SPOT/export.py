@@ -23,7 +23,7 @@ import torch.nn as nn
 from data.features import FeatureOptions
 from models.model_file import ModelFileError, load_model
 from utils.atomic import OutputError, atomic_write
-from utils.logging import close_logger, setup_logger
+from utils import cli
 
 OPSET = 17
 SPEC_KEYS = ("encoder_opts", "classifier_opts", "data_opts", "classes", "train_opts", "thresholds", "temperature",
@@ -72,16 +72,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--frames", type=int, default=None, help="time frames of the example input (default: the "
                    "training segment); the time axis stays dynamic")
     args = p.parse_args(argv)
-    log = setup_logger("EXPORT")
-    try:
+
+    def body(log):
         export_onnx(args.model_path, args.onnx, args.frames)
         log.info(f"Written {args.onnx}")
-        return 0
-    except (ModelFileError, OutputError, ValueError) as error:
-        log.error(str(error))
-        return 1
-    finally:
-        close_logger(log)
+    return cli.run(body, "EXPORT", errors=(ModelFileError, OutputError, ValueError))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ this project's options (imbalance tools, schedulers, mixed precision, reproducib
 Also runs under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
 """
 
-import argparse
 import json
 import logging
 import os
@@ -18,197 +17,31 @@ from typing import List, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import copy
+
 import torch
 
 import crossval
 import factories
 import training_data
 from data.audio_io import AudioFileError
-from data.features import FREQ_COMPRESSIONS, FeatureOptions, seq_frames
+from data.features import FeatureOptions, seq_frames
 from data.filenames import FileNameError
-from data.split import split_hash
-from evaluation.calibration import UNKNOWN_SCORES, calibrate, detection_figures, fit_unknown, softmax, unknown_report
-from evaluation.metrics import METRICS, pct
-from models import backbones, model_card
+from models import backbones
 from models.checkpoint_compat import CheckpointError, adapt_checkpoint, is_seed_checkpoint
-from models.losses import SCHEMES, SEED_SPELLINGS
-from models.model_file import (ModelFileError, ModelSpec, classifier_options, load_model, provenance,
-                               save_jit_model, save_model)
+from models.model_file import ModelFileError, ModelSpec, classifier_options, load_model
 from models.tv_encoder import PretrainedWeightsError
 from trainer import Trainer, TrainingError, model_prefix
 from training_data import TrainingData
-from utils import run_config, runtime
-from utils.atomic import OutputError, atomic_write_text
+from training_options import RunConfig, build_parser, parse  # noqa: F401  (their old place)
+from training_results import finish
+from utils import cli, runtime
+from utils.atomic import OutputError
 from utils.checkpoints import CheckpointFileError, CheckpointHandler
-from utils.logging import close_logger, extra_log_file, setup_logger
+from utils.logging import extra_log_file
 
-SCHEDULERS = ("plateau", "onecycle", "cosine")
 KNOWN_ERRORS = (ValueError, FileNotFoundError, AudioFileError, ModelFileError, CheckpointFileError, CheckpointError,
                 TrainingError, PretrainedWeightsError, OutputError, FileNameError)
-
-
-def _range_type(kind, low, high=None, high_open=False, what="value"):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if value < low or (high is not None and (value >= high if high_open else value > high)):
-            bound = f"[{low}, {high})" if high_open else (f">= {low}" if high is None else f"[{low}, {high}]")
-            raise argparse.ArgumentTypeError(f"{what} must be in {bound}, not {value}")
-        return value
-    return parse
-
-
-def _num_classes(text):
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
-
-
-def _weighting(text):
-    if text not in SCHEMES and text not in SEED_SPELLINGS:
-        raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(SCHEMES + tuple(SEED_SPELLINGS))}")
-    return SEED_SPELLINGS.get(text, text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train an ANIMAL-SPOT call detector / classifier.")
-    a = p.add_argument
-    a("-d", "--debug", action="store_true", help="log at DEBUG level")
-    a("--data_dir", type=str, default=None, help="root folder of the labelled wav clips (required)")
-    a("--cache_dir", type=str, default=None, help="cache spectrograms in this folder (default: no cache)")
-    a("--model_dir", type=str, default=None, help="where ANIMAL-SPOT.pk and metrics.json are written (required)")
-    a("--checkpoint_dir", type=str, default=None, help="checkpoint folder; training resumes from it")
-    a("--log_dir", type=str, default=None, help="write TRAIN.log here")
-    a("--summary_dir", type=str, default=None, help="TensorBoard root folder (default: ./runs)")
-    a("--noise_dir", type=str, default=None, help="folder of noise wav files for noise augmentation")
-    a("--start_from_scratch", action="store_true", help="do not resume from the latest checkpoint")
-    a("--max_train_epochs", type=int, default=500, help="number of epochs (default 500)")
-    a("--jit_save", action="store_true", help="save the model as TorchScript")
-    a("--epochs_per_eval", type=_range_type(int, 1, what="--epochs_per_eval"), default=2,
-      help="validate every N epochs (default 2)")
-    a("--batch_size", type=_range_type(int, 1, what="--batch_size"), default=1,
-      help="batch size per process (default 1); also multiplies the learning rate")
-    a("--num_workers", type=int, default=4, help="data loader worker processes (default 4)")
-    a("--no_cuda", action="store_true", help="do not use a GPU (or Apple's MPS)")
-    a("--lr", "--learning_rate", type=float, default=1e-5,
-      help="base learning rate (default 1e-5); the effective rate is lr x batch_size (x processes)")
-    a("--beta1", type=float, default=0.5, help="Adam beta1 (default 0.5; beta2 is 0.999)")
-    a("--lr_patience_epochs", type=int, default=8,
-      help="plateau scheduler: epochs without validation improvement before the LR decays (default 8)")
-    a("--lr_decay_factor", type=float, default=0.5, help="plateau scheduler: LR multiplier on a plateau (default 0.5)")
-    a("--early_stopping_patience_epochs", type=int, default=20, metavar="N",
-      help="stop after N epochs without validation improvement (default 20)")
-    a("--filter_broken_audio", action="store_true",
-      help="before the first split, move near-silent and unreadable files to bkp/ folders")
-    a("--sequence_len", type=int, default=1280, help="training segment length in ms (default 1280)")
-    a("--freq_compression", type=str, default="linear", choices=FREQ_COMPRESSIONS,
-      help="frequency axis: linear, mel or mfcc (default linear)")
-    a("--sr", type=int, default=44100, help="sampling rate in Hz; every file is resampled to it (default 44100)")
-    a("--fmin", type=int, default=500, help="lowest frequency in Hz (default 500)")
-    a("--fmax", type=int, default=10000, help="highest frequency in Hz (default 10000)")
-    a("--n_freq_bins", type=int, default=256, help="frequency bins after compression (default 256)")
-    a("--n_fft", type=int, default=4096, help="FFT size = window length in samples (default 4096)")
-    a("--hop_length", type=int, default=441, help="STFT hop in samples (default 441)")
-    a("--augmentation", action="store_true", help="augment the training split")
-    a("--num_classes", type=_num_classes, default=2,
-      help="number of classes (default 2 = target/noise detection); 'auto' counts them in --data_dir")
-    a("--min_max_norm", action="store_true", help="min-max normalisation instead of dB normalisation")
-    add_fork_options(p)
-    return p
-
-
-def add_fork_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("backbones (each backbone's own flags follow)")
-    g.add_argument("--backbone", type=str, default="resnet",
-                   help="encoder: a registered name (--list_backbones) or timm:<model> (default resnet)")
-    g.add_argument("--list_backbones", action="store_true", help="list the backbones and exit")
-    for option in backbones.cli_options():
-        option.add_to(g)
-    g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (torchvision / timm)")
-    g.add_argument("--pretrained_weights", type=str, default=None,
-                   help="local ImageNet weights (torchvision state dict or timm checkpoint), for offline machines")
-    g.add_argument("--transfer_from", type=str, default=None,
-                   help="start from a trained ANIMAL-SPOT.pk (its encoder; its head too if the classes match)")
-    r = p.add_argument_group("rare classes (all off by default)")
-    r.add_argument("--class_weights", type=_weighting, default="none",
-                   help="cross-entropy class weights from the training counts: none, inverse, sqrt_inverse, "
-                        "effective_num")
-    r.add_argument("--weighted_sampling", type=_weighting, default="none",
-                   help="class-balanced sampling: none, inverse, sqrt_inverse, effective_num (epoch length unchanged)")
-    r.add_argument("--rare_class_boost", type=str, default=None, help="sampling boosts CLASS=FACTOR,... (seed fork)")
-    r.add_argument("--loss", type=str, default="ce", choices=("ce", "focal"), help="cross-entropy or focal loss")
-    r.add_argument("--focal_gamma", type=_range_type(float, 0.0, what="--focal_gamma"), default=2.0,
-                   help="focal loss gamma >= 0 (default 2)")
-    r.add_argument("--label_smoothing", type=_range_type(float, 0.0, 1.0, True, "--label_smoothing"), default=0.0,
-                   help="label smoothing in [0, 1) (default 0)")
-    r.add_argument("--grad_clip", type=_range_type(float, 0.0, what="--grad_clip"), default=None,
-                   help="clip the gradient norm to this value")
-    r.add_argument("--scheduler", type=str, default="plateau", choices=SCHEDULERS,
-                   help="plateau (the original), onecycle (per batch) or cosine (per epoch); peak = effective LR")
-    r.add_argument("--weight_decay", type=_range_type(float, 0.0, what="--weight_decay"), default=0.0,
-                   help="Adam weight decay (default 0)")
-    r.add_argument("--target_precision", type=_range_type(float, 0.0, 1.0, what="--target_precision"), default=None,
-                   help="choose per-class thresholds reaching this validation precision (default: best F1)")
-    s = p.add_argument_group("speed and reproducibility")
-    s.add_argument("--seed", type=int, default=None, help="seed the split, data order, augmentation and weights")
-    s.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 / float16) where the device has it")
-    s.add_argument("--compile", action="store_true", help="torch.compile the network (falls back when it cannot)")
-    s.add_argument("--memory_format", type=str, default="auto", choices=("auto", "contiguous", "channels_last"),
-                   help="input/weight memory format (auto: timed on this machine; contiguous with --seed)")
-    s.add_argument("--keep_checkpoints", type=_range_type(int, 1, what="--keep_checkpoints"), default=5,
-                   help="checkpoints kept on disk (default 5)")
-    s.add_argument("--no_progress", action="store_true", help="no progress bar")
-    add_robustness_options(p)
-
-
-def add_robustness_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("augmentation (all off by default; the original's --augmentation unchanged)")
-    g.add_argument("--spec_augment", action="store_true", help="time and frequency masks on the network input")
-    g.add_argument("--time_masks", type=_range_type(int, 0, what="--time_masks"), default=2,
-                   help="time masks per item (default 2)")
-    g.add_argument("--time_mask_width", type=_range_type(int, 0, what="--time_mask_width"), default=10,
-                   help="widest time mask in frames (default 10)")
-    g.add_argument("--freq_masks", type=_range_type(int, 0, what="--freq_masks"), default=2,
-                   help="frequency masks per item (default 2)")
-    g.add_argument("--freq_mask_width", type=_range_type(int, 0, what="--freq_mask_width"), default=8,
-                   help="widest frequency mask in bins (default 8)")
-    g.add_argument("--mixup", type=_range_type(float, 0.0, what="--mixup"), default=None, metavar="ALPHA",
-                   help="mix pairs of training inputs and their labels, weight ~ Beta(ALPHA, ALPHA) (e.g. 0.2)")
-    g.add_argument("--background_dir", type=str, default=None,
-                   help="overlay a random stretch of these recordings (*.wav) on every training clip")
-    g.add_argument("--background_from_noise_class", action="store_true",
-                   help="overlay the training split's noise clips as backgrounds")
-    g.add_argument("--background_snr", type=float, nargs=2, default=(0.0, 20.0), metavar=("LOW", "HIGH"),
-                   help="signal-to-background ratio in dB, drawn uniformly (default 0 20)")
-    g.add_argument("--channels", type=str, default="mean",
-                   help="clips with several channels: mean (down-mix, default) or K (use channel K, 1-based)")
-    m = p.add_argument_group("model selection, cross-validation and the unknown answer")
-    m.add_argument("--monitor", type=str, default="accuracy", choices=METRICS.monitorable() + ["loss"],
-                   help="validation figure for the best weights, the plateau scheduler and early stopping "
-                        "(default accuracy, as the original)")
-    m.add_argument("--bn_statistics", type=str, default="recomputed", choices=("recomputed", "running"),
-                   help="BatchNorm statistics for validation, test and the model file: recomputed on up to "
-                        "1024 training clips with the current weights before each validation (default), or the "
-                        "running averages of the training steps (the original; they trail the weights)")
-    m.add_argument("--folds", type=_range_type(int, 2, what="--folds"), default=None, metavar="K",
-                   help="cross-validation: K runs whose test partitions are disjoint groups of tapes")
-    m.add_argument("--unknown_false_rejection", type=_range_type(float, 0.0, 1.0, True, "--unknown_false_rejection"),
-                   default=0.05, help="share of known validation clips the unknown threshold rejects (default 0.05)")
-    m.add_argument("--unknown_score", type=str, default=UNKNOWN_SCORES[0], choices=UNKNOWN_SCORES,
-                   help=f"out-of-distribution score fitted for predict.py --unknown (default {UNKNOWN_SCORES[0]})")
-
-
-RunConfig = run_config.config_class(build_parser())
-
-
-def parse(argv: Optional[List[str]] = None) -> "RunConfig":
-    """The command line as the run's frozen configuration."""
-    return run_config.parse(build_parser(), RunConfig, argv)
 
 
 # ---------------------------------------------------------------------------- options
@@ -238,16 +71,6 @@ def feature_options(config) -> FeatureOptions:
     return FeatureOptions(**values, min_max_norm=config.min_max_norm)
 
 
-def train_options(config, processes: runtime.Processes, seed: int, precision: runtime.Precision) -> dict:
-    """trainOpts of the model file and ``options`` of metrics.json: every option by its
-    flag name, the seed actually used, and what follows from the options."""
-    options = config.to_dict()
-    options.update(seed=seed, seq_frames=seq_frames(config.sequence_len, config.sr, config.hop_length),
-                   processes=processes.world, lr_effective=factories.effective_lr(config, processes),
-                   precision=precision.name)
-    return options
-
-
 def check_options(config) -> None:
     if not config.model_dir:
         raise ValueError("--model_dir is required (where ANIMAL-SPOT.pk is written)")
@@ -265,39 +88,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\n".join(backbones.describe()))
         return 0
     processes = runtime.start_processes(not config.no_cuda)
+
+    def body(log):
+        try:
+            run(config, log, processes)
+        except KNOWN_ERRORS:
+            raise
+        except Exception:                        # as the original: the traceback as a warning, then abort
+            log.warning(traceback.format_exc())
+            log.warning("Aborting...")
+            return 1
     try:
-        log = setup_logger("ANIMAL-SPOT", config.log_dir if processes.main else None, "TRAIN.log", config.debug,
-                           level=None if processes.main else logging.WARNING)
-    except OutputError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        runtime.stop_processes(processes)
-        return 1
-    try:
-        run(config, log, processes)
-        return 0
-    except KNOWN_ERRORS as error:
-        log.error(error_message(error))
-        return 1
-    except KeyboardInterrupt:
-        log.warning("Interrupted. Aborting...")
-        return 1
-    except Exception:
-        log.warning(traceback.format_exc())
-        log.warning("Aborting...")
-        return 1
+        return cli.run(body, "ANIMAL-SPOT", config.log_dir if processes.main else None, "TRAIN.log", config.debug,
+                       KNOWN_ERRORS, level=None if processes.main else logging.WARNING)
     finally:
-        close_logger(log)
         runtime.stop_processes(processes)
-
-
-def error_message(error: Exception) -> str:
-    """The error's own message; for one raised in a loader worker, without the worker's
-    traceback that the loader wraps around it."""
-    text = str(error)
-    if "Original Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        return last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
-    return text
 
 
 def check_writable(config) -> None:
@@ -476,82 +281,11 @@ def choose_format(config, model, precision, device, frames, data: TrainingData) 
     forced = config.memory_format
     if forced == "auto" and config.seed is not None:
         forced = "contiguous"       # reproducible runs: no timing-dependent choice
-    import copy
 
     example = torch.rand(max(2, config.batch_size), 1, frames, data.options.input_bins,
                          generator=torch.Generator().manual_seed(0))
     probe = copy.deepcopy(model) if forced == "auto" else model
     return runtime.choose_memory_format(probe, example, precision, device, forced, training=True)
-
-
-# ----------------------------------------------------------------------- the results
-def finish(config, trainer: Trainer, data: TrainingData, spec: ModelSpec, test, seed: int, precision,
-           processes, started: float, log) -> None:
-    """Calibration and the unknown score on the best weights' validation logits, then the
-    model file, metrics.json and the model card (main process)."""
-    class_map = data.class_map
-    best = trainer.best_weights()
-    if best is not None and best.logits is not None:
-        val_logits, val_labels, val_features = best.logits, best.labels, best.features
-    else:                                   # no validation improved on the start, or an older checkpoint
-        val_logits, val_labels, val_features = trainer.evaluate(data.single_loaders["val"])
-    calibration = calibrate(val_logits, val_labels, class_map.names, class_map.noise_index, config.target_precision)
-    calibration["test"] = detection_figures(softmax(test.logits, calibration["temperature"]), test.labels,
-                                            class_map.names, calibration["thresholds"])
-    log.info(f"Calibration on validation: temperature {calibration['temperature']:.3f}, expected calibration "
-             f"error {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}; thresholds "
-             + ", ".join(f"{k} {v:.3f}" for k, v in calibration["thresholds"].items()))
-    unknown, unknown_test = fit_unknown_answer(config, trainer, data, val_logits, val_features, test, log)
-    spec.train_opts = train_options(config, processes, seed, precision)
-    spec.thresholds, spec.temperature, spec.unknown = calibration["thresholds"], calibration["temperature"], unknown
-    spec.provenance = provenance(split_hash=split_hash(data.split))
-    path = os.path.join(config.model_dir, "ANIMAL-SPOT.pk")
-    metrics = {"model": path, "classes": class_map.names, "class_map": class_map.to_dict(),
-               "test": test.metrics.summary(class_map.names, intervals=True),
-               "best_val": {"epoch": best.epoch, "monitor": best.monitor.name, best.monitor.name: best.metric,
-                            **(best.summary or {})} if best else None,
-               "last_val": trainer.results["val"].metrics.summary(class_map.names) if "val" in trainer.results
-               else None,
-               "calibration": calibration,
-               "unknown": {**{k: v for k, v in unknown.items() if k != "centroids"}, "test": unknown_test},
-               "options": spec.train_opts, "seed": seed,
-               "seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-               "provenance": spec.provenance}
-    spec.card = model_card.card_data(spec, metrics, data, runtime.machine_description())
-    save(config, trainer.model, spec, data, path, log)
-    atomic_write_text(os.path.join(config.model_dir, "metrics.json"), json.dumps(metrics, indent=2, default=str))
-    atomic_write_text(os.path.join(config.model_dir, "MODEL_CARD.md"), model_card.render(spec))
-
-
-def fit_unknown_answer(config, trainer: Trainer, data: TrainingData, val_logits, val_features, test, log):
-    """The unknown score's threshold on validation (centroids from up to 256 training
-    clips per class, without augmentation), and how often known test clips are rejected."""
-    score = config.unknown_score
-    train_features = train_labels = None
-    if score == "centroid_distance":
-        train_logits, train_labels, train_features = trainer.evaluate(training_data.plain_loader(config, data))
-        if train_features is None or val_features is None or test.features is None:
-            log.warning("No pooled features from this network (compiled?): the unknown answer uses max_probability")
-            score = "max_probability"
-    unknown = fit_unknown(score, config.unknown_false_rejection, val_features, val_logits, train_features,
-                          train_labels)
-    report = unknown_report(unknown, test.features, test.logits)
-    log.info(f"Unknown answer ({unknown['score']}): threshold {unknown['threshold']:.4f} rejects "
-             f"{100 * config.unknown_false_rejection:.1f} % of known validation clips; on test "
-             f"{pct(report['rejected_share'])} of known clips are called unknown")
-    return unknown, report
-
-
-def save(config, model, spec: ModelSpec, data: TrainingData, path: str, log) -> None:
-    os.makedirs(config.model_dir, exist_ok=True)
-    model = model.to(memory_format=torch.contiguous_format)
-    if config.jit_save:
-        example = torch.rand(1, 1, data.frames, data.options.input_bins)
-        save_jit_model(path, model, example, spec, data.options.jit_description(spec.classes, config.sequence_len))
-        log.debug(f"Model successfully saved via torch jit: {path}")
-    else:
-        save_model(path, model, spec)
-        log.debug(f"Model successfully saved via torch save: {path}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data.augment import mixup
 from evaluation.metrics import METRICS, PassMetrics
 from utils.checkpoints import CHECKPOINT_FORMAT
 from utils.classmap import ClassMap, binary_count
@@ -358,3 +357,14 @@ def restore_checkpoint(trainer: Trainer, checkpoint: dict) -> int:
     for listener in trainer.listeners:
         listener.restore(train_state, extra)
     return int(train_state["epoch"]) + 1
+
+
+def mixup(inputs: torch.Tensor, alpha: float, generator: torch.Generator):
+    """``(mixed inputs, permutation, lambda)``: every input mixed with a partner of the
+    same batch, ``lambda ~ Beta(alpha, alpha)`` (Zhang et al. 2018), both drawn from
+    ``generator``; the loss is ``lambda * loss(y) + (1 - lambda) * loss(y[permutation])``."""
+    from scipy.stats import beta
+
+    lam = float(beta.ppf(float(torch.rand((), generator=generator)), alpha, alpha))   # inverse-CDF draw
+    permutation = torch.randperm(inputs.shape[0], generator=generator).to(inputs.device)
+    return lam * inputs + (1 - lam) * inputs[permutation], permutation, lam

@@ -15,9 +15,11 @@
 import logging
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
@@ -25,7 +27,7 @@ from data.audio_io import scan_audio
 from data.augment import SpecAugment
 from data.audiodataset import Dataset, EpochKeys, noise_files_in
 from data.features import FeatureOptions
-from data.filenames import class_name, discover_classes, filter_broken_audio, find_audio_files, usable_files
+from data.filenames import class_name, discover_classes, filter_broken_audio, find_audio_files, tape_key, usable_files
 from data.samplers import BalancedSampler, ShardSampler, ShuffleSampler, class_counts, sampling_weights
 from data.split import PARTITIONS, get_split, report_split, split_exists
 from utils.classmap import ClassMap, check_class_count
@@ -197,3 +199,24 @@ def plain_loader(config, data: TrainingData, per_class: int = 256, purpose: str 
                       dataset_name=f"train ({purpose})", options=data.options, channel=training_channel(config))
     return DataLoader(dataset, batch_size=config.batch_size, sampler=EpochKeys(ShardSampler(len(dataset))),
                       num_workers=0)        # one pass: starting worker processes would cost more than it saves
+
+
+def card_summary(data: TrainingData) -> Dict:
+    """Clips per class and partition, tapes per class, sample rates (from file headers)."""
+    classes: Dict[str, Dict] = {name: {"train": 0, "val": 0, "test": 0, "tapes": 0} for name in data.class_map.names}
+    tapes: Dict[str, set] = {name: set() for name in classes}
+    rates: Counter = Counter()
+    for partition, dataset in data.datasets.items():
+        for relative in dataset.file_names:
+            name = class_name(relative)
+            if name not in classes:
+                continue
+            classes[name][partition] += 1
+            tapes[name].add(tape_key(relative))
+            try:
+                rates[str(sf.info(os.path.join(dataset.working_dir or "", relative)).samplerate)] += 1
+            except Exception:             # unreadable files were set aside before training
+                rates["unreadable"] += 1
+    for name in classes:
+        classes[name]["tapes"] = len(tapes[name] - {None})
+    return {"classes": classes, "sample_rates": dict(sorted(rates.items()))}

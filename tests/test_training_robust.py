@@ -15,7 +15,8 @@ import torch
 
 import main as train_main
 from conftest import small_run
-from data.augment import BackgroundOverlay, SpecAugment, mixup
+from data.augment import BackgroundOverlay, SpecAugment
+from trainer import mixup
 from data.filenames import tape_key
 from utils.seeding import batch_generator, item_rng
 

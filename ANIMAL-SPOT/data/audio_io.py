@@ -7,7 +7,6 @@ channels are averaged; other rates are resampled with resampy's ``kaiser_best`` 
 """
 
 import math
-import os
 from functools import lru_cache
 from typing import Iterable, List, Optional, Tuple
 

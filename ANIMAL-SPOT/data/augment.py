@@ -149,14 +149,3 @@ class BackgroundOverlay:
         if noise_power <= 0 or power <= 0:
             return spec
         return spec + noise * (power / noise_power) * 10.0 ** (-snr / 10.0)
-
-
-def mixup(inputs: torch.Tensor, alpha: float, generator: torch.Generator):
-    """``(mixed inputs, permutation, lambda)``: every input mixed with a partner of the
-    same batch, ``lambda ~ Beta(alpha, alpha)`` (Zhang et al. 2018), both drawn from
-    ``generator``; the loss is ``lambda * loss(y) + (1 - lambda) * loss(y[permutation])``."""
-    from scipy.stats import beta
-
-    lam = float(beta.ppf(float(torch.rand((), generator=generator)), alpha, alpha))   # inverse-CDF draw
-    permutation = torch.randperm(inputs.shape[0], generator=generator).to(inputs.device)
-    return lam * inputs + (1 - lam) * inputs[permutation], permutation, lam

@@ -4,8 +4,6 @@ and where it was not tested. Training stores the card's facts in the model file
 --describe M.pk`` renders the same text from the model file alone. Files without a card
 (the original's, older ones) get what the file itself says."""
 
-import os
-from collections import Counter
 from typing import Dict, List, Optional
 
 PURPOSE = ("Detects or classifies the calls of the classes listed below in recordings made like the training "
@@ -14,31 +12,6 @@ NOT_TESTED = ("It was not tested on recordings from other sites, recorders, seas
               "in its data, on call types it was not trained on (use predict.py --unknown to flag them), nor at "
               "other sample rates than those listed. Test figures are clip-level on held-out tapes; event-level "
               "performance on long recordings needs EVALUATION/score.py on annotated recordings of your own.")
-
-
-def data_summary(data) -> Dict:
-    """Clips per class and partition, tapes per class, sample rates (from file headers)."""
-    import soundfile as sf
-
-    from data.filenames import class_name, tape_key
-
-    classes: Dict[str, Dict] = {name: {"train": 0, "val": 0, "test": 0, "tapes": 0} for name in data.class_map.names}
-    tapes: Dict[str, set] = {name: set() for name in classes}
-    rates: Counter = Counter()
-    for partition, dataset in data.datasets.items():
-        for relative in dataset.file_names:
-            name = class_name(relative)
-            if name not in classes:
-                continue
-            classes[name][partition] += 1
-            tapes[name].add(tape_key(relative))
-            try:
-                rates[str(sf.info(os.path.join(dataset.working_dir or "", relative)).samplerate)] += 1
-            except Exception:             # unreadable files were set aside before training
-                rates["unreadable"] += 1
-    for name in classes:
-        classes[name]["tapes"] = len(tapes[name] - {None})
-    return {"classes": classes, "sample_rates": dict(sorted(rates.items()))}
 
 
 def largest_confusions(test: Dict, names: List[str], count: int = 5) -> List[Dict]:
@@ -50,11 +23,13 @@ def largest_confusions(test: Dict, names: List[str], count: int = 5) -> List[Dic
             for n, t, p, total in pairs[:count]]
 
 
-def card_data(spec, metrics: Dict, data, machine: str) -> Dict:
+def card_data(spec, metrics: Dict, data: Dict, machine: str) -> Dict:
+    """The card's facts: ``data`` is the clips per class and partition, tapes and sample
+    rates (``training_data.card_summary``)."""
     options = spec.train_opts or {}
     folds = options.get("folds")
     return {
-        "data": data_summary(data),
+        "data": data,
         "split": {"rule": "by recording (YEAR_TAPE): every clip of a tape in one partition, 70/15/15 "
                           "train/val/test" + (f" (fold of a {folds}-fold cross-validation)" if folds else ""),
                   "hash": (spec.provenance or {}).get("splitHash")},

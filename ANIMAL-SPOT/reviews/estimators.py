@@ -33,7 +33,7 @@ assumes the recording's units of a stratum hold calls at the stratum's rate.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 

@@ -5,5 +5,5 @@ importable (the original's ``utils.metrics`` among them)."""
 
 from utils import compat
 
-compat.declare("utils", {"metrics": "evaluation.metrics", "calibration": "evaluation.calibration",
+compat.declare("utils", {"metrics": "evaluation.original_metrics", "calibration": "evaluation.calibration",
                          "imbalance": "models.losses"})

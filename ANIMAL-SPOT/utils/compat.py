@@ -4,7 +4,7 @@ Each package declares its moved modules once, in its ``__init__``::
 
     compat.declare("utils", {"metrics": "evaluation.metrics"})
 
-and ``import utils.metrics`` then gives the ``evaluation.metrics`` module itself (the
+and ``import utils.metrics`` then gives the ``evaluation.original_metrics`` module itself (the
 same object: classes, functions and ``isinstance`` checks are shared).
 """
 
