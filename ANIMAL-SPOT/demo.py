@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -129,9 +130,6 @@ def predict_and_score(out: str) -> int:
 
 def scripted_review(address: str, placed, per_class_report) -> None:
     """A reviewer who knows where the calls are, answering through the HTTP interface."""
-    import json
-    import urllib.request
-
     def call(path, body=None):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(address.rstrip("/") + path, data=data,

@@ -13,9 +13,12 @@ from datetime import datetime
 from typing import Optional
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 from evaluation.metrics import METRICS
 from trainer import Batch, Listener, PassResult, TrainingError
+from utils import summary
 from utils.early_stopping import EarlyStoppingCriterion
 
 log = logging.getLogger("ANIMAL-SPOT")
@@ -203,8 +206,6 @@ class Progress(Listener):
 
     def on_pass_start(self, trainer, phase, epoch, batches) -> None:
         if self.enabled and trainer.processes.main:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=batches, desc=f"{phase} {epoch}", unit="batch", leave=False, disable=None,
                             dynamic_ncols=True)
             self.samples, self.started = 0, time.time()
@@ -231,16 +232,12 @@ class TensorBoardWriter(Listener):
     or the ROC curve (binary). Images of the first batch."""
 
     def __init__(self, summary_dir: Optional[str], prefix: str):
-        from torch.utils.tensorboard import SummaryWriter
-
         log.info("Init summary writer")
         self.writer = SummaryWriter(log_dir=summary_run_dir(summary_dir, prefix))
 
     def on_batch_end(self, trainer, batch: Batch) -> None:
         if batch.index != 0 or not trainer.processes.main:
             return
-        from utils import summary
-
         names = trainer.class_map.names
         for item, true, pred in zip(batch.inputs, batch.targets.tolist(), batch.predictions.tolist()):
             verdict = "true" if true == pred else "false"
@@ -250,8 +247,6 @@ class TensorBoardWriter(Listener):
     def on_pass_end(self, trainer, r: PassResult) -> None:
         if not trainer.processes.main:
             return
-        from utils import summary
-
         w, phase, epoch, m = self.writer, r.phase, r.epoch, r.metrics
         w.add_scalar(f"{phase}/epoch_loss", r.loss, epoch)
         names = trainer.class_map.names

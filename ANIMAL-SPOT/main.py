@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 import copy
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 import crossval
 import factories
@@ -269,8 +270,6 @@ def make_trainer(config, model, data: TrainingData, device, precision, processes
     model.to(memory_format=runtime.MEMORY_FORMATS[memory_format])
     network = runtime.maybe_compile(model, config.compile)
     if processes.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
         network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     return Trainer(model, data.class_map, device, factories.loss(config, data, log), optimizer,
                    factories.listeners(config, model, optimizer, data, processes),

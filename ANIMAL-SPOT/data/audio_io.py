@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from data.remote import RemoteError, open_recording
 from utils.paths import files_below
 
 # resampy's "kaiser_best" filter as resampy (0.2 and later) ships it: a Kaiser-windowed
@@ -188,8 +189,6 @@ class SignalReader:
         # set first: __del__ runs after a failed __init__ too
         self.path, self.sr, self._handle, self._remote, self._source = path, sr, None, None, path
         if "://" in path:                   # a URL (data.remote): read block by block over the network
-            from data.remote import RemoteError, open_recording
-
             try:
                 self._source, self._remote = open_recording(path)
             except RemoteError as error:

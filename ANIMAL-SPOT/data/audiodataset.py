@@ -19,6 +19,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 import torch.utils.data
 
+from data import transforms
 from data.audio_io import AudioFileError, load_audio  # noqa: F401  (public names)
 from data.augment import (BackgroundOverlay, RandomAddNoise, RandomAmplitude, RandomPitchShift, RandomTimeStretch,
                           SpecAugment, chain)
@@ -131,9 +132,7 @@ class AudioDataset(FileNameDataset):
         self.sr, self.mono = sr, mono
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        from data.transforms import load_audio as load
-
-        return load(self.path_of(index), self.sr, self.mono)
+        return transforms.load_audio(self.path_of(index), self.sr, self.mono)
 
 
 def class_map_of(classes: Union[ClassMap, Mapping[str, int], Sequence[str], None],

@@ -10,6 +10,8 @@ import logging
 import os
 from typing import Iterable, List, Optional, Sequence
 
+import soundfile as sf
+
 log = logging.getLogger("ANIMAL-SPOT")
 
 YEAR_MIN, YEAR_MAX = 1950, 2199
@@ -106,8 +108,6 @@ def discover_classes(rel_paths: Iterable[str]) -> List[str]:
 
 def peak_amplitude(path: str) -> float:
     """Largest absolute sample value of a file (read in blocks)."""
-    import soundfile as sf
-
     peak = 0.0
     for block in sf.blocks(path, blocksize=1 << 18, dtype="float32", always_2d=True):
         if block.size:

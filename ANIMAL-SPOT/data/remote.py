@@ -12,6 +12,8 @@ import shutil
 import tempfile
 from typing import Dict, Optional, Tuple
 
+import fsspec
+
 BLOCK = 1 << 20
 _OPTIONS: Dict = {}
 
@@ -31,8 +33,6 @@ def configure(storage_options: Optional[Dict]) -> None:
 
 
 def filesystem(url: str):
-    import fsspec
-
     try:
         return fsspec.core.url_to_fs(url, **_OPTIONS)
     except ImportError as error:

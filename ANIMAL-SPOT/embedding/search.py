@@ -10,23 +10,29 @@ best windows are merged where neighbours of one recording touch (a selection kee
 best similarity), and the query's own windows are left out.
 """
 
+import csv
+import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
+import soundfile as sf
 import torch
 
-from embedding.store import Store, StoreError
+from data.snippets import read_snippet
+from embedding.store import Store, StoreError, file_sha256
+from evaluation.raven import HEADER_COLUMNS, tsv
+from prediction.core import Predictor, PredictionModel
+from utils.atomic import atomic_write_text
 
 CHUNK = 65536
 
 
 def as_tensor_half(array: np.ndarray) -> torch.Tensor:
     """A tensor over (read-only, memory-mapped) float16 vectors, without a copy."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(np.asarray(array))
@@ -210,14 +216,10 @@ def stored_stretch(store: Store, recording: str, begin: float, end: float):
 
 def embed_audio(store: Store, path: str, model_path: Optional[str] = None) -> np.ndarray:
     """The windows of an audio file, embedded with the store's model."""
-    from prediction.core import Predictor, PredictionModel
-
     model_path = model_path or store.description["model"].get("file")
     if not model_path or not os.path.isfile(model_path):
         raise StoreError(f"a query from audio needs the store's model ({store.description['model']}): pass "
                          "--model_path")
-    from embedding.store import file_sha256
-
     if store.description["model"].get("sha256") not in (None, file_sha256(model_path)):
         raise StoreError(f"{model_path} is not the model the store {store.root} was made with")
     predictor = Predictor([PredictionModel.open(model_path, memory_format="contiguous")],
@@ -227,8 +229,6 @@ def embed_audio(store: Store, path: str, model_path: Optional[str] = None) -> np
 
 def table_selection(text: str):
     """``TABLE.txt#N`` -> (recording, begin, end) of selection N."""
-    import csv
-
     path, _, number = text.rpartition("#")
     if not os.path.isfile(path):
         raise StoreError(f"--query {text}: no table {path}")
@@ -267,10 +267,6 @@ def resolve_query(store: Store, text: str, model_path: Optional[str] = None):
     except StoreError:
         if not os.path.isfile(recording):
             raise
-    import soundfile as sf
-
-    from data.snippets import read_snippet
-
     samples, rate, _ = read_snippet(recording, begin, end, 0.0)
     with tempfile.TemporaryDirectory() as folder:
         clip = os.path.join(folder, "query.wav")
@@ -281,8 +277,6 @@ def resolve_query(store: Store, text: str, model_path: Optional[str] = None):
 def hits_table(hits: List[Hit], data_opts: dict) -> str:
     """A Raven table of the hits: times within each file, ``Begin File``, ``Begin Path``,
     ``File Offset (s)`` and ``Similarity``."""
-    from evaluation.raven import HEADER_COLUMNS, tsv
-
     columns = HEADER_COLUMNS + ["Begin File", "Begin Path", "File Offset (s)", "Similarity"]
     rows = [[str(n), "Spectrogram_1", str(h.channel), str(round(h.begin, 3)), str(round(h.end, 3)),
              str(data_opts.get("fmin", "")), str(data_opts.get("fmax", "")), "similar", " ",
@@ -292,10 +286,6 @@ def hits_table(hits: List[Hit], data_opts: dict) -> str:
 
 
 def run_search(args) -> int:
-    import logging
-
-    from utils.atomic import atomic_write_text
-
     store = Store.existing(args.store)
     query, exclude = resolve_query(store, args.query, args.model_path)
     hits = search(store, query, args.top, exclude)

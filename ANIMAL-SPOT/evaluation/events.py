@@ -22,7 +22,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from prediction.annotations import Event
+from evaluation.raven import Event
+from utils.atomic import atomic_write
 
 log = logging.getLogger("ANIMAL-SPOT")
 DUPLICATE_OVERLAP = 0.9
@@ -250,7 +251,5 @@ def pr_curve(points: Dict[str, List[Tuple[float, float, float]]], path: str) -> 
     axis.set_ylim(0, 1.02)
     axis.set_title("Event-level precision-recall over thresholds")
     axis.legend(loc="lower left", fontsize=8)
-    from utils.atomic import atomic_write
-
     with atomic_write(path, "wb") as handle:
         figure.savefig(handle, format="png", dpi=100)

@@ -12,7 +12,8 @@ from typing import Optional
 
 import torch.nn as nn
 
-from models.tv_encoder import PretrainedWeightsError, load_imagenet, one_channel_stem  # noqa: F401
+from models.tv_encoder import PretrainedWeightsError, load_imagenet, one_channel_stem  # noqa: F401  (its public place)
+from models.tv_encoder import imagenet_state_dict as tv_imagenet_state_dict
 
 VARIANTS = {
     # name: (torchvision builder, output channels)
@@ -24,9 +25,7 @@ VARIANTS = {
 
 
 def imagenet_state_dict(variant: str, weights_path: Optional[str] = None) -> dict:
-    from models.tv_encoder import imagenet_state_dict as load
-
-    return load(VARIANTS[variant][0], weights_path, "features.0.0.weight")
+    return tv_imagenet_state_dict(VARIANTS[variant][0], weights_path, "features.0.0.weight")
 
 
 class ConvNextEncoder(nn.Module):

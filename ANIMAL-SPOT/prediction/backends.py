@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime
 import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -108,8 +109,6 @@ class OnnxBackend:
     last_reduced = False
 
     def __init__(self, path: str, device: torch.device):
-        import onnxruntime                      # only for .onnx files: a second of start-up otherwise
-
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

@@ -24,8 +24,9 @@ from typing import Deque, Dict, List, Optional, Sequence
 import numpy as np
 
 from evaluation.calibration import calibrated_from_probabilities
-from evaluation.raven import Event
 from evaluation.log_format import PredictionLog, log_windows, parse_log, prediction_logs
+from evaluation.raven import Event, selection_table
+from models.model_file import load_model
 from utils.atomic import atomic_write_text
 from utils.classmap import ClassMap
 
@@ -277,8 +278,6 @@ def table_events(events: List[Event], duration: float, class_map: ClassMap, nois
 
 def model_rule(log_: PredictionLog, fallback: float = 0.5) -> DecisionRule:
     """``threshold=model``: the thresholds and temperature of the model named in the log."""
-    from models.model_file import load_model
-
     if not log_.model_path:
         raise ValueError(f"{log_.path}: no 'Model Path:' line; threshold=model needs it")
     spec = load_model(log_.model_path).spec
@@ -292,8 +291,6 @@ def evaluate(prediction_path: str, output_dir: str, threshold, noise_in_anno: bo
     """The original's EVALUATION step: ``<output_dir>/<log name>.annotation.result.txt``
     per log; returns their paths. ``threshold`` is a number, or ``"model"`` for the model
     file's per-class thresholds."""
-    from evaluation.raven import selection_table
-
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for path in prediction_logs(prediction_path):

@@ -18,6 +18,9 @@ import re
 from datetime import timedelta
 from typing import Dict, List, Sequence
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from evaluation.raven import HEADER_COLUMNS, Event, format_score, read_table, table_rows, tsv
 from prediction.decisions import table_events
 from prediction.sinks import Recording, RunInfo, Sink
@@ -111,9 +114,6 @@ class ParquetSink(EventTableSink):
     suffix = ".parquet"
 
     def write(self, recording, events, path) -> None:
-        import pyarrow as pa                # only for --format parquet: a second of start-up otherwise
-        import pyarrow.parquet as pq
-
         columns, rows = self.rows(recording, events)
         data = {}
         for i, name in enumerate(columns):
@@ -129,8 +129,6 @@ class ParquetSink(EventTableSink):
 
     @classmethod
     def read(cls, path: str) -> List[Event]:
-        import pyarrow.parquet as pq
-
         return _events_of_rows(path, pq.read_table(path).to_pylist(), cls.stem_of(path))
 
 
