@@ -31,17 +31,15 @@ from typing import List, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch
-
 from data.audio_io import AudioFileError
-from data.features import FeatureOptions
 from data.sources import recording_list
-from embedding import classify, heads, search
-from embedding.store import Store, StoreError, StoreSink, file_sha256
-from models import backbones
-from models.model_file import LoadedModel, ModelFileError, ModelSpec, classifier_options
+from embedding import classify, encoders, heads, search
+from embedding.encoders import TEMPLATE, Choice
+from embedding.store import Store, StoreError, StoreSink
+from models import foundation
+from models.foundation import EncoderError
+from models.model_file import ModelFileError
 from models.tv_encoder import PretrainedWeightsError
-from prediction.backends import PredictionModel, TorchBackend
 from prediction.core import Predictor
 from prediction.decisions import DecisionRule
 from prediction.run import AudioSource, Decisions, Layout, run_recordings
@@ -52,11 +50,9 @@ from utils.atomic import OutputError
 
 log = logging.getLogger("EMBED")
 JOURNAL = "embed_journal."
-COMMANDS = ("search", "fit", "classify", "report")
-ERRORS = (StoreError, ModelFileError, AudioFileError, PretrainedWeightsError, OutputError, ValueError,
+COMMANDS = ("search", "fit", "classify", "report", "encoders")
+ERRORS = (StoreError, ModelFileError, AudioFileError, PretrainedWeightsError, EncoderError, OutputError, ValueError,
           FileNotFoundError)
-TEMPLATE = {"sr": 44100, "n_fft": 1024, "hop_length": 172, "n_freq_bins": 256, "fmin": 500, "fmax": 10000,
-            "freq_compression": "linear"}          # the training scripts' settings (and their 0.5 s segments)
 
 
 def embed_parser() -> argparse.ArgumentParser:
@@ -64,7 +60,9 @@ def embed_parser() -> argparse.ArgumentParser:
                                 epilog="Sub-commands: search, fit, classify, report (embed.py <command> --help).")
     p.add_argument("--model_path", default=None,
                    help="an ANIMAL-SPOT.pk whose pooled encoder features are the embedding")
-    p.add_argument("--backbone", default=None, help="or an untrained backbone by name (e.g. with ImageNet weights)")
+    p.add_argument("--backbone", default=None,
+                   help="or an untrained backbone by name (with ImageNet weights), or a foundation encoder: birdnet, "
+                        "batdetect2, onnx:PATH, torchscript:PATH (embed.py encoders lists them)")
     p.add_argument("--pretrained_weights", default=None, help="--backbone: local weights file (else the cache)")
     p.add_argument("--input_file", required=True, help="a recording, or a folder searched recursively")
     p.add_argument("--store", required=True, help="the store folder (made, or appended to)")
@@ -79,6 +77,10 @@ def embed_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory_format", default="auto", choices=("auto", "contiguous", "channels_last"))
     p.add_argument("--no_cuda", action="store_true", help="do not use a GPU")
     p.add_argument("--shard", default=None, metavar="I/N", help="embed the I-th of N shares of the recordings")
+    p.add_argument("--encoder_sr", type=int, default=None, help="onnx:/torchscript: encoders: their sample rate "
+                                                                  "(default: the file's metadata)")
+    p.add_argument("--encoder_window", type=float, default=None, help="onnx:/torchscript: encoders: their window in "
+                                                                        "seconds (default: the file's metadata)")
     for key, value in TEMPLATE.items():
         p.add_argument(f"--{key}", type=type(value), default=None,
                        help=f"--backbone: {key} (default {value}, the training scripts' setting)")
@@ -123,6 +125,26 @@ def classify_parser() -> argparse.ArgumentParser:
     return p
 
 
+def encoders_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="embed.py encoders", description="The foundation encoders and whether they "
+                                                                          "are installed.")
+
+
+def run_encoders(args, log: logging.Logger) -> int:
+    for name, encoder in foundation.ENCODERS.items():
+        info = encoder.info
+        try:
+            foundation.encoder_options(name)
+            state = "installed"
+        except EncoderError as error:
+            state = f"not installed ({error})"
+        print(f"{name}: {info.version}; {info.window:g} s at {info.sample_rate} Hz -> {info.dim} values; licence "
+              f"{info.licence}; {state}")
+    print("onnx:PATH, torchscript:PATH: an exported embedding model of your own ((B, samples) -> (B, dim)); its "
+          "sample rate and window from its metadata or --encoder_sr, --encoder_window")
+    return 0
+
+
 def report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embed.py report", description="The store's account from its journals.")
     p.add_argument("--store", required=True)
@@ -130,41 +152,16 @@ def report_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- embed
-def embedding_model(args, device, precision):
-    """The prediction model whose pooled features are the embedding, and the store's
-    description of it."""
-    if bool(args.model_path) == bool(args.backbone):
-        raise ValueError("give --model_path (a trained model) or --backbone (an untrained one), not both")
-    if args.model_path:
-        model = PredictionModel.open(args.model_path, device, False, precision, args.memory_format)
-        identity = {"file": os.path.abspath(args.model_path), "sha256": file_sha256(args.model_path)}
-    else:
-        backbone = backbones.get(args.backbone)
-        options = FeatureOptions(**{k: getattr(args, k) if getattr(args, k) is not None else v
-                                    for k, v in TEMPLATE.items()})
-        encoder_opts = dict(backbone.defaults, backbone=backbone.name)
-        spec = ModelSpec(encoder_opts, classifier_options(encoder_opts, 2), options.data_opts(),
-                         train_opts={"sequence_len": 1000 * (args.sequence_len or 0.5)})
-        network = spec.build(pretrained=True, weights_path=args.pretrained_weights)
-        backend = TorchBackend(LoadedModel(network.eval(), spec), device, precision, args.memory_format)
-        model = PredictionModel(f"backbone:{backbone.name}", spec, options, backend)
-        weights = file_sha256(args.pretrained_weights) if args.pretrained_weights else "the library's ImageNet weights"
-        identity = {"backbone": backbone.name, "weights": weights,
-                    "weights_path": os.path.abspath(args.pretrained_weights) if args.pretrained_weights else None}
-    dim = int(model.spec.classifier_opts.get("input_channels"))
-    description = {"model": identity, "data_opts": model.spec.data_opts, "min_max_norm": model.options.min_max_norm,
-                   "dim": dim, "hop": args.hop, "classes": model.class_map.to_dict(),
-                   "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch": str(torch.__version__)}
-    return model, description
-
-
 def run_embed(args, log: logging.Logger) -> int:
     device = runtime.choose_device(not args.no_cuda, int(os.environ.get("LOCAL_RANK", "0")))
     precision = runtime.choose_precision(device, args.amp)
-    model, description = embedding_model(args, device, precision)
+    spectrogram = {k: getattr(args, k) for k in TEMPLATE}
+    choice = Choice(args.model_path, args.backbone, args.pretrained_weights, args.sequence_len, spectrogram,
+                    {"sample_rate": args.encoder_sr, "window": args.encoder_window})
+    model, description = encoders.choose(choice, device, precision, args.memory_format)
     predictor = Predictor([model], args.sequence_len, args.hop, args.batch_size, device=device,
                           prefetch=device.type != "cpu")
-    description["window"] = predictor.sequence_len
+    description["window"], description["hop"] = predictor.sequence_len, args.hop
     files = recording_list(args.input_file)
     processes = runtime.start_processes(not args.no_cuda)
     try:
@@ -210,10 +207,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else "embed"
     parser = {"embed": embed_parser, "search": search_parser, "fit": fit_parser, "classify": classify_parser,
-              "report": report_parser}[command]()
+              "report": report_parser, "encoders": encoders_parser}[command]()
     args = parser.parse_args(argv[1:] if command != "embed" else argv)
     body = {"embed": run_embed, "search": lambda a, log: search.run_search(a), "fit": run_fit,
-            "classify": lambda a, log: classify.run_classify(a), "report": run_report}[command]
+            "classify": lambda a, log: classify.run_classify(a), "report": run_report, "encoders": run_encoders}[command]
     return cli.run(lambda log: body(args, log), "EMBED", errors=ERRORS, library=True)
 
 

@@ -42,6 +42,9 @@ class WithSoftmax(nn.Module):
 def export_onnx(model_path: str, out: str, frames: Optional[int] = None) -> str:
     loaded = load_model(model_path)
     spec = loaded.spec
+    if spec.data_opts.get("input") == "audio":
+        raise ValueError(f"{model_path}: a head on the foundation encoder {spec.backbone} runs the encoder's own "
+                         "runtime and is not exported to ONNX; predict.py runs it")
     options = FeatureOptions.from_data_opts(spec.data_opts, spec.min_max_norm)
     frames = frames or int(spec.train_opts.get("seq_frames") or 128)
     example = torch.rand(2, 1, frames, options.input_bins)

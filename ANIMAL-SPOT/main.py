@@ -75,7 +75,9 @@ def feature_options(config) -> FeatureOptions:
 def check_options(config) -> None:
     if not config.model_dir:
         raise ValueError("--model_dir is required (where ANIMAL-SPOT.pk is written)")
-    backbones.get(config.backbone)            # an unknown name fails before any work
+    if backbones.get(config.backbone).audio:  # an unknown name fails before any work too
+        raise ValueError(f"--backbone {config.backbone} is a foundation encoder: its embeddings take few-shot heads "
+                         "(embed.py --backbone ...; embed.py fit); main.py trains spectrogram networks")
     training_data.training_channel(config)
     low, high = config.background_snr
     if low > high:

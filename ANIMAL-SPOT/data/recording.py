@@ -10,7 +10,7 @@ path of ``StridedAudioDataset`` (the original's way) within float32 rounding.
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.utils.data
@@ -140,3 +140,60 @@ class RecordingWindows:
         unique, inverse = torch.unique(starts, return_inverse=True)
         return signal[unique.unsqueeze(1) + taps], inverse
 
+
+@dataclass(frozen=True)
+class AudioOptions:
+    """What a foundation encoder takes (``models.foundation``): raw samples at ``sr`` in
+    windows of ``window`` seconds. Stored in a model file's ``dataOpts`` with ``input:
+    audio``; ``fmin``/``fmax`` (the band, for Raven tables) are the whole band."""
+
+    sr: int
+    window: float
+    min_max_norm: bool = False
+
+    @property
+    def fmin(self) -> int:
+        return 0
+
+    @property
+    def fmax(self) -> int:
+        return self.sr // 2
+
+    def data_opts(self) -> Dict:
+        return {"input": "audio", "sr": self.sr, "window": self.window, "fmin": self.fmin, "fmax": self.fmax}
+
+    @staticmethod
+    def describes(data_opts: Dict) -> bool:
+        return data_opts.get("input") == "audio"
+
+    @classmethod
+    def from_data_opts(cls, data_opts: Dict) -> "AudioOptions":
+        return cls(int(data_opts["sr"]), float(data_opts["window"]))
+
+
+class AudioWindows:
+    """The windows of one recording as raw samples (a foundation encoder's input):
+    ``(first window index, (B, window samples))`` batches, each batch read in one block,
+    the windows past the end zero-padded (a recording shorter than a window is one window,
+    padded). ``count`` and ``channel`` as for ``RecordingWindows``."""
+
+    def __init__(self, path: str, options: AudioOptions, hop: float, batch_size: int = 16,
+                 reader: Optional[SignalReader] = None, count: Optional[int] = None, channel: Optional[int] = None):
+        self.options, self.batch_size = options, batch_size
+        self.reader = reader or SignalReader(path, options.sr, channel)
+        geometry = WindowGeometry.from_seconds(options.window, hop, options.sr, self.reader.n_samples)
+        if count is not None:
+            geometry = WindowGeometry(geometry.window, geometry.step, count, geometry.n_samples, geometry.sr)
+        self.geometry = geometry
+
+    def __len__(self) -> int:
+        return self.geometry.count
+
+    def __iter__(self) -> Iterator[Tuple[int, torch.Tensor]]:
+        window, step = self.geometry.window, self.geometry.step
+        for first in range(0, self.geometry.count, self.batch_size):
+            last = min(first + self.batch_size, self.geometry.count)
+            start, stop = first * step, (last - 1) * step + window
+            block = self.reader.read(start, min(stop, self.reader.n_samples))
+            block = torch.nn.functional.pad(block, (0, stop - start - block.shape[0]))
+            yield first, torch.stack([block[i * step:i * step + window] for i in range(last - first)])

@@ -36,13 +36,13 @@ import torch
 
 from data.filenames import class_name, find_audio_files
 from embedding.search import embed_audio
-from embedding.store import Store, StoreError, file_sha256
+from embedding.encoders import store_model
+from embedding.store import Store
 from evaluation.calibration import calibrate, fit_unknown
 from evaluation.metrics import PassMetrics
 from evaluation.raven import find_tables, read_table
-from models import backbones
 from models.classifier import Classifier
-from models.model_file import LoadedModel, ModelSpec, classifier_options, load_model, provenance, save_model
+from models.model_file import ModelSpec, provenance, save_model
 from utils.atomic import atomic_write_text
 from utils.classmap import ClassMap
 
@@ -152,6 +152,10 @@ def class_map_of(labels: Sequence[str]):
     if len(names) == 2 and NOISE in names:
         call = next(n for n in names if n != NOISE)
         return ClassMap.from_dict({NOISE: 0, call: 1})
+    if len(names) == 2:
+        raise ValueError(f"examples of {names[0]} and {names[1]} but no noise: a head of two classes is a detector "
+                         "of one call type against noise; label noise too (with tables: windows that touch no "
+                         "selection are noise)")
     return ClassMap.from_names(names)
 
 
@@ -271,7 +275,7 @@ def run_fit(args, sources: Sequence[str], reviewed: Optional[Dict[str, List[Tupl
     train = ~val
     if not train.any() or not val.any():
         raise ValueError("too few labelled recordings to hold some out for validation")
-    base = base_model(store, args.model_path)
+    base = store_model(store, args.model_path)
     pooling = base.spec.classifier_opts.get("pooling", "avg")
     decay = args.weight_decay
     if decay is None:
@@ -309,21 +313,3 @@ def run_fit(args, sources: Sequence[str], reviewed: Optional[Dict[str, List[Tupl
     atomic_write_text(os.path.splitext(args.out)[0] + ".metrics.json", json.dumps(summary, indent=1, default=str))
     log.info(f"Written {args.out} (a normal model file: predict.py, review.py and export.py take it)")
     return 0
-
-
-def base_model(store: Store, model_path: Optional[str] = None):
-    """The store's embedding model (its encoder goes into the head's model file)."""
-    identity = store.description["model"]
-    if "backbone" in identity:
-        backbone = backbones.get(identity["backbone"])
-        encoder_opts = dict(backbone.defaults, backbone=backbone.name)
-        spec = ModelSpec(encoder_opts, classifier_options(encoder_opts, 2), store.description["data_opts"],
-                         train_opts={"sequence_len": 1000 * float(store.description["window"]),
-                                     "min_max_norm": store.description["min_max_norm"]})
-        return LoadedModel(spec.build(True, identity.get("weights_path")).eval(), spec)
-    path = model_path or identity.get("file")
-    if not path or not os.path.isfile(path):
-        raise StoreError(f"the store's model {identity.get('file')} is not there: pass --model_path")
-    if identity.get("sha256") != file_sha256(path):
-        raise StoreError(f"{path} is not the model the store {store.root} was made with")
-    return load_model(path)

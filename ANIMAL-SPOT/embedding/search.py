@@ -23,9 +23,10 @@ import soundfile as sf
 import torch
 
 from data.snippets import read_snippet
-from embedding.store import Store, StoreError, file_sha256
+from embedding.encoders import store_predictor_model
+from embedding.store import Store, StoreError
 from evaluation.raven import HEADER_COLUMNS, tsv
-from prediction.core import Predictor, PredictionModel
+from prediction.core import Predictor
 from utils.atomic import atomic_write_text
 
 CHUNK = 65536
@@ -216,14 +217,8 @@ def stored_stretch(store: Store, recording: str, begin: float, end: float):
 
 def embed_audio(store: Store, path: str, model_path: Optional[str] = None) -> np.ndarray:
     """The windows of an audio file, embedded with the store's model."""
-    model_path = model_path or store.description["model"].get("file")
-    if not model_path or not os.path.isfile(model_path):
-        raise StoreError(f"a query from audio needs the store's model ({store.description['model']}): pass "
-                         "--model_path")
-    if store.description["model"].get("sha256") not in (None, file_sha256(model_path)):
-        raise StoreError(f"{model_path} is not the model the store {store.root} was made with")
-    predictor = Predictor([PredictionModel.open(model_path, memory_format="contiguous")],
-                          float(store.description["window"]), float(store.description["hop"]), prefetch=False)
+    predictor = Predictor([store_predictor_model(store, model_path)], float(store.description["window"]),
+                          float(store.description["hop"]), prefetch=False)
     return np.concatenate([b.pooled.half().float().numpy() for b in predictor.stream(path, pooled=True)])
 
 

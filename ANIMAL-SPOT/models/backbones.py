@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from models import convnext_encoder, residual_encoder, timm_encoder, tv_encoder
+from models import convnext_encoder, foundation, residual_encoder, timm_encoder, tv_encoder
 
 log = logging.getLogger("ANIMAL-SPOT")
 
@@ -59,6 +59,7 @@ class Backbone:
     options: Tuple[Option, ...] = ()      # command-line options it declares
     pretrained: bool = False              # whether ImageNet weights exist for it
     description: str = ""
+    audio: bool = False                   # a foundation encoder: raw audio windows in, one vector out
 
     def parameters(self) -> int:
         """Parameter count, counted on the meta device (nothing is allocated)."""
@@ -89,6 +90,8 @@ def register(backbone: Backbone) -> Backbone:
 def get(name: str) -> Backbone:
     if name.startswith(timm_encoder.PREFIX):
         return timm_backbone(name[len(timm_encoder.PREFIX):])
+    if foundation.is_foundation(name):
+        return foundation_backbone(name)
     if name not in REGISTRY:
         close = difflib.get_close_matches(name, list(REGISTRY), n=4, cutoff=0.5)
         hint = f"; closest: {', '.join(close)}" if close else ""
@@ -139,6 +142,13 @@ def describe() -> List[str]:
                      f"{backbone.description}")
     lines.append(f"{'timm:<name>':<20}{'-':>9}{'-':>12}  {'timm':<9}any timm model with a 2-D feature map "
                  "(timm.list_models() names them)")
+    lines.append("foundation encoders for embed.py (embeddings and few-shot heads; not trained by main.py):")
+    for name, encoder in foundation.ENCODERS.items():
+        info = encoder.info
+        lines.append(f"{name:<20}{info.dim:>9}{'-':>12}  {'packaged':<9}{info.version}: {info.window:g} s at "
+                     f"{info.sample_rate} Hz, licence {info.licence}")
+    lines.append(f"{'onnx:PATH':<20}{'-':>9}{'-':>12}  {'file':<9}any exported embedding model (also "
+                 "torchscript:PATH)")
     return lines
 
 
@@ -233,3 +243,12 @@ def timm_backbone(model: str) -> Backbone:
         pretrained=True,
         description=f"timm {model}",
     )
+
+
+@lru_cache(maxsize=None)
+def foundation_backbone(name: str) -> Backbone:
+    """The entry of a foundation encoder (``models.foundation``): its options are the
+    ``encoderOpts`` a store or a head's model file keeps (rate, window, dimension, weights)."""
+    return Backbone(name=name, defaults={}, build=lambda opts, pretrained, path: foundation.build({**opts,
+                                                                                                  "backbone": name}),
+                    out_channels=lambda opts: int(opts["dim"]), description=f"foundation encoder {name}", audio=True)

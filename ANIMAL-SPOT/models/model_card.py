@@ -71,6 +71,11 @@ def render(spec, title: str = "ANIMAL-SPOT model") -> str:
     if split:
         lines += ["## Split", "", f"{split['rule']}; split hash `{split.get('hash')}`.", ""]
     encoder = dict(spec.encoder_opts)
+    if encoder.get("licence"):
+        lines += ["## Foundation encoder", "", f"A head on {encoder.get('version')} (`{spec.backbone}`"
+                  + (f", package {encoder['package']} {encoder.get('package_version')}" if encoder.get("package") else "")
+                  + f"), weights SHA-256 `{encoder.get('sha256')}`. Licence of the encoder's weights: "
+                  f"**{encoder['licence']}**; it binds every use of this model.", ""]
     lines += ["## Network and input", "", f"Backbone `{spec.backbone}`, encoder options `{encoder}`, "
               f"head `{spec.classifier_opts}`.", f"Input: `{spec.data_opts}`, segment "
               f"{options.get('sequence_len', 'unknown')} ms, "

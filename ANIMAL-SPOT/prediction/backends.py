@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from data.features import FeatureOptions
+from data.recording import AudioOptions
 from models.model_file import LoadedModel, ModelFileError, ModelSpec, load_model
 from prediction.precision import Trial
 from utils.classmap import ClassMap
@@ -159,9 +160,15 @@ class PredictionModel:
             spec, backend = load_onnx_spec(path), OnnxBackend(path, device)
         else:
             loaded = load_model(path, jit=jit, device=device)
-            spec, backend = loaded.spec, TorchBackend(loaded, device, precision, memory_format)
+            audio = AudioOptions.describes(loaded.spec.data_opts)            # raw samples in: one layout
+            spec, backend = loaded.spec, TorchBackend(loaded, device, precision,
+                                                      "contiguous" if audio else memory_format)
         if spec.num_classes < 2:
             raise ModelFileError(f"{path}: not a valid number of classes! ({spec.num_classes})")
+        if AudioOptions.describes(spec.data_opts):
+            log.info(f"{path}: a head on the foundation encoder {spec.encoder_opts.get('version')} (licence "
+                     f"{spec.encoder_opts.get('licence')})")
+            return cls(path, spec, AudioOptions.from_data_opts(spec.data_opts), backend)
         if min_max_norm and spec.train_opts and not spec.min_max_norm:
             log.warning(f"--min_max_norm is set but {path} was trained with 0/1-dB normalisation")
         options = FeatureOptions.from_data_opts(spec.data_opts, min_max_norm or spec.min_max_norm)

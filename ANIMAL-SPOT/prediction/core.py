@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from data.audio_io import SignalReader
-from data.recording import RecordingWindows, WindowGeometry
+from data.recording import AudioOptions, AudioWindows, RecordingWindows, WindowGeometry
 from evaluation.calibration import is_unknown
 from models.model_file import ModelFileError, ModelSpec
 from prediction.backends import PredictionModel
@@ -108,6 +108,15 @@ class Predictor:
                                      f"({first.class_map.describe_difference(other.class_map)})")
         self.class_map = output_class_map(first.class_map, detector)
         self.sequence_len = sequence_len if sequence_len is not None else model_sequence_len(first.spec)
+        audio = [m for m in self.members if isinstance(m.options, AudioOptions)]
+        if audio:                               # a foundation encoder takes windows of its own length
+            if len(audio) < len(self.members) or len({m.options.window for m in audio}) > 1:
+                raise ModelFileError("a model on a foundation encoder predicts alone (or with heads on the same "
+                                     "encoder): its windows have the encoder's length and sample rate")
+            if sequence_len is not None and abs(sequence_len - audio[0].options.window) > 1e-9:
+                log.warning(f"--sequence_len {sequence_len} s: {first.path} takes windows of its encoder's "
+                            f"{audio[0].options.window:g} s")
+            self.sequence_len = audio[0].options.window
         self.hop, self.batch_size, self.prefetch = hop, batch_size, prefetch
         if detector is not None:
             if not detector.class_map.is_binary:
@@ -136,8 +145,11 @@ class Predictor:
         sets, count = [], None
         for member in self.members:
             own = reader if reader is not None and reader.sr == member.options.sr else None
-            windows = RecordingWindows(path, member.options, self.sequence_len, self.hop, self.batch_size, own,
-                                       self.device, count, channel)
+            if isinstance(member.options, AudioOptions):
+                windows = AudioWindows(path, member.options, self.hop, self.batch_size, own, count, channel)
+            else:
+                windows = RecordingWindows(path, member.options, self.sequence_len, self.hop, self.batch_size, own,
+                                           self.device, count, channel)
             count = windows.geometry.count if count is None else count
             sets.append(windows)
         return sets
