@@ -229,30 +229,9 @@ class Trainer:
             self.optimizer.step()
         return logits.detach(), loss.detach()
 
-    @torch.no_grad()
     def recompute_batchnorm(self, loader) -> None:
-        """BatchNorm's statistics of the current weights, measured afresh on ``loader``
-        (fixed training clips, no augmentation; None: keep the running averages, as the
-        original). The running averages trail the weights: after a few hundred steps at a
-        high learning rate they describe an earlier network, and a model that fits its
-        training batches can predict one class in eval mode. Here every BatchNorm layer
-        (alone in train mode, so dropout stays off) averages the batch means and
-        variances of one pass; the weights and the training steps are not touched."""
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if loader is None or not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None                    # a cumulative average over the pass's batches
-            norm.train()
-        try:
-            for inputs, _ in loader:
-                self.forward(self.model, inputs)
-        finally:
-            for norm, momentum in zip(norms, momenta):
-                norm.momentum = momentum
-                norm.eval()
+        """BatchNorm's statistics of the current weights (``recompute_batchnorm``)."""
+        recompute_batchnorm(self.model, loader, self.forward)
 
     @torch.no_grad()
     def evaluate(self, loader):
@@ -318,6 +297,32 @@ class Trainer:
     def restore(self, checkpoint: dict) -> int:
         """Load a (migrated) checkpoint; returns the epoch to continue with."""
         return restore_checkpoint(self, checkpoint)
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, loader, forward: Forward) -> None:
+    """BatchNorm's statistics of the current weights, measured afresh on ``loader``
+    (fixed training clips, no augmentation; None: keep the running averages, as the
+    original). The running averages trail the weights: after a few hundred steps at a
+    high learning rate they describe an earlier network, and a model that fits its
+    training batches can predict one class in eval mode. Here every BatchNorm layer
+    (alone in train mode, so dropout stays off) averages the batch means and
+    variances of one pass; the weights and the training steps are not touched."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if loader is None or not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None                    # a cumulative average over the pass's batches
+        norm.train()
+    try:
+        for inputs, _ in loader:
+            forward(model, inputs)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+            norm.eval()
 
 
 def checkpoint_state(trainer: Trainer, epoch: int) -> dict:

@@ -183,4 +183,8 @@ def parse(argv: Optional[List[str]] = None) -> "RunConfig":
     """The command line (with ``--config FILE``'s options as defaults) as the run's frozen
     configuration."""
     parser = build_parser()
-    return run_config.parse(parser, RunConfig, cli.stored_options(parser, argv))
+    try:
+        argv = cli.stored_options(parser, argv)
+    except cli.StoredOptionsError as error:
+        parser.error(str(error))                      # as a bad flag: the message and exit status 2
+    return run_config.parse(parser, RunConfig, argv)

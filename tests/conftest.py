@@ -10,6 +10,9 @@ SRC = os.path.join(ROOT, "ANIMAL-SPOT")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
+if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("OMP_NUM_THREADS"):
+    os.environ["OMP_NUM_THREADS"] = "1"     # one core per worker, in its subprocesses too (the same rounding)
+
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))

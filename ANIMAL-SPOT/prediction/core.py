@@ -177,7 +177,7 @@ class Predictor:
 
     def stream_max(self, path: str, channels: int, pooled: bool = False) -> Iterator[WindowBatch]:
         """``--channels max``: every channel predicted; per window, the channel whose top
-        class is most probable (``best_channel``)."""
+        class is most probable."""
         return best_channel([self.stream(path, pooled, channel=c) for c in range(1, channels + 1)])
 
     def unknown_flags(self, probs: torch.Tensor, hidden: Optional[torch.Tensor]) -> Optional[List[bool]]:
@@ -225,8 +225,7 @@ class Predictor:
         rows = [i for i in range(inputs[0].shape[0]) if (first + i) % CHECK_EVERY == 0]
         if not rows:
             return None
-        picked = [x[rows] for x in inputs]
-        probs, hidden = self.classify(picked, self.needs_pooled, full=True)
+        probs, hidden = self.classify([x[rows] for x in inputs], self.needs_pooled, full=True)
         return Reference(rows, probs, self.unknown_flags(probs, hidden))
 
     def predict_file(self, path: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -104,20 +104,11 @@ class ReviewSession:
         added = 0
         with self.lock:
             for item in found:
-                key, channel = item["recording"], int(item.get("channel", 1))
-                path = find_recording(self.recordings, key) if self.recordings else None
-                if path is None:
+                entry = queued_entry(item, how, self.recordings)
+                known = self.units.get(entry["item"]) if entry else None
+                if entry is None or (known is not None and (known.inclusion is not None or entry["item"] in
+                                                            self.answers or entry["item"] in self.extra)):
                     continue
-                begin, end = round(float(item["begin"]), 3), round(float(item["end"]), 3)
-                item_id = unit_id(key, begin, end, item["cls"], False, channel)
-                known = self.units.get(item_id)
-                if known is not None and (known.inclusion is not None or item_id in self.answers
-                                          or item_id in self.extra):
-                    continue
-                score = None if item.get("score") is None else round(float(item["score"]), 4)
-                entry = {"type": "queued", "item": item_id, "how": how, "recording": key, "path": path,
-                         "begin": begin, "end": end, "label": item["cls"], "score": score, "class": item["cls"],
-                         "channel": channel, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 self.journal.append(entry)
                 self._apply(entry)
                 added += 1
@@ -198,3 +189,15 @@ class ReviewSession:
         atomic_write_text(os.path.join(self.out, SUMMARY), json.dumps(summary, indent=1))
         return summary
 
+
+def queued_entry(item: dict, how: str, recordings: Optional[str]) -> Optional[dict]:
+    """The journal line of a found stretch (None where its recording is not found)."""
+    key, channel = item["recording"], int(item.get("channel", 1))
+    path = find_recording(recordings, key) if recordings else None
+    if path is None:
+        return None
+    begin, end = round(float(item["begin"]), 3), round(float(item["end"]), 3)
+    score = None if item.get("score") is None else round(float(item["score"]), 4)
+    return {"type": "queued", "item": unit_id(key, begin, end, item["cls"], False, channel), "how": how,
+            "recording": key, "path": path, "begin": begin, "end": end, "label": item["cls"], "score": score,
+            "class": item["cls"], "channel": channel, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

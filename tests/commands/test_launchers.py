@@ -5,7 +5,7 @@ import pytest
 
 from utils.config import ConfigError, build_command, read_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_config_turns_into_the_expected_command(tmp_path):

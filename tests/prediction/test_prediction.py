@@ -340,7 +340,7 @@ def test_start_prediction_runs_predict_from_a_config(tmp_path, models):
     import subprocess
     import sys
     paths, recording = models
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     cfg = tmp_path / "config"
     cfg.write_text(f"src_dir=/*USER-SPECIFIC-DIRECTORY*/\nmodel_path={paths['binary']}\n"
                    f"output_dir={tmp_path / 'out'}\nsequence_len=0.30\nhop=0.10 # 0.1 s\nthreshold=0.75\n"

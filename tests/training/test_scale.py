@@ -22,7 +22,7 @@ from utils.classmap import ClassMap
 from utils.synthetic import make_recording
 from conftest import small_run  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SRC = os.path.join(ROOT, "ANIMAL-SPOT")
 SMALL = small_run(200, None, None, "--no_progress", "--backbone", "mobilenet_v3_small")
 

@@ -120,7 +120,7 @@ SEED_RECIPE = ["--min_max_norm", "--filter_broken_audio", "--start_from_scratch"
 
 
 def run_script(script, env, extra, timeout=600):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return subprocess.run(["bash", os.path.join(root, "TRAINING", script)] + SCRIPT_AUDIO + extra,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -134,7 +134,7 @@ def run_script(script, env, extra, timeout=600):
 def test_training_scripts_are_the_seed_recipe(tmp_path, train_set, script, folder, lr, recipe):
     """The seed fork's flags (spec 13.1), the classes counted when NUM_CLASSES is unset."""
     import torchvision
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     text = " ".join(open(os.path.join(root, "TRAINING", script)).read().split() +
                     open(os.path.join(root, "TRAINING", "common.sh")).read().split())
     for flags in SEED_RECIPE + recipe:
@@ -175,5 +175,5 @@ def test_rare_classes_script_records_its_configuration(tmp_path, train_set):
     assert options["lr_effective"] == pytest.approx(3e-4) and options["batch_size"] == 64
     assert (options["scheduler"], options["weighted_sampling"], options["label_smoothing"]) == \
         ("onecycle", "sqrt_inverse", 0.1)
-    assert "--sequence_len 1000" in open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    assert "--sequence_len 1000" in open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                                       "TRAINING", "train_rare_classes.sh")).read()

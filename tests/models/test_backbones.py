@@ -22,7 +22,7 @@ from prediction.core import Predictor, PredictionModel
 from utils.synthetic import make_call_set
 from conftest import small_run  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = small_run(200, 3, 0, "--no_progress", "--max_train_epochs", "1", "--memory_format", "contiguous")
 
 
@@ -54,7 +54,9 @@ def test_list_backbones(capsys):
     assert train_main.main(["--list_backbones"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines[1:]]
-    assert names[:-1] == list(backbones.REGISTRY) and names[-1] == "timm:<name>"
+    registered = len(backbones.REGISTRY)
+    assert names[:registered] == list(backbones.REGISTRY) and names[registered] == "timm:<name>"
+    assert [n for n in names[registered + 2:]] == ["birdnet", "batdetect2", "onnx:PATH"]   # foundation encoders
     row = dict(zip(names, lines[1:]))
     assert re.match(r"mobilenet_v3_small\s+576\s+0\.9M\s+yes\s+torchvision", row["mobilenet_v3_small"])
     assert re.match(r"resnet\s+512\s+11\.2M\s+no\s+", row["resnet"])

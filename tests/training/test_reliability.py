@@ -20,7 +20,7 @@ from models.model_file import FORMAT_VERSION, ModelFileError, load_model
 from utils.synthetic import make_call_set, make_recording, write_clip
 from conftest import small_run  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAIN = os.path.join(ROOT, "ANIMAL-SPOT", "main.py")
 SMALL = small_run(200, 3, None, "--no_progress", "--memory_format", "contiguous")
 FAST = ["--backbone", "mobilenet_v3_small"]     # 15 MB checkpoints instead of ResNet-18's 180 MB

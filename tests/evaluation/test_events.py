@@ -12,7 +12,7 @@ import soundfile as sf
 from evaluation.raven import Event, TableError, read_table
 from evaluation.events import score
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HEADER = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSound type\n"
 
 

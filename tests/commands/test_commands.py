@@ -1,0 +1,51 @@
+"""One command line: ``animal-spot <command>`` (installed by ``pip install -e .``, which
+``make test`` does) reaches every entry point with its own flags, and a training run
+repeats from its stored configuration (``--config run.json``)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import commands
+import main as train_main
+from conftest import small_run
+
+
+def test_the_command_names_every_entry_point(capsys):
+    assert commands.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in ("train", "predict", "embed", "review", "export", "score", "demo"))
+    assert commands.main(["tarin"]) == 2 and "unknown command 'tarin'" in capsys.readouterr().err
+    assert commands.main(["train", "--list_backbones"]) == 0
+    assert "birdnet" in capsys.readouterr().out
+
+
+def test_the_installed_command_runs_from_anywhere(tmp_path):
+    command = os.path.join(os.path.dirname(sys.executable), "animal-spot")
+    assert os.path.isfile(command), "animal-spot is not installed in this environment: pip install --no-deps -e ."
+    for name in ("predict", "score", "embed"):
+        result = subprocess.run([command, name, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "usage: animal-spot " + name in result.stdout, result.stderr[-2000:]
+
+
+def test_a_run_repeats_from_its_stored_configuration(call_set, tmp_path):
+    first = tmp_path / "first"
+    argv = ["--data_dir", str(call_set), "--model_dir", str(first), "--num_classes", "4", "--max_train_epochs", "1",
+            "--no_progress"] + small_run(200, 5, 0)
+    assert train_main.main(argv) == 0
+    stored = json.loads((first / "run.json").read_text())
+    assert stored["seed"] == 5 and stored["max_train_epochs"] == 1 and stored["lr"] == 1e-4
+    again = tmp_path / "again"
+    assert commands.main(["train", "--config", str(first / "run.json"), "--model_dir", str(again)]) == 0
+    repeated = json.loads((again / "run.json").read_text())
+    assert {k: v for k, v in repeated.items() if k not in ("model_dir", "config")} == \
+        {k: v for k, v in stored.items() if k not in ("model_dir", "config")}           # every option the same
+    a, b = (torch.load(p / "ANIMAL-SPOT.pk", weights_only=True) for p in (first, again))
+    assert all(torch.equal(a["encoderState"][k], b["encoderState"][k]) for k in a["encoderState"])   # the same run
+    with pytest.raises(SystemExit) as stopped:                                                      # one clear error
+        commands.main(["train", "--config", str(tmp_path / "missing.json")])
+    assert stopped.value.code == 2
