@@ -34,7 +34,7 @@ browser:
 
 # Two workers (one per core); each torch uses one thread (tests/conftest.py).
 test: $(STAMP) browser
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist loadscope tests
 
 # The suite under other thread counts and older instruction sets (kernel libraries
 # round differently): about six times the suite's time, so not part of CI.
@@ -43,7 +43,7 @@ MATRIX := "OMP_NUM_THREADS=1" "OMP_NUM_THREADS=2" "ATEN_CPU_CAPABILITY=default" 
 test-matrix: $(STAMP) browser
 	@for variant in $(MATRIX); do \
 	  echo "=== $$variant"; \
-	  env $$variant $(PY) -m pytest -q -n 2 -p no:cacheprovider tests || exit 1; \
+	  env $$variant $(PY) -m pytest -q -n 2 --dist loadscope -p no:cacheprovider tests || exit 1; \
 	done
 
 demo: $(STAMP)

@@ -1,5 +1,6 @@
 """Shared test set-up: the framework folder on sys.path, quiet threads, small data."""
 
+import json
 import os
 import sys
 
@@ -73,11 +74,29 @@ def trained(tmp_path_factory):
     """A ResNet-18 trained for 5 epochs on four classes (K1 upsweep, K2 downsweep, K3
     pulses, noise; 20 clips each, 10 tapes) with ``--monitor balanced_accuracy``, and two
     call types it never heard (K8 harmonic, K9 warble), for the tests of the unknown
-    answer, the model card and the outputs. About 20 s on 2 cores."""
+    answer, the model card and the outputs. About 10 s on 2 cores; trained once for all
+    pytest-xdist workers (the first takes a file lock, the others wait and reuse it)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent                  # the run's folder, above each worker's own
+    root = shared / "trained"
+    with FileLock(str(shared / "trained.lock")):
+        if not (root / "m" / "metrics.json").exists():
+            train_fixture_model(root)
+    test = json.loads((root / "m" / "metrics.json").read_text())["test"]
+    assert test["balanced_accuracy"] >= 0.9, (
+        f"the 'trained' fixture learned too little on this machine (test balanced accuracy "
+        f"{test['balanced_accuracy']:.2f}, per class {test['per_class']}): the tests that use it would fail for that "
+        "reason alone")
+    return root
+
+
+def train_fixture_model(root) -> None:
     import main as train_main
     from utils.synthetic import make_call_set
 
-    root = tmp_path_factory.mktemp("trained")
     make_call_set(str(root / "data"), {"K1": 20, "K2": 20, "K3": 20, "noise": 20}, tapes_per_class=10, sr=16000,
                   duration=0.3, seed=2)
     make_call_set(str(root / "held"), {"K8": 20, "K9": 20}, tapes_per_class=2, sr=16000, duration=0.3, seed=5,
@@ -85,11 +104,3 @@ def trained(tmp_path_factory):
     argv = ["--data_dir", str(root / "data"), "--model_dir", str(root / "m"), "--log_dir", str(root / "l"),
             "--summary_dir", str(root / "tb")] + small_run(200, 3, 0, "--no_progress") + WELL_TRAINED
     assert train_main.main(argv) == 0
-    import json
-
-    test = json.loads((root / "m" / "metrics.json").read_text())["test"]
-    assert test["balanced_accuracy"] >= 0.9, (
-        f"the 'trained' fixture learned too little on this machine (test balanced accuracy "
-        f"{test['balanced_accuracy']:.2f}, per class {test['per_class']}): the tests that use it would fail for that "
-        "reason alone")
-    return root
