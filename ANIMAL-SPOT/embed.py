@@ -194,12 +194,28 @@ def run_report(args, log: logging.Logger) -> int:
 
 
 def run_fit(args, log: logging.Logger) -> int:
+    """Examples from review journals (``reviews.journal``), tables and clip folders; the head."""
     journals = [source for source in args.labels if source.endswith(".jsonl")]
-    selections = {}
+    reviewed = {}
     for path in journals:
         for key, rows in journal_selections(path).items():
-            selections.setdefault(key, []).extend(rows)
-    return heads.run_fit(args, [s for s in args.labels if s not in journals], selections)
+            reviewed.setdefault(key, []).extend(rows)
+    store = Store.existing(args.store)
+    examples = heads.gather(store, [s for s in args.labels if s not in journals], args.model_path, reviewed)
+    heads.fit_model_file(store, examples, args.out, heads.HeadSettings(args.mlp, args.epochs, args.weight_decay,
+                                                                       args.seed), args.labels, args.model_path)
+    return 0
+
+
+def run_classify(args, log: logging.Logger) -> int:
+    failed = classify.classify_store(Store.existing(args.store), args.model_path, args.output_dir, args.threshold,
+                                     args.raven)
+    return 1 if failed else 0
+
+
+def run_search(args, log: logging.Logger) -> int:
+    search.search_to_table(Store.existing(args.store), args.query, args.top, args.output, args.model_path)
+    return 0
 
 
 # --------------------------------------------------------------------------- main
@@ -209,8 +225,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = {"embed": embed_parser, "search": search_parser, "fit": fit_parser, "classify": classify_parser,
               "report": report_parser, "encoders": encoders_parser}[command]()
     args = parser.parse_args(argv[1:] if command != "embed" else argv)
-    body = {"embed": run_embed, "search": lambda a, log: search.run_search(a), "fit": run_fit,
-            "classify": lambda a, log: classify.run_classify(a), "report": run_report, "encoders": run_encoders}[command]
+    body = {"embed": run_embed, "search": run_search, "fit": run_fit, "classify": run_classify, "report": run_report,
+            "encoders": run_encoders}[command]
     return cli.run(lambda log: body(args, log), "EMBED", errors=ERRORS, library=True)
 
 

@@ -312,6 +312,7 @@ def recompute_batchnorm(model: nn.Module, loader, forward: Forward) -> None:
     if loader is None or not norms:
         return
     momenta = [m.momentum for m in norms]
+    model.eval()                                # dropout and stochastic depth off; then BatchNorm alone on
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None                    # a cumulative average over the pass's batches

@@ -164,10 +164,11 @@ def add_robustness_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--monitor", type=str, default="accuracy", choices=METRICS.monitorable() + ["loss"],
                    help="validation figure for the best weights, the plateau scheduler and early stopping "
                         "(default accuracy, as the original)")
-    m.add_argument("--bn_statistics", type=str, default="recomputed", choices=("recomputed", "running"),
-                   help="BatchNorm statistics for validation, test and the model file: recomputed on up to "
-                        "1024 training clips with the current weights before each validation (default), or the "
-                        "running averages of the training steps (the original; they trail the weights)")
+    m.add_argument("--bn_statistics", type=str, default="running", choices=("running", "recomputed"),
+                   help="BatchNorm statistics for validation, test and the model file: the running averages of the "
+                        "training steps (the original's, default; they trail the weights), or recomputed on up to "
+                        "1024 training clips with the current weights before each validation (for sets of a few "
+                        "dozen clips, where the averages lag far behind)")
     m.add_argument("--folds", type=_range_type(int, 2, what="--folds"), default=None, metavar="K",
                    help="cross-validation: K runs whose test partitions are disjoint groups of tapes")
     m.add_argument("--unknown_false_rejection", type=_range_type(float, 0.0, 1.0, True, "--unknown_false_rejection"),

@@ -5,7 +5,7 @@ reads the same probabilities."""
 
 import logging
 import os
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -59,20 +59,19 @@ def check_head(loaded, store: Store, path: str) -> None:
         raise StoreError(f"{path} was made for other spectrogram settings than the store {store.root}")
 
 
-def run_classify(args) -> int:
-    """A head applied to every stored window; the same logs and tables as predict.py."""
-    store = Store.existing(args.store)
-    loaded = load_model(args.model_path)
-    check_head(loaded, store, args.model_path)
-    rule = DecisionRule(args.threshold) if args.threshold is not None else DecisionRule.from_model(loaded.spec)
-    info = RunInfo([args.model_path], loaded.class_map, loaded.spec.data_opts, float(store.description["window"]),
-                   float(store.description["hop"]), rule, min_max_norm=loaded.spec.min_max_norm,
-                   output_dir=args.output_dir)
-    sinks: List = [LogSink(info)] + ([RavenSink(info), CombinedRavenSink(info)] if args.raven else [])
-    recordings = sorted(store.recordings())
-    os.makedirs(args.output_dir, exist_ok=True)
-    failed = run_recordings(recordings, StoredSource(store, loaded.model.classifier), Layout("", args.output_dir),
-                            sinks, Decisions(rule, loaded.class_map), overwrite=True)
+def classify_store(store: Store, model_path: str, output_dir: str, threshold: Optional[float] = None,
+                   raven: bool = False) -> List[str]:
+    """A head applied to every stored window, writing the logs (and Raven tables) that
+    predict.py would write with that model file; returns the recordings that failed."""
+    loaded = load_model(model_path)
+    check_head(loaded, store, model_path)
+    rule = DecisionRule(threshold) if threshold is not None else DecisionRule.from_model(loaded.spec)
+    info = RunInfo([model_path], loaded.class_map, loaded.spec.data_opts, float(store.description["window"]),
+                   float(store.description["hop"]), rule, min_max_norm=loaded.spec.min_max_norm, output_dir=output_dir)
+    sinks: List = [LogSink(info)] + ([RavenSink(info), CombinedRavenSink(info)] if raven else [])
+    os.makedirs(output_dir, exist_ok=True)
+    failed = run_recordings(sorted(store.recordings()), StoredSource(store, loaded.model.classifier),
+                            Layout("", output_dir), sinks, Decisions(rule, loaded.class_map), overwrite=True)
     for sink in sinks:
         sink.close()
-    return 1 if failed else 0
+    return failed

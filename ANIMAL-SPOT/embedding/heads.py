@@ -261,29 +261,41 @@ def logits_of(head, x: np.ndarray, batch: int = 65536) -> np.ndarray:
     return torch.cat(out).double().numpy() if out else np.zeros((0, head.linear.out_features))
 
 
-def run_fit(args, sources: Sequence[str], reviewed: Optional[Dict[str, List[Tuple[float, float, str]]]] = None
-            ) -> int:
-    """``embed.py fit``: the head on the examples of ``sources`` (tables, clip folders) and
-    of ``reviewed`` selections, saved as a normal model file."""
+@dataclass(frozen=True)
+class HeadSettings:
+    """How a head is fitted (``embed.py fit``'s options)."""
+
+    hidden: Optional[int] = None            # units of a hidden layer (None: linear)
+    epochs: int = 300                       # L-BFGS iterations
+    weight_decay: Optional[float] = None    # None: chosen by cross-validation over recordings
+    seed: int = 0
+
+
+def fit_model_file(store: Store, examples: Examples, out: str, settings: HeadSettings = HeadSettings(),
+                   labels: Sequence[str] = (), model_path: Optional[str] = None) -> dict:
+    """A head fitted on ``examples`` of the store, validated on held-out recordings and
+    calibrated, saved as a normal model file ``out`` (with ``<out>.metrics.json``); returns
+    the summary written there."""
     started = time.time()
-    store = Store.existing(args.store)
-    examples = gather(store, sources, args.model_path, reviewed)
     class_map = class_map_of(examples.labels)
     names = class_map.names
     y = np.asarray([class_map.index(label) for label in examples.labels])
-    val = validation_split(examples, args.seed)
+    val = validation_split(examples, settings.seed)
     train = ~val
     if not train.any() or not val.any():
         raise ValueError("too few labelled recordings to hold some out for validation")
-    base = store_model(store, args.model_path)
+    base = store_model(store, model_path)
     pooling = base.spec.classifier_opts.get("pooling", "avg")
-    decay = args.weight_decay
+    decay = settings.weight_decay
     if decay is None:
-        decay, losses = choose_weight_decay(examples, y, len(names), args.mlp, args.epochs, args.seed, pooling)
+        decay, losses = choose_weight_decay(examples, y, len(names), settings.hidden, settings.epochs, settings.seed,
+                                            pooling)
         if losses:
             log.info(f"Weight decay chosen by {len(losses)}-candidate cross-validation over recordings: " + ", ".join(
-                f"{d:g} (held-out loss {l:.3f})" for d, l in losses.items()) + f" -> {decay:g}")
-    head = fit_head(examples.vectors[train], y[train], len(names), args.mlp, args.epochs, decay, args.seed, pooling)
+                f"{d:g} (held-out loss {v:.3f})" for d, v in losses.items()) + f" -> {decay:g}")
+    fit = lambda rows: fit_head(examples.vectors[rows], y[rows], len(names), settings.hidden, settings.epochs, decay,
+                                settings.seed, pooling)
+    head = fit(train)
     val_logits = logits_of(head, examples.vectors[val])
     metrics = PassMetrics(len(names), keep_samples=True)
     metrics.update(torch.from_numpy(y[val]), torch.from_numpy(val_logits.argmax(axis=1)))
@@ -297,19 +309,17 @@ def run_fit(args, sources: Sequence[str], reviewed: Optional[Dict[str, List[Tupl
                           y[train])
     # the saved head learns from every example (a class may be labelled only in the held-out recordings); the
     # validation figures and the calibration are those of the head fitted without them
-    head = fit_head(examples.vectors, y, len(names), args.mlp, args.epochs, decay, args.seed, pooling)
-    encoder = base.spec.encoder_opts
-    classifier_opts = head.model_opts()
-    spec = ModelSpec(dict(encoder), classifier_opts, dict(base.spec.data_opts), class_map.to_dict(),
-                     dict(base.spec.train_opts, head_of=store.description["model"], head_labels=list(args.labels),
+    head = fit(np.ones(len(y), dtype=bool))
+    spec = ModelSpec(dict(base.spec.encoder_opts), head.model_opts(), dict(base.spec.data_opts), class_map.to_dict(),
+                     dict(base.spec.train_opts, head_of=store.description["model"], head_labels=list(labels),
                           head_examples=int(len(y)), min_max_norm=base.spec.min_max_norm),
                      calibration["thresholds"], calibration["temperature"], provenance(), unknown)
     model = spec.build()
     model.encoder.load_state_dict(base.model.encoder.state_dict())
     model.classifier.load_state_dict(head.state_dict())
-    save_model(args.out, model, spec)
+    save_model(out, model, spec)
     summary = {"classes": names, "train_windows": counts, "validation": metrics.summary(names, intervals=True),
-               "calibration": calibration, "seconds": round(time.time() - started, 2)}
-    atomic_write_text(os.path.splitext(args.out)[0] + ".metrics.json", json.dumps(summary, indent=1, default=str))
-    log.info(f"Written {args.out} (a normal model file: predict.py, review.py and export.py take it)")
-    return 0
+               "calibration": calibration, "weight_decay": decay, "seconds": round(time.time() - started, 2)}
+    atomic_write_text(os.path.splitext(out)[0] + ".metrics.json", json.dumps(summary, indent=1, default=str))
+    log.info(f"Written {out} (a normal model file: predict.py and review.py take it)")
+    return summary

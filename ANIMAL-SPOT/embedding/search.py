@@ -280,10 +280,11 @@ def hits_table(hits: List[Hit], data_opts: dict) -> str:
     return tsv(columns, rows)
 
 
-def run_search(args) -> int:
-    store = Store.existing(args.store)
-    query, exclude = resolve_query(store, args.query, args.model_path)
-    hits = search(store, query, args.top, exclude)
-    atomic_write_text(args.output, hits_table(hits, store.description.get("data_opts", {})))
-    logging.getLogger("EMBED").info(f"{len(hits)} selection(s) most like {args.query} written to {args.output}")
-    return 0
+def search_to_table(store: Store, query_text: str, top: int, output: str, model_path: Optional[str] = None
+                    ) -> List[Hit]:
+    """``embed.py search``: the ``top`` selections most like the query, as a Raven table."""
+    query, exclude = resolve_query(store, query_text, model_path)
+    hits = search(store, query, top, exclude)
+    atomic_write_text(output, hits_table(hits, store.description.get("data_opts", {})))
+    logging.getLogger("EMBED").info(f"{len(hits)} selection(s) most like {query_text} written to {output}")
+    return hits

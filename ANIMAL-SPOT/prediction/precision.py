@@ -103,7 +103,7 @@ class Disagreement:
             return None
         low, high = wilson(self.differing, self.checked)
         share = self.differing / self.checked
-        text = (f"--amp: {self.differing} of {self.checked} sampled windows (every {CHECK_EVERY}th, computed in "
+        text = (f"--amp: {self.differing} of {self.checked} sampled windows (1 in {CHECK_EVERY}, computed in "
                 f"float32 too) decided otherwise than float32: {100 * share:.2f} % [95 % interval "
                 f"{100 * low:.2f}-{100 * high:.2f} %]")
         if self.examples:
