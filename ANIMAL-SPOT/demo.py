@@ -148,7 +148,8 @@ def scripted_review(address: str, placed, per_class_report) -> None:
         item = call("/api/next?client=demo")
         if item["item"] is None:
             break
-        truth = [c for c, t in placed if item["begin"] < t + 0.5 and t < item["end"]]
+        truth = [c for c, t in placed                            # the selection holds most of a call
+                 if min(item["end"], t + 0.5) - max(item["begin"], t) >= 0.5 * min(0.5, item["end"] - item["begin"])]
         if not truth:
             body = {"decision": "wrong"}
         elif truth[0] == item["class"]:
@@ -172,7 +173,8 @@ def print_summary(summary) -> None:
     for name, c in summary["classes"].items():
         density = figure(c["call_density_per_hour"], c["call_density_ci95"], False)
         print(f"    {name:<6} precision {figure(c['precision'], c['precision_ci95']):<16} recall "
-              f"{figure(c['recall'], c['recall_ci95']):<16} calls/h {density}  ({c['reviewed']} reviewed)")
+              f"{figure(c['recall'], c['recall_ci95']):<16} calls/h {density}  ({c['reviewed']} reviewed"
+              + ("; too few for firm figures)" if c["too_few_reviews"] else ")"))
 
 
 def fine_tuning(flags):
@@ -193,7 +195,7 @@ def review_loop(out: str, epochs: int) -> int:
     model = os.path.join(out, "resnet18", "model", "ANIMAL-SPOT.pk")
     args = review.build_parser().parse_args(["--predictions", os.path.join(out, "prediction"), "--recordings",
                                              os.path.join(out, "recording"), "--out", os.path.join(out, "review"),
-                                             "--model_path", model, "--per_class", "30", "--port", "0",
+                                             "--model_path", model, "--per_class", "60", "--port", "0",
                                              "--target_precision", "0.9"])
     server, address = review.serve_in_thread(review.open_review(args))
     try:

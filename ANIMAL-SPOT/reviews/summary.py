@@ -17,6 +17,8 @@ from reviews.units import Unit
 
 ESTIMATORS = ("stratified; 95 % intervals from the finite-population posterior (Jeffreys prior); only randomly "
               "sampled units count")
+FEW = ("where an estimate lies outside its interval, a stratum holds many units and few reviews (the prior "
+       "still weighs): review more of that class before trusting its figures")
 PER_RECORDING = ("a recording's call density assumes its units of a stratum hold calls at the stratum's rate (the "
                  "review samples strata, not recordings)")
 MIXED = ("{tables} of {total} recordings had only a table (no log): their missed calls cannot be sampled, so recall "
@@ -78,7 +80,10 @@ def class_summary(plans: Dict[str, ClassPlan], name: str, units: Dict[str, Unit]
         value, ci = est.call_density(everything, seconds[recording] / 3600, recording=recording)
         per_recording[recording] = {"call_density_per_hour": value, "call_density_ci95": list(ci)}
     answered = sum(1 for i in plan.queue if i in answers)
-    return {"precision": p, "precision_ci95": list(p_ci), "recall": r, "recall_ci95": list(r_ci),
+    firm = all(value is None or low is None or low <= value <= high
+               for value, (low, high) in ((p, p_ci), (r, r_ci), (d, d_ci)))
+    return {"too_few_reviews": not firm,
+            "precision": p, "precision_ci95": list(p_ci), "recall": r, "recall_ci95": list(r_ci),
             "call_density_per_hour": d, "call_density_ci95": list(d_ci),
             "call_density_is_lower_bound": not all_logs, "per_recording": per_recording,
             "reviewed": sum(s.reviewed for s in own), "sampled": len(plan.queue), "answered": answered,
@@ -110,7 +115,7 @@ def season_summary(session) -> dict:
         entry = class_summary(session.plans, name, session.units, session.answers, session.seconds, all_logs)
         entry.update(threshold_figures(plan, session.units, session.answers, session.target_precision))
         classes[name] = entry
-    notes = [PER_RECORDING]
+    notes = [PER_RECORDING] + ([FEW] if any(c["too_few_reviews"] for c in classes.values()) else [])
     if tables and tables < len(session.sources):
         notes.insert(0, MIXED.format(tables=tables, total=len(session.sources)))
     return {"classes": classes, "hours": sum(session.seconds.values()) / 3600, "recordings": len(session.seconds),
