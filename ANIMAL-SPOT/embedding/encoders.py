@@ -19,10 +19,11 @@ import torch
 
 from data.features import FeatureOptions
 from data.recording import AudioOptions
-from embedding.store import Store, StoreError, file_sha256
+from embedding.store import Store, StoreError
 from models import backbones, foundation
 from models.model_file import LoadedModel, ModelSpec, classifier_options, load_model
 from prediction.backends import PredictionModel, TorchBackend
+from utils.paths import file_sha256
 from utils.runtime import Precision
 
 log = logging.getLogger("EMBED")

@@ -49,14 +49,6 @@ class StoreError(ValueError):
     """A store cannot be used as asked; the message says why."""
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class Part:
     """One stored recording: its windows and vectors (memory-mapped)."""

@@ -23,7 +23,6 @@ A model file of a head on such an encoder stores the encoder's name, version, li
 the SHA-256 of the weights it was fitted on; loading refuses other weights.
 """
 
-import hashlib
 import importlib.util
 import os
 import struct
@@ -33,6 +32,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 import torch.nn as nn
+
+from utils.paths import file_sha256
 
 INSTALL = "pip install -r requirements-foundation.txt"
 
@@ -71,17 +72,9 @@ def package_version(package: str) -> str:
         return "unknown"
 
 
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_weights(opts: Dict, path: str) -> str:
     """The weights' SHA-256, refused where a head was fitted on other weights."""
-    found = sha256(path)
+    found = file_sha256(path)
     if opts.get("sha256") and opts["sha256"] != found:
         raise EncoderError(f"{path}: not the {opts.get('backbone')} weights this model was made with (SHA-256 "
                            f"{found[:12]}..., the model file says {opts['sha256'][:12]}...)")

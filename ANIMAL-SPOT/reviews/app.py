@@ -16,6 +16,7 @@ templates in ``reviews/templates`` (escaped by Jinja2); the page's script writes
 everything it receives as text, never as HTML.
 """
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Set
@@ -29,7 +30,14 @@ from utils.paths import served_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC, TEMPLATES = os.path.join(HERE, "static"), os.path.join(HERE, "templates")
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
-WILDCARD = ("0.0.0.0", "::", "")
+
+
+def every_interface(host: str) -> bool:
+    """Whether ``host`` is the unspecified address (listening on every interface)."""
+    try:
+        return not host or ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -49,7 +57,7 @@ class Review:
 
     def listen(self, host: str, port: int) -> None:
         """The addresses this server answers to, once it listens on ``host:port``."""
-        if host in WILDCARD:
+        if every_interface(host):
             self.hosts = None
             return
         names = set(LOOPBACK) if host in LOOPBACK else {host}

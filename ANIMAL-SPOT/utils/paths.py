@@ -3,6 +3,7 @@ server hands out below the folders it serves. A name from outside (a remote reco
 key, a URL path, a table's cell) may hold ``..`` or lead through a link; it is resolved
 before it is used, and refused where it leaves its folder."""
 
+import hashlib
 import os
 from typing import Callable, List
 
@@ -49,3 +50,13 @@ def files_below(path: str, accept: Callable[[str], bool]) -> List[str]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(root, n) for n in sorted(files) if not n.startswith(".") and accept(n)]
     return sorted(found)
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes (read in blocks): what a store or a head records of the
+    model or weights it was made with."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -174,7 +174,9 @@ def test_shards_of_a_job_array_fill_one_store(trained, tmp_path):
 
 def test_more_like_this_and_active_learning_queue_items_the_estimators_do_not_count(season, tmp_path):
     import review
+    from embedding import search
     from embedding.active import choose, more_like_this
+    from reviews.units import unit_id
 
     root, model = season
     assert predict.main(["--model_path", model, "--input_file", str(root / "recordings"), "--output_dir",
@@ -186,7 +188,15 @@ def test_more_like_this_and_active_learning_queue_items_the_estimators_do_not_co
     page = review.open_review(args)
     session = page.session
     first = session.next()
-    assert more_like_this(session, Store.existing(str(root / "store")), first.id, top=3) == 3
+    store = Store.existing(str(root / "store"))
+    recording, begin, end, cls = session.stretch(first.id)
+    vector, exclude = search.stored_stretch(store, recording, begin, end)
+    hits = search.search(store, vector, 3, exclude)
+    planned = {i for i, u in session.units.items() if u.inclusion is not None}
+    fresh = [h for h in hits if unit_id(os.path.splitext(h.recording)[0], round(h.begin, 3), round(h.end, 3), cls,
+                                        False, h.channel) not in planned]
+    assert len(hits) == 3 and fresh                                # a hit that is a sampled unit is not queued twice
+    assert more_like_this(session, store, first.id, top=3) == len(fresh)
     searched = [session.units[i] for i in session.extra]
     assert all(u.how == "search" and u.inclusion is None for u in searched)
     assert session.next().id == searched[0].id                    # "more like this" comes first

@@ -3,6 +3,7 @@ session (sampling, journal, tables, summary), its HTTP interface and file servin
 input, and reviewed tables back into training clips. The real browser test is in
 ``test_review_browser.py``."""
 
+import http.client
 import json
 import logging
 import os
@@ -10,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import urllib.request
 
 import numpy as np
 import pytest
@@ -360,22 +360,34 @@ def server(season):
     process.wait(10)
 
 
-def call(address, path, body=None):
+class HTTPFailure(Exception):
+    """The review server answered with an error status."""
+
+
+def fetch(address, path, body=None):
+    """``(status, bytes)`` of one request to the local review server (127.0.0.1 only),
+    sent as written: no client-side normalisation of the path."""
+    host, port = address.split("//")[1].rstrip("/").split(":")
+    assert host == "127.0.0.1"
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(address.rstrip("/") + path, data=data,
-                                     headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    connection.request("GET" if data is None else "POST", path, body=data,
+                       headers={"Content-Type": "application/json"} if data else {})
+    response = connection.getresponse()
+    status, payload = response.status, response.read()
+    connection.close()
+    return status, payload
+
+
+def call(address, path, body=None):
+    status, payload = fetch(address, path, body)
+    if status >= 400:
+        raise HTTPFailure(f"{path}: {status} {payload[:200]!r}")
+    return json.loads(payload)
 
 
 def raw_status(address, path):
-    import http.client
-    host, port = address.split("//")[1].rstrip("/").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    connection.request("GET", path)                  # sent as written: no client-side normalisation
-    status = connection.getresponse().status
-    connection.close()
-    return status
+    return fetch(address, path)[0]
 
 
 def test_http_interface_and_kill_minus_nine(server):
@@ -383,8 +395,8 @@ def test_http_interface_and_kill_minus_nine(server):
     item = call(address, "/api/next")
     assert {"item", "recording", "begin", "end", "label", "score", "alternatives", "image", "audio"} <= set(item)
     for url, kind in ((item["image"], b"\x89PNG"), (item["audio"], b"RIFF")):
-        with urllib.request.urlopen(address.rstrip("/") + url, timeout=30) as response:
-            assert response.read()[:4] == kind
+        status, payload = fetch(address, url)
+        assert status == 200 and payload[:4] == kind
     done = []
     for _ in range(3):
         item = call(address, "/api/next")
@@ -398,7 +410,7 @@ def test_http_interface_and_kill_minus_nine(server):
         assert call(address, "/api/next")["item"] not in done
         summary = call(address, "/api/summary")
         assert sum(c["answered"] for c in summary["classes"].values()) == 3
-        with pytest.raises(urllib.error.HTTPError):
+        with pytest.raises(HTTPFailure):
             call(address, "/api/decision", {"item": "nope", "decision": "correct"})
     finally:
         restarted.kill()
@@ -406,7 +418,6 @@ def test_http_interface_and_kill_minus_nine(server):
 
 
 def raw_host_status(address, path, host):
-    import http.client
     name, port = address.split("//")[1].rstrip("/").split(":")
     connection = http.client.HTTPConnection(name, int(port), timeout=10)
     connection.putrequest("GET", path, skip_host=True)
