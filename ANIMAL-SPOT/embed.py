@@ -170,11 +170,13 @@ def run_embed(args, log: logging.Logger) -> int:
         processes.barrier()
         store = Store(args.store)
         store.check(description)
+        layout = Layout(args.input_file)
+        layout.check_unique(files)
         mine, tag, _ = share(files, args.shard, processes)
         journal = SeasonJournal(args.store, tag, JOURNAL)
         journal.write("planned", recordings=mine)
         started = time.time()
-        failed = run_recordings(mine, AudioSource(predictor, "mean", pooled=True), Layout(args.input_file),
+        failed = run_recordings(mine, AudioSource(predictor, "mean", pooled=True), layout,
                                 [StoreSink(store)], Decisions(DecisionRule(), predictor.class_map), journal)
         failed_anywhere = sum(processes.gather(len(failed)))
     finally:

@@ -37,7 +37,7 @@ from prediction.decisions import DecisionRule, PostProcessing
 from prediction.options import PredictConfig, build_parser, model_paths, parse  # noqa: F401  (build_parser: its old place)
 from prediction.precision import Disagreement
 from prediction.run import AudioSource, Decisions, Layout, Progress, run_recordings, write_combined
-from prediction.season import SeasonJournal, report_lines, share, write_run
+from prediction.season import SeasonJournal, check_run, report_lines, share, write_run
 from prediction.sinks import LatentSink, LogSink, PdfSink, RunInfo
 from prediction.tables import FORMATS, CombinedRavenSink, RavenSink
 from utils import cli, runtime
@@ -98,6 +98,7 @@ def check_inputs(config: PredictConfig, log: logging.Logger) -> List[str]:
     if not files:
         raise ValueError(f"--input_file {config.input_file}: no .wav or .flac files in this folder")
     if config.output_dir:
+        Layout(config.input_file, config.output_dir).check_unique(files)
         try:
             os.makedirs(config.output_dir, exist_ok=True)
         except OSError as error:
@@ -185,15 +186,16 @@ def predict_season(config: PredictConfig, log: logging.Logger, processes) -> int
     log.info(f"Predicting {len(mine)} files" + (f" (share {tag} of {len(files)})" if shared else ""))
     if info.post != PostProcessing():
         log.info(f"Events: {info.post.describe()}")
+    layout = Layout(config.input_file, config.output_dir, config.timestamp_format)
     journal = SeasonJournal(config.output_dir, tag) if config.output_dir else None
     if journal:
+        check_run(config.output_dir, run_settings(config, files, info), config.overwrite)
         write_run(config.output_dir, run_settings(config, files, info))
         journal.write("planned", recordings=mine)
     sinks = make_sinks(config, info, predictor, shared)
     check = Disagreement() if any(getattr(m.backend, "reduced", False) for m in predictor.members) else None
     progress = None if config.no_progress else Progress(mine)
-    failed = run_recordings(mine, AudioSource(predictor, config.channels, config.latent_extract),
-                            Layout(config.input_file, config.output_dir, config.timestamp_format), sinks,
+    failed = run_recordings(mine, AudioSource(predictor, config.channels, config.latent_extract), layout, sinks,
                             Decisions(rule, predictor.class_map, info.post), journal, config.overwrite,
                             progress.advance if progress else None, check)
     if progress:

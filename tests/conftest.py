@@ -22,6 +22,13 @@ AUDIO_16K = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_
              "--fmax", "8000"]
 
 
+@pytest.fixture(autouse=True)
+def _scratch_directory(tmp_path_factory, monkeypatch):
+    """Tests run in the session's temporary folder, so that what a command writes to its
+    working directory (TensorBoard's default ``runs/``) does not land in the checkout."""
+    monkeypatch.chdir(tmp_path_factory.getbasetemp())
+
+
 def small_run(sequence_len: int = 200, seed=3, workers=0, *extra) -> list:
     """The flags of a small, fast training run on the 16 kHz test sets (``seed`` or
     ``workers`` None leaves that flag out), then ``extra``."""

@@ -71,7 +71,8 @@ class PredictionFolder:
         """Every recording's outputs (sorted by key), and the combined tables."""
         found: Dict[str, Outputs] = {}
         combined: List[str] = []
-        each = self.run is None or self.run.get("channels") == "each"
+        each = self.each
+        stems = self.recording_stems()
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             names = set(files)
@@ -84,7 +85,12 @@ class PredictionFolder:
                     combined.append(path)
                     continue
                 if name.endswith(LogSink.suffix):
-                    stem, channel = log_stem(name[:-len(LogSink.suffix)], names if each else ())
+                    stem, channel = log_stem(name[:-len(LogSink.suffix)], names)
+                    if channel is not None and not each:
+                        if stem + "_ch" + str(channel) in stems or LogSink.name(stem) not in names:
+                            stem, channel = name[:-len(LogSink.suffix)], None     # a recording named so
+                        else:
+                            continue          # a channel log of an earlier --channels each run beside this run's
                     self._entry(found, below, stem).logs[channel] = path
                     continue
                 kind = table_kind(name)
@@ -93,7 +99,20 @@ class PredictionFolder:
                 entry = self._entry(found, below, recording_name(name))
                 if entry.table is None or TABLE_RANK[kind] < TABLE_RANK[entry.table_kind]:
                     entry.table, entry.table_kind = path, kind
+        for entry in found.values():
+            if len(entry.logs) > 1:
+                entry.logs.pop(None, None)    # an earlier run's single log beside this run's channel logs
         return dict(sorted(found.items())), combined
+
+    @property
+    def each(self) -> bool:
+        """Whether logs may be one per channel: a ``--channels each`` run, or no run file."""
+        return self.run is None or self.run.get("channels") == "each"
+
+    def recording_stems(self) -> set:
+        """The output names of the run's recordings (empty without a run file)."""
+        listed = (self.run or {}).get("recordings") or []
+        return {os.path.splitext(os.path.basename(str(p).rstrip("/")))[0].strip() for p in listed}
 
     @staticmethod
     def _entry(found: Dict[str, Outputs], below: str, stem: str) -> Outputs:
@@ -108,14 +127,12 @@ class PredictionFolder:
         folder = os.path.join(self.root, os.path.dirname(key))
         stem, found = os.path.basename(key), Outputs(key)
         single = os.path.join(folder, LogSink.name(stem))
-        if os.path.isfile(single):
-            found.logs[None] = single
         channel = 1
-        while os.path.isfile(os.path.join(folder, LogSink.name(stem, channel))):
+        while self.each and os.path.isfile(os.path.join(folder, LogSink.name(stem, channel))):
             found.logs[channel] = os.path.join(folder, LogSink.name(stem, channel))
             channel += 1
-        if channel > 1:
-            found.logs.pop(None, None)
+        if not found.logs and os.path.isfile(single):
+            found.logs[None] = single
         for name, kind in ((stem + RavenSink.suffix, "table"), (LogSink.name(stem) + RESULT_SUFFIX, "result")):
             if found.table is None and os.path.isfile(os.path.join(folder, name)):
                 found.table, found.table_kind = os.path.join(folder, name), kind

@@ -94,6 +94,23 @@ class Layout:
     output_dir: Optional[str] = None
     timestamp_format: Optional[str] = None
 
+    def key(self, path: str) -> str:
+        """The recording's output name below ``output_dir`` (its folder and file stem)."""
+        relative = relative_name(self.input_file, path)
+        return os.path.join(os.path.dirname(relative), file_stem(relative))
+
+    def check_unique(self, paths: Sequence[str]) -> None:
+        """Two recordings whose outputs would have one name (``a/rec.wav`` and ``b/rec.wav``
+        from a list, ``rec.wav`` and ``rec.flac``) stop the run before anything is written."""
+        owners: dict = {}
+        for path in paths:
+            owners.setdefault(self.key(path), []).append(path)
+        clashes = [names for names in owners.values() if len(names) > 1]
+        if clashes:
+            raise ValueError("recordings whose outputs would have the same name (rename one, or give their folder as "
+                             "--input_file so that sub-folders are mirrored): "
+                             + "; ".join(" and ".join(names) for names in clashes[:5]))
+
     def recording(self, path: str, opened: Optional[Opened] = None, seconds: float = 0.0) -> Recording:
         """The recording's description and its output folder (``OutsideError`` where its
         name would lead outside ``output_dir``)."""

@@ -175,6 +175,22 @@ def report_lines(output_dir: str, prefix: str = JOURNAL_PREFIX) -> Tuple[List[st
 
 
 # ----------------------------------------------------------------------- run file
+DECIDING = ("threshold", "thresholds", "temperature", "post", "channels", "classes", "models")
+
+
+def check_run(output_dir: str, settings: dict, overwrite: bool) -> None:
+    """A folder predicted with other decision settings is not mixed with this run's
+    outputs (finished recordings would be skipped and keep the old decisions): refused
+    unless ``--overwrite`` redoes every recording."""
+    if overwrite or not os.path.isfile(os.path.join(output_dir, RUN_FILE)):
+        return
+    stored = read_run(output_dir)
+    changed = [key for key in DECIDING if key in stored and stored[key] != settings.get(key)]
+    if changed:
+        raise ValueError(f"--output_dir {output_dir} holds a run with other settings ({', '.join(changed)}); "
+                         "--overwrite redoes every recording with these, or choose another --output_dir")
+
+
 def write_run(output_dir: str, settings: dict) -> None:
     path = os.path.join(output_dir, RUN_FILE)
     text = json.dumps(settings, indent=1, sort_keys=True)

@@ -207,6 +207,14 @@ class LatentSink(Sink):
     def complete(self, recording) -> bool:
         return False                       # one file for the run: every recording is in it again
 
+    def start(self, recording) -> None:
+        self.begun = len(self.latent["filenames"])
+
+    def discard(self, recording) -> None:
+        """The recording failed midway: its windows leave the run's file."""
+        for values in self.latent.values():
+            del values[getattr(self, "begun", len(values)):]
+
     def windows(self, recording, channel, windows) -> None:
         base = recording.path.replace(".wav", "")
         for w in windows:
@@ -229,6 +237,9 @@ class PdfSink(Sink):
 
     def start(self, recording) -> None:
         self.count = 0
+
+    def complete(self, recording) -> bool:
+        return False                       # its PDFs are not tracked: asked for, they are written again
 
     def windows(self, recording, channel, windows) -> None:
         binary = self.class_map.is_binary

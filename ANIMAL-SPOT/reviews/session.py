@@ -21,6 +21,7 @@ from reviews.summary import season_summary
 from reviews.tables import table_text
 from reviews.units import Loaded, ReviewError, Unit, find_recording, unit_id
 from utils.atomic import atomic_write_text
+from utils.paths import below
 
 log = logging.getLogger("REVIEW")
 JOURNAL, SUMMARY, TABLES = "review_journal.jsonl", "review_summary.json", "tables"
@@ -170,7 +171,7 @@ class ReviewSession:
 
     # ---------------------------------------------------------- tables, summary
     def table_path(self, recording: str) -> str:
-        return os.path.join(self.out, TABLES, recording + ".Table.1.selections.txt")
+        return below(os.path.join(self.out, TABLES), recording + ".Table.1.selections.txt")
 
     def write_table(self, recording: str) -> None:
         units = [u for u in self.units.values() if u.recording == recording]

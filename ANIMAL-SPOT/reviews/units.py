@@ -26,6 +26,7 @@ import soundfile as sf
 from evaluation.log_format import LogFormatError, log_windows, parse_log
 from evaluation.raven import TableError, label_column, read_rows
 from prediction.folder import Outputs, PredictionFolder
+from utils.paths import OutsideError, below
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".WAV", ".FLAC", ".Wav")
 
@@ -65,8 +66,13 @@ def unit_id(recording: str, begin: float, end: float, cls: str, above: bool, cha
 
 
 def find_recording(recordings: str, key: str) -> Optional[str]:
+    """The audio file of a recording key below ``recordings`` (None where there is none, or
+    where the key leads outside: an absolute path, ``..``, a link)."""
     for ext in AUDIO_EXTENSIONS:
-        path = os.path.join(recordings, key + ext)
+        try:
+            path = below(recordings, key + ext)
+        except OutsideError:
+            return None
         if os.path.isfile(path):
             return path
     return None
@@ -118,7 +124,7 @@ def log_units(logs: Dict[Optional[int], str], key: str, recording: str) -> List[
                 detections.append((starts[i], ends[i], row, label, float(row[1] if binary else row[top])))
             else:
                 best = max(calls, key=lambda c: row[c]) if calls else top
-                rest.append((starts[i], ends[i], row, names[best], float(row[best]), best == top))
+                rest.append((starts[i], ends[i], row, names[best], float(row[best]), binary or best == top))
         events = merge_detections(detections)
         for begin, end, label, score, row in events:
             units.append(Unit(unit_id(key, begin, end, label, True, channel or 1), key, recording, begin, end, label,

@@ -90,7 +90,7 @@ def test_stream_equals_the_log_for_any_batch_size(tmp_path, models, name):
     with torch.no_grad():
         direct = torch.softmax(model(inputs), dim=1)
     assert float((direct - probs).abs().max()) <= tolerance
-    text = run_predict(tmp_path / "b8", paths[name], recording, "--batch_size", "8")
+    text = run_predict(tmp_path / "b8_calibrated", paths[name], recording, "--batch_size", "8")
     block = text.split("output_layer:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert [r.split("=")[0] for r in block] == names
     assert abs(sum(float(r.split("=")[1].rstrip(";")) for r in block) - 1) < 1e-5

@@ -97,3 +97,37 @@ def test_a_prediction_folder_is_read_by_one_rule(tmp_path):
     assert events["c_ch2"] == [(0.0, 0.3, "target", 1)]
     for key, outputs in found.items():                              # a recording looked up by name: the same
         assert reader.find(key).logs == outputs.logs or key == "site1/5216.240612031500"
+
+
+def test_logs_of_an_earlier_run_with_other_channels_are_not_mixed_in(tmp_path):
+    from prediction.season import write_run
+
+    folder = tmp_path / "pred"
+    for channel in (1, 2):                                          # an earlier --channels each run
+        write_log(folder / f"rec_ch{channel}_predict_output.log", [0.9, 0.9, 0.9])
+    write_log(folder / "rec_predict_output.log", [0.1, 0.7, 0.1])   # this --channels mean run
+    write_log(folder / "tape_ch1_predict_output.log", [0.7, 0.1])   # a recording of this run named so
+    settings = {"threshold": 0.5, "post": vars(PostProcessing()), "recordings": ["in/rec.wav", "in/tape_ch1.wav"]}
+    write_run(str(folder), dict(settings, channels="mean"))
+    reader = PredictionFolder(str(folder))
+    found = reader.outputs()
+    assert sorted(found) == ["rec", "tape_ch1"] and list(found["rec"].logs) == [None]
+    assert reader.find("rec").logs == found["rec"].logs
+    assert [(e.begin, e.channel) for e in reader.events(found["rec"])] == [(0.1, 1)]
+
+    write_run(str(folder), dict(settings, channels="each"))        # now the each run is the newer one
+    reader = PredictionFolder(str(folder))
+    found = reader.outputs()
+    assert sorted(found["rec"].logs) == [1, 2] and reader.find("rec").logs == found["rec"].logs
+
+
+def test_recordings_whose_outputs_would_share_a_name_are_refused(tmp_path):
+    layout = Layout(str(tmp_path / "list.txt"), str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="same name.*a/rec.wav and .*b/rec.wav"):
+        layout.check_unique([str(tmp_path / "a" / "rec.wav"), str(tmp_path / "b" / "rec.wav")])
+    layout.check_unique([str(tmp_path / "a" / "rec.wav"), str(tmp_path / "b" / "rec2.wav")])
+    (tmp_path / "season" / "a").mkdir(parents=True)
+    mirrored = Layout(str(tmp_path / "season"), str(tmp_path / "out"))       # a folder: sub-folders mirrored
+    mirrored.check_unique([str(tmp_path / "season" / "a" / "rec.wav"), str(tmp_path / "season" / "rec.wav")])
+    with pytest.raises(ValueError, match="same name"):
+        mirrored.check_unique([str(tmp_path / "season" / "rec.wav"), str(tmp_path / "season" / "rec.flac")])

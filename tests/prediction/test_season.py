@@ -107,6 +107,21 @@ def test_shards_then_merge_write_what_one_process_writes(quick_model, tmp_path):
     assert complete and "recordings: 4 done, 0 failed, 0 missing" in lines
 
 
+def test_a_rerun_with_other_decisions_is_refused_and_same_named_recordings_too(quick_model, tmp_path, capfd):
+    model, recordings = quick_model
+    out = tmp_path / "out"
+    assert predict.main(argv_for(model, recordings, out)) == 0
+    before = outputs(out)
+    assert predict.main(argv_for(model, recordings, out, "--threshold", "0.9")) == 1      # would keep old decisions
+    assert "other settings (threshold)" in capfd.readouterr().err and outputs(out) == before
+    assert predict.main(argv_for(model, recordings, out, "--threshold", "0.9", "--overwrite")) == 0
+    assert outputs(out) != before and '"threshold": 0.9' in (out / "predict_run.json").read_text()
+    listed = tmp_path / "list.txt"                                     # a list: outputs are named by file name
+    listed.write_text("".join(f"{recordings / site / 'AM01_20240612_031500.wav'}\n" for site in ("site_A", "site_B")))
+    assert predict.main(argv_for(model, listed, tmp_path / "listed")) == 1
+    assert "same name" in capfd.readouterr().err and not (tmp_path / "listed").exists()
+
+
 def test_torchrun_two_processes_write_what_one_process_writes(quick_model, tmp_path):
     model, recordings = quick_model
     assert predict.main(argv_for(model, recordings, tmp_path / "one")) == 0

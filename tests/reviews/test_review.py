@@ -147,8 +147,8 @@ def test_the_precision_curve_and_the_threshold_match_the_truth_of_simulated_revi
 
 
 # ------------------------------------------------------------------- a season
-def write_log(path, recording, rows, hop=0.25, window=0.5, threshold=0.5):
-    """A prediction log as predict.py writes it, from probability rows of K1, K2, noise."""
+def write_log(path, recording, rows, hop=0.25, window=0.5, threshold=0.5, names=NAMES):
+    """A prediction log as predict.py writes it, from probability rows of ``names``."""
     logger = logging.getLogger(f"test-log-{path}")
     close_logger(logger)
     logger.setLevel(logging.INFO)
@@ -157,7 +157,7 @@ def write_log(path, recording, rows, hop=0.25, window=0.5, threshold=0.5):
     handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(FORMAT)
     logger.addHandler(handler)
-    class_map = ClassMap.from_names(NAMES)
+    class_map = ClassMap.from_names(names)
     writer = LogWriter(logger, class_map)
     data_opts = {"sr": 16000, "preemphases": 0.98, "n_fft": 256, "hop_length": 64, "n_freq_bins": 32, "fmin": 0,
                  "fmax": 8000, "freq_compression": "linear", "min_level_db": -100, "ref_level_db": 20}
@@ -165,7 +165,8 @@ def write_log(path, recording, rows, hop=0.25, window=0.5, threshold=0.5):
     for i, probs in enumerate(rows):
         start = round(i * hop, 3)
         top = int(np.argmax(probs))
-        writer.record(start, round(start + window, 3), list(probs), int(probs[top] >= threshold))
+        flag = probs[1] >= threshold if len(names) == 2 else probs[top] >= threshold     # binary: the target's
+        writer.record(start, round(start + window, 3), list(probs), int(flag))
     close_logger(logger)
 
 
@@ -500,8 +501,11 @@ def test_a_combined_table_serves_only_recordings_without_their_own(season, tmp_p
     (tables / "combined.Table.1.selections.txt").write_text(
         columns + "1\tSpectrogram_1\t1\t6.0\t6.5\t0\t8000\tK1\t \ta.wav\t6.0\t0.9\tsite1/a.wav\n"     # has its own
         "2\tSpectrogram_1\t1\t12.0\t12.5\t0\t8000\tK2\t \tb.wav\t2.0\t0.8\tsite2/b.wav\n"
-        "3\tSpectrogram_1\t1\t14.0\t14.5\t0\t8000\tnoise\t \tb.wav\t4.0\t0.7\tsite2/b.wav\n")
+        "3\tSpectrogram_1\t1\t14.0\t14.5\t0\t8000\tnoise\t \tb.wav\t4.0\t0.7\tsite2/b.wav\n"
+        f"4\tSpectrogram_1\t1\t1.0\t1.5\t0\t8000\tK1\t \tx.wav\t1.0\t0.9\t{season / 'outside.wav'}\n"   # absolute
+        "5\tSpectrogram_1\t1\t1.0\t1.5\t0\t8000\tK1\t \tx.wav\t1.0\t0.9\t../outside.wav\n")
     (tables / "combined.empty.selections.txt").write_text("")                                      # skipped
+    make_recording(str(season / "outside.wav"), 2.0, 16000, [], seed=1)        # outside --recordings: never served
     loaded = load_units(str(tables), str(season / "recordings"))
     assert sorted((u.recording, u.begin, u.end, u.cls, u.score) for u in loaded.units) == [
         ("site1/a", 1.0, 1.5, "K1", None), ("site2/b", 2.0, 2.5, "K2", 0.8)]
@@ -509,3 +513,15 @@ def test_a_combined_table_serves_only_recordings_without_their_own(season, tmp_p
     (tables / "combined.Table.1.selections.txt").write_bytes(b"\xff\xfe\x00broken")
     with pytest.raises(ReviewError, match=r"combined\.Table\.1\.selections\.txt: cannot read the table"):
         load_units(str(tables), str(season / "recordings"))
+
+
+def test_a_binary_models_quiet_windows_are_detectable_by_a_lower_threshold(tmp_path):
+    recording = tmp_path / "recordings" / "r.wav"
+    make_recording(str(recording), 4.0, 16000, [], seed=1)
+    rows = [np.array([1 - p, p]) for p in (0.1, 0.3, 0.8, 0.9, 0.2, 0.05, 0.4)]
+    write_log(str(tmp_path / "predictions" / "r_predict_output.log"), str(recording), rows, names=["noise", "target"])
+    units = load_units(str(tmp_path / "predictions"), str(tmp_path / "recordings")).units
+    above = [u for u in units if u.above]
+    quiet = [u for u in units if not u.above]
+    assert [(u.begin, u.end, u.cls) for u in above] == [(0.5, 1.25, "target")]
+    assert quiet and all(u.detectable and u.cls == "target" for u in quiet)       # a lower threshold finds them
