@@ -190,13 +190,18 @@ def season_rows(calls, seconds=10.0, hop=0.25, seed=0):
     return rows
 
 
+def write_season(root):
+    """``root/recordings`` with the placed calls and ``root/predictions`` with their logs."""
+    for key, calls in PLACED.items():
+        recording = root / "recordings" / f"{key}.wav"
+        make_recording(str(recording), 10.0, 16000, [(SHAPES[c], t) for c, t in calls], seed=3, call_len=0.4)
+        write_log(str(root / "predictions" / f"{key}_predict_output.log"), str(recording), season_rows(calls))
+    return root
+
+
 @pytest.fixture
 def season(tmp_path):
-    for key, calls in PLACED.items():
-        recording = tmp_path / "recordings" / f"{key}.wav"
-        make_recording(str(recording), 10.0, 16000, [(SHAPES[c], t) for c, t in calls], seed=3, call_len=0.4)
-        write_log(str(tmp_path / "predictions" / f"{key}_predict_output.log"), str(recording), season_rows(calls))
-    return tmp_path
+    return write_season(tmp_path)
 
 
 def truth(unit) -> str:

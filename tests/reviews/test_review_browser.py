@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from test_review import PLACED, SHAPES, season_rows, truth, write_log  # noqa: F401  (the same season)
+from test_review import truth, write_season
 from utils.synthetic import make_recording
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -23,10 +23,7 @@ def page(tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    for key, calls in PLACED.items():
-        recording = tmp_path / "recordings" / f"{key}.wav"
-        make_recording(str(recording), 10.0, 16000, [(SHAPES[c], t) for c, t in calls], seed=3, call_len=0.4)
-        write_log(str(tmp_path / "predictions" / f"{key}_predict_output.log"), str(recording), season_rows(calls))
+    write_season(tmp_path)
     make_recording(str(tmp_path / "recordings" / "site3" / "c.wav"), 4.0, 16000, [], seed=4)
     (tmp_path / "predictions" / "site3").mkdir()
     (tmp_path / "predictions" / "site3" / "c.Table.1.selections.txt").write_text(
