@@ -97,7 +97,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             run(config, log, processes)
         except KNOWN_ERRORS:
             raise
-        except Exception:                        # as the original: the traceback as a warning, then abort
+        except Exception as error:               # as the original: the traceback as a warning, then abort
+            if cli.out_of_memory(error):
+                raise                            # one message saying what helps (utils.cli)
             log.warning(traceback.format_exc())
             log.warning("Aborting...")
             return 1

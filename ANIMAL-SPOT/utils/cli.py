@@ -3,7 +3,8 @@
 
 ``run(body, ...)``: the command's logger (on standard error, and in a file of
 ``log_dir`` where asked), then ``body(log)``; an error the command knows ends it with one
-line naming what is wrong and exit status 1, never a traceback; Ctrl-C ends it with 1.
+line naming what is wrong and exit status 1, never a traceback; so does the GPU running
+out of memory (with what helps); Ctrl-C ends it with 1.
 
 ``stored_options(parser, argv)``: ``--config FILE`` repeats a run from its stored
 configuration (a JSON object of options by flag name, such as ``run.json`` beside a
@@ -34,6 +35,13 @@ def error_message(error: BaseException) -> str:
     return text
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is PyTorch's GPU out-of-memory error (torch imported lazily: a
+    command's ``--help`` does not load it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
+
+
 def run(body: Callable[[logging.Logger], Optional[int]], logger: str = "ANIMAL-SPOT", log_dir: Optional[str] = None,
         log_file: str = "TRAIN.log", debug: bool = False, errors: Tuple = (), library: bool = False,
         level: Optional[int] = None) -> int:
@@ -52,6 +60,12 @@ def run(body: Callable[[logging.Logger], Optional[int]], logger: str = "ANIMAL-S
         return 1
     except KeyboardInterrupt:
         log.warning("Interrupted.")
+        return 1
+    except Exception as error:
+        if not out_of_memory(error):
+            raise
+        log.error(f"the GPU ran out of memory ({str(error).splitlines()[0]}); a smaller --batch_size needs less, "
+                  "or --no_cuda runs on the CPU")
         return 1
     finally:
         close_logger(log)

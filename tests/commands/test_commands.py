@@ -49,3 +49,22 @@ def test_a_run_repeats_from_its_stored_configuration(call_set, tmp_path):
     with pytest.raises(SystemExit) as stopped:                                                      # one clear error
         commands.main(["train", "--config", str(tmp_path / "missing.json")])
     assert stopped.value.code == 2
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_the_gpu_running_out_of_memory_is_one_message(command, call_set, tmp_path, monkeypatch, capfd):
+    import predict
+
+    def exhausted(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.6 GiB total)\n"
+                                          "more detail")
+    if command == "train":
+        monkeypatch.setattr(train_main, "run", exhausted)
+        status = train_main.main(["--data_dir", str(call_set), "--model_dir", str(tmp_path / "m")])
+    else:
+        monkeypatch.setattr(predict, "run", exhausted)
+        status = predict.main(["--model_path", "m.pk", "--input_file", str(call_set)])
+    err = capfd.readouterr().err
+    assert status == 1 and "Traceback" not in err and "more detail" not in err
+    assert "the GPU ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB" in err
+    assert "a smaller --batch_size" in err
