@@ -171,7 +171,7 @@ def run_embed(args, log: logging.Logger) -> int:
         store = Store(args.store)
         store.check(description)
         layout = Layout(args.input_file)
-        layout.check_unique(files)
+        layout.check_unique(files, stores=True)
         mine, tag, _ = share(files, args.shard, processes)
         journal = SeasonJournal(args.store, tag, JOURNAL)
         journal.write("planned", recordings=mine)

@@ -168,7 +168,9 @@ def run_settings(config: PredictConfig, files: List[str], info: RunInfo) -> dict
             "thresholds": info.rule.thresholds, "temperature": info.rule.temperature, "post": vars(info.post),
             "channels": config.channels, "timestamp_format": config.timestamp_format,
             "classes": info.class_map.to_dict(), "data_opts": info.data_opts, "raven": config.raven,
-            "models": info.model_paths}
+            "models": info.model_paths, "detector": config.detector_path,
+            "detector_threshold": config.detector_threshold if config.detector_path else None,
+            "unknown": config.unknown, "sequence_len": info.sequence_len, "hop": info.hop}
 
 
 def predict_season(config: PredictConfig, log: logging.Logger, processes) -> int:

@@ -85,12 +85,13 @@ class PredictionFolder:
                     combined.append(path)
                     continue
                 if name.endswith(LogSink.suffix):
-                    stem, channel = log_stem(name[:-len(LogSink.suffix)], names)
+                    full = name[:-len(LogSink.suffix)]
+                    stem, channel = log_stem(full, names)
                     if channel is not None and not each:
-                        if stem + "_ch" + str(channel) in stems or LogSink.name(stem) not in names:
-                            stem, channel = name[:-len(LogSink.suffix)], None     # a recording named so
+                        if full in stems or (not stems and LogSink.name(stem) not in names):
+                            stem, channel = full, None              # a recording named so
                         else:
-                            continue          # a channel log of an earlier --channels each run beside this run's
+                            continue          # a channel log of an earlier --channels each run
                     self._entry(found, below, stem).logs[channel] = path
                     continue
                 kind = table_kind(name)
@@ -131,6 +132,8 @@ class PredictionFolder:
         while self.each and os.path.isfile(os.path.join(folder, LogSink.name(stem, channel))):
             found.logs[channel] = os.path.join(folder, LogSink.name(stem, channel))
             channel += 1
+        if len(found.logs) < 2:
+            found.logs.clear()                # a channel set has two logs at least; one is a recording named so
         if not found.logs and os.path.isfile(single):
             found.logs[None] = single
         for name, kind in ((stem + RavenSink.suffix, "table"), (LogSink.name(stem) + RESULT_SUFFIX, "result")):
@@ -169,9 +172,10 @@ class PredictionFolder:
 
 
 def log_stem(stem: str, names) -> Tuple[str, Optional[int]]:
-    """``rec_ch2`` -> (``rec``, 2) where the folder holds the first channel's log too (a
-    ``--channels each`` run); else the stem itself (a recording named ``rec_ch2``)."""
+    """``rec_ch2`` -> (``rec``, 2) where the folder holds the logs of the first two channels
+    (a ``--channels each`` run writes one per channel of a recording with two or more);
+    else the stem itself (a recording named ``rec_ch2``, or a mono ``tape_ch1``)."""
     found = CHANNEL_LOG.match(stem)
-    if found and LogSink.name(found.group(1), 1) in names:
+    if found and all(LogSink.name(found.group(1), c) in names for c in (1, 2)):
         return found.group(1), int(found.group(2))
     return stem, None

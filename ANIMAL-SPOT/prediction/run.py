@@ -99,12 +99,13 @@ class Layout:
         relative = relative_name(self.input_file, path)
         return os.path.join(os.path.dirname(relative), file_stem(relative))
 
-    def check_unique(self, paths: Sequence[str]) -> None:
+    def check_unique(self, paths: Sequence[str], stores: bool = False) -> None:
         """Two recordings whose outputs would have one name (``a/rec.wav`` and ``b/rec.wav``
-        from a list, ``rec.wav`` and ``rec.flac``) stop the run before anything is written."""
+        from a list, ``rec.wav`` and ``rec.flac``) stop the run before anything is written.
+        ``stores``: named as an embedding store names its parts (with the file's ending)."""
         owners: dict = {}
         for path in paths:
-            owners.setdefault(self.key(path), []).append(path)
+            owners.setdefault(relative_name(self.input_file, path) if stores else self.key(path), []).append(path)
         clashes = [names for names in owners.values() if len(names) > 1]
         if clashes:
             raise ValueError("recordings whose outputs would have the same name (rename one, or give their folder as "

@@ -175,20 +175,35 @@ def report_lines(output_dir: str, prefix: str = JOURNAL_PREFIX) -> Tuple[List[st
 
 
 # ----------------------------------------------------------------------- run file
-DECIDING = ("threshold", "thresholds", "temperature", "post", "channels", "classes", "models")
+DECIDING = ("threshold", "thresholds", "temperature", "post", "channels", "classes", "models", "detector",
+            "detector_threshold", "unknown", "sequence_len", "hop")
+FILES = ("models", "detector")
 
 
 def check_run(output_dir: str, settings: dict, overwrite: bool) -> None:
     """A folder predicted with other decision settings is not mixed with this run's
     outputs (finished recordings would be skipped and keep the old decisions): refused
-    unless ``--overwrite`` redoes every recording."""
+    unless ``--overwrite`` redoes every recording. Settings an older run file lacks are
+    not compared; model files are compared as resolved paths (``./m.pk`` is ``m.pk``)."""
     if overwrite or not os.path.isfile(os.path.join(output_dir, RUN_FILE)):
         return
     stored = read_run(output_dir)
-    changed = [key for key in DECIDING if key in stored and stored[key] != settings.get(key)]
+
+    def value(key, settings):
+        found = settings.get(key)
+        return resolved(found) if key in FILES else found
+    changed = [key for key in DECIDING if key in stored and value(key, stored) != value(key, settings)]
     if changed:
         raise ValueError(f"--output_dir {output_dir} holds a run with other settings ({', '.join(changed)}); "
                          "--overwrite redoes every recording with these, or choose another --output_dir")
+
+
+def resolved(paths):
+    """Local model paths resolved (links, ``.``, the working folder); URLs as given."""
+    if paths is None:
+        return None
+    many = [paths] if isinstance(paths, str) else list(paths)
+    return [p if "://" in p else os.path.realpath(p) for p in many]
 
 
 def write_run(output_dir: str, settings: dict) -> None:

@@ -203,6 +203,7 @@ class LatentSink(Sink):
     def __init__(self, output_dir: str):
         self.path = os.path.join(output_dir, "animal-spot-classifier.p")
         self.latent = {"filenames": [], "features": [], "spectra_input": []}
+        self.begun: Optional[int] = None       # the windows before the recording now predicted
 
     def complete(self, recording) -> bool:
         return False                       # one file for the run: every recording is in it again
@@ -211,9 +212,12 @@ class LatentSink(Sink):
         self.begun = len(self.latent["filenames"])
 
     def discard(self, recording) -> None:
-        """The recording failed midway: its windows leave the run's file."""
-        for values in self.latent.values():
-            del values[getattr(self, "begun", len(values)):]
+        """The recording failed midway: its windows leave the run's file (nothing where it
+        failed before it started)."""
+        if self.begun is not None:
+            for values in self.latent.values():
+                del values[self.begun:]
+        self.begun = None
 
     def windows(self, recording, channel, windows) -> None:
         base = recording.path.replace(".wav", "")
@@ -222,6 +226,9 @@ class LatentSink(Sink):
             self.latent["filenames"].append(f"{base}_{w.start}_{w.end}.wav")
             self.latent["features"].append(batch.pooled[n].numpy())
             self.latent["spectra_input"].append(batch.inputs[n:n + 1].cpu())
+
+    def end(self, recording, events) -> None:
+        self.begun = None
 
     def close(self) -> None:
         if self.latent["filenames"]:

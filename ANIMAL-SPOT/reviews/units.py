@@ -26,7 +26,7 @@ import soundfile as sf
 from evaluation.log_format import LogFormatError, log_windows, parse_log
 from evaluation.raven import TableError, label_column, read_rows
 from prediction.folder import Outputs, PredictionFolder
-from utils.paths import OutsideError, below
+from utils.paths import plain
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".WAV", ".FLAC", ".Wav")
 
@@ -67,12 +67,12 @@ def unit_id(recording: str, begin: float, end: float, cls: str, above: bool, cha
 
 def find_recording(recordings: str, key: str) -> Optional[str]:
     """The audio file of a recording key below ``recordings`` (None where there is none, or
-    where the key leads outside: an absolute path, ``..``, a link)."""
+    where the key is no plain relative name: absolute, with ``..``). Links below
+    ``recordings`` are followed: a season may span disks."""
+    if not plain(key.replace(os.sep, "/")):
+        return None
     for ext in AUDIO_EXTENSIONS:
-        try:
-            path = below(recordings, key + ext)
-        except OutsideError:
-            return None
+        path = os.path.join(recordings, key + ext)
         if os.path.isfile(path):
             return path
     return None

@@ -64,7 +64,8 @@ def run(body: Callable[[logging.Logger], Optional[int]], logger: str = "ANIMAL-S
     except Exception as error:
         if not out_of_memory(error):
             raise
-        log.error(f"the GPU ran out of memory ({str(error).splitlines()[0]}); a smaller --batch_size needs less, "
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "CUDA out of memory"
+        log.error(f"the GPU ran out of memory ({first}); a smaller --batch_size needs less, "
                   "or --no_cuda runs on the CPU")
         return 1
     finally:

@@ -23,16 +23,21 @@ def below(root: str, *parts: str) -> str:
     return path
 
 
-def served_file(root: str, relative: str):
-    """``root/relative`` when it is a file inside ``root`` reached by plain names (no
-    ``..``, ``.``, empty or absolute parts, no backslash); else None."""
+def plain(relative: str) -> bool:
+    """Whether ``relative`` is made of plain names: no ``..``, ``.``, empty or absolute
+    parts, no backslash (checked on the text; links are not resolved)."""
     if not relative or relative.startswith(("/", "\\")) or os.path.isabs(relative) or "\\" in relative:
-        return None
-    parts = relative.split("/")
-    if any(part in ("", ".", "..") for part in parts):
+        return False
+    return not any(part in ("", ".", "..") for part in relative.split("/"))
+
+
+def served_file(root: str, relative: str):
+    """``root/relative`` when it is a file inside ``root`` reached by plain names (see
+    ``plain``); else None."""
+    if not plain(relative):
         return None
     try:
-        path = below(root, *parts)
+        path = below(root, *relative.split("/"))
     except OutsideError:
         return None
     return os.path.realpath(path) if os.path.isfile(path) else None

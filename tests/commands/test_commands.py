@@ -68,3 +68,12 @@ def test_the_gpu_running_out_of_memory_is_one_message(command, call_set, tmp_pat
     assert status == 1 and "Traceback" not in err and "more detail" not in err
     assert "the GPU ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB" in err
     assert "a smaller --batch_size" in err
+
+
+def test_an_out_of_memory_error_without_text_is_one_message_too(capfd):
+    from utils import cli
+
+    def exhausted(log):
+        raise torch.cuda.OutOfMemoryError("")
+    assert cli.run(exhausted, "TEST") == 1
+    assert "the GPU ran out of memory (CUDA out of memory)" in capfd.readouterr().err

@@ -115,10 +115,61 @@ def test_logs_of_an_earlier_run_with_other_channels_are_not_mixed_in(tmp_path):
     assert reader.find("rec").logs == found["rec"].logs
     assert [(e.begin, e.channel) for e in reader.events(found["rec"])] == [(0.1, 1)]
 
+    (folder / "rec_predict_output.log").unlink()                    # rec failed in this run: its old logs
+    assert sorted(PredictionFolder(str(folder)).outputs()) == ["tape_ch1"]     # are not recordings of it
+
     write_run(str(folder), dict(settings, channels="each"))        # now the each run is the newer one
     reader = PredictionFolder(str(folder))
     found = reader.outputs()
-    assert sorted(found["rec"].logs) == [1, 2] and reader.find("rec").logs == found["rec"].logs
+    assert sorted(found) == ["rec", "tape_ch1"] and sorted(found["rec"].logs) == [1, 2]
+    assert list(found["tape_ch1"].logs) == [None]                   # mono under --channels each: one log
+    for key in found:
+        assert reader.find(key).logs == found[key].logs
+    assert reader.find("tape") is None
+
+
+def test_with_no_run_file_a_channel_set_has_two_logs_at_least(tmp_path):
+    folder = tmp_path / "pred"
+    for name in ("rec", "rec_ch1", "tape_ch1"):                     # three mono recordings
+        write_log(folder / f"{name}_predict_output.log", [0.1, 0.7])
+    reader = PredictionFolder(str(folder))
+    found = reader.outputs()
+    assert sorted(found) == ["rec", "rec_ch1", "tape_ch1"] and all(list(o.logs) == [None] for o in found.values())
+    assert all(reader.find(key).logs == outputs.logs for key, outputs in found.items())
+
+
+def test_a_rerun_is_refused_only_where_a_decision_setting_changed(tmp_path, monkeypatch):
+    from prediction.season import check_run, write_run
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.pk").write_bytes(b"model")
+    settings = {"threshold": 0.5, "models": ["m.pk"], "detector": None, "hop": 0.1, "recordings": ["a.wav"]}
+    write_run(str(tmp_path), {"threshold": 0.5, "models": ["m.pk"]})          # an older run file: fewer keys
+    check_run(str(tmp_path), settings, False)
+    write_run(str(tmp_path), settings)
+    check_run(str(tmp_path), dict(settings, models=["./m.pk"], recordings=["a.wav", "b.wav"]), False)   # the same
+    for changed in ({"detector": "d.pk"}, {"hop": 0.2}, {"models": ["other.pk"]}, {"threshold": 0.6}):
+        with pytest.raises(ValueError, match="other settings \\(" + list(changed)[0]):
+            check_run(str(tmp_path), dict(settings, **changed), False)
+        check_run(str(tmp_path), dict(settings, **changed), True)                # --overwrite
+
+
+def test_a_failed_recording_leaves_the_latent_file_and_only_its_own_windows(tmp_path):
+    from prediction.sinks import LatentSink
+
+    sink = LatentSink(str(tmp_path))
+    a, b = (Recording(f"{n}.wav", f"{n}.wav", n, str(tmp_path), 1.0) for n in "ab")
+    sink.start(a)
+    for values in sink.latent.values():
+        values.append("a window")
+    sink.end(a, [])
+    sink.discard(b)                                                 # b failed before it started
+    assert sink.latent["filenames"] == ["a window"]
+    sink.start(b)
+    for values in sink.latent.values():
+        values.append("b window")
+    sink.discard(b)                                                 # b failed midway
+    assert all(values == ["a window"] for values in sink.latent.values())
 
 
 def test_recordings_whose_outputs_would_share_a_name_are_refused(tmp_path):
@@ -131,3 +182,7 @@ def test_recordings_whose_outputs_would_share_a_name_are_refused(tmp_path):
     mirrored.check_unique([str(tmp_path / "season" / "a" / "rec.wav"), str(tmp_path / "season" / "rec.wav")])
     with pytest.raises(ValueError, match="same name"):
         mirrored.check_unique([str(tmp_path / "season" / "rec.wav"), str(tmp_path / "season" / "rec.flac")])
+    mirrored.check_unique([str(tmp_path / "season" / "rec.wav"), str(tmp_path / "season" / "rec.flac")],
+                          stores=True)                               # a store's parts keep the ending
+    with pytest.raises(ValueError, match="same name"):
+        layout.check_unique([str(tmp_path / "a" / "rec.wav"), str(tmp_path / "b" / "rec.wav")], stores=True)

@@ -530,3 +530,11 @@ def test_a_binary_models_quiet_windows_are_detectable_by_a_lower_threshold(tmp_p
     quiet = [u for u in units if not u.above]
     assert [(u.begin, u.end, u.cls) for u in above] == [(0.5, 1.25, "target")]
     assert quiet and all(u.detectable and u.cls == "target" for u in quiet)       # a lower threshold finds them
+
+
+def test_recordings_reached_through_links_are_found(season, tmp_path_factory):
+    disk2 = tmp_path_factory.mktemp("disk2")
+    os.rename(season / "recordings" / "site2", disk2 / "site2")
+    os.symlink(disk2 / "site2", season / "recordings" / "site2")          # a season spread over two disks
+    loaded = load_units(str(season / "predictions"), str(season / "recordings"))
+    assert sorted(loaded.seconds) == sorted(PLACED) and loaded.seconds["site2/b"] == 10.0
