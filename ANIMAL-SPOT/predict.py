@@ -191,8 +191,9 @@ def predict_season(config: PredictConfig, log: logging.Logger, processes) -> int
     layout = Layout(config.input_file, config.output_dir, config.timestamp_format)
     journal = SeasonJournal(config.output_dir, tag) if config.output_dir else None
     if journal:
-        check_run(config.output_dir, run_settings(config, files, info), config.overwrite)
-        write_run(config.output_dir, run_settings(config, files, info))
+        settings = run_settings(config, files, info)
+        check_run(config.output_dir, settings, config.overwrite)
+        write_run(config.output_dir, settings)
         journal.write("planned", recordings=mine)
     sinks = make_sinks(config, info, predictor, shared)
     check = Disagreement() if any(getattr(m.backend, "reduced", False) for m in predictor.members) else None

@@ -47,6 +47,11 @@ def recording_list(input_file: str) -> List[str]:
     return recording_files(input_file)
 
 
+def file_stem(path: str) -> str:
+    """Output name of a recording: its base name without the extension."""
+    return os.path.splitext(os.path.basename(path.rstrip("/")))[0].strip()
+
+
 def relative_name(input_file: str, path: str) -> str:
     """A recording's path below ``--input_file`` (its own name for a single file or a list)."""
     if is_remote(path) or is_remote(input_file):

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from data.sources import file_stem
 from evaluation.raven import RESULT_SUFFIX, Event, TableError, label_column, read_rows, read_table, recording_name
 from prediction.decisions import DecisionRule, PostProcessing, log_events
 from prediction.season import RUN_FILE, read_run
@@ -112,8 +113,7 @@ class PredictionFolder:
 
     def recording_stems(self) -> set:
         """The output names of the run's recordings (empty without a run file)."""
-        listed = (self.run or {}).get("recordings") or []
-        return {os.path.splitext(os.path.basename(str(p).rstrip("/")))[0].strip() for p in listed}
+        return {file_stem(str(path)) for path in (self.run or {}).get("recordings") or []}
 
     @staticmethod
     def _entry(found: Dict[str, Outputs], below: str, stem: str) -> Outputs:

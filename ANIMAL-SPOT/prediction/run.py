@@ -19,7 +19,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from data.audio_io import AudioFileError, SignalReader
-from data.sources import relative_name
+from data.sources import file_stem, relative_name
 from data.timestamps import start_time
 from prediction.core import Predictor, WindowBatch
 from prediction.decisions import Decider, DecisionRule, PostProcessing, table_events
@@ -78,11 +78,6 @@ class AudioSource:
             streams = [(None, predictor.stream(path, self.pooled, reader=reader))]
         return Opened(reader.seconds, reader.n_samples, geometry.step, reader.rate, reader.channels, geometry.count,
                       reader.sr, streams, reader.close)
-
-
-def file_stem(path: str) -> str:
-    """Output name of a recording: its base name without the extension."""
-    return os.path.splitext(os.path.basename(path.rstrip("/")))[0].strip()
 
 
 @dataclass(frozen=True)
