@@ -42,7 +42,8 @@ from models.model_file import ModelFileError
 from models.tv_encoder import PretrainedWeightsError
 from prediction.core import Predictor
 from prediction.decisions import DecisionRule
-from prediction.run import AudioSource, Decisions, Layout, run_recordings
+from prediction.records import check_names
+from prediction.run import AudioSource, Decisions, Layout, check_owners, journal_owners, run_recordings
 from prediction.season import SeasonJournal, report_lines, share
 from reviews.journal import journal_selections
 from utils import cli, runtime
@@ -50,6 +51,8 @@ from utils.atomic import OutputError
 
 log = logging.getLogger("EMBED")
 JOURNAL = "embed_journal."
+STORE_ADVICE = ("Embed them into another --store (or give their common folder as --input_file, so that sites stay "
+                "apart)")
 COMMANDS = ("search", "fit", "classify", "report", "encoders")
 ERRORS = (StoreError, ModelFileError, AudioFileError, PretrainedWeightsError, EncoderError, OutputError, ValueError,
           FileNotFoundError)
@@ -163,6 +166,7 @@ def run_embed(args, log: logging.Logger) -> int:
                           prefetch=device.type != "cpu")
     description["window"], description["hop"] = predictor.sequence_len, args.hop
     files = recording_list(args.input_file)
+    check_names(files)
     processes = runtime.start_processes(not args.no_cuda)
     try:
         if processes.main:
@@ -173,11 +177,13 @@ def run_embed(args, log: logging.Logger) -> int:
         layout = Layout(args.input_file)
         layout.check_unique(files, stores=True)
         mine, tag, _ = share(files, args.shard, processes)
+        sinks = [StoreSink(store)]
+        check_owners(mine, layout, sinks, journal_owners(args.store, JOURNAL), STORE_ADVICE)
         journal = SeasonJournal(args.store, tag, JOURNAL)
         journal.write("planned", recordings=mine)
         started = time.time()
-        failed = run_recordings(mine, AudioSource(predictor, "mean", pooled=True), layout,
-                                [StoreSink(store)], Decisions(DecisionRule(), predictor.class_map), journal)
+        failed = run_recordings(mine, AudioSource(predictor, "mean", pooled=True), layout, sinks,
+                                Decisions(DecisionRule(), predictor.class_map), journal)
         failed_anywhere = sum(processes.gather(len(failed)))
     finally:
         runtime.stop_processes(processes)

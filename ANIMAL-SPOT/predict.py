@@ -36,8 +36,11 @@ from prediction.core import Predictor, PredictionModel
 from prediction.decisions import DecisionRule, PostProcessing
 from prediction.options import PredictConfig, build_parser, model_paths, parse  # noqa: F401  (build_parser: its old place)
 from prediction.precision import Disagreement
-from prediction.run import AudioSource, Decisions, Layout, Progress, run_recordings, write_combined
-from prediction.season import SeasonJournal, check_run, report_lines, share, write_run
+from prediction.folder import prepare_folder
+from prediction.records import RunFile, check_names
+from prediction.run import (AudioSource, Decisions, Layout, Progress, check_owners, journal_owners, run_recordings,
+                            write_combined)
+from prediction.season import JOURNAL_PREFIX, SeasonJournal, report_lines, share
 from prediction.sinks import LatentSink, LogSink, PdfSink, RunInfo
 from prediction.tables import FORMATS, CombinedRavenSink, RavenSink
 from utils import cli, runtime
@@ -97,8 +100,9 @@ def check_inputs(config: PredictConfig, log: logging.Logger) -> List[str]:
     files = recording_list(config.input_file)
     if not files:
         raise ValueError(f"--input_file {config.input_file}: no .wav or .flac files in this folder")
+    check_names(files)
     if config.output_dir:
-        Layout(config.input_file, config.output_dir).check_unique(files)
+        Layout(config.input_file, config.output_dir).check_unique(files, each_channel=config.channels == "each")
         try:
             os.makedirs(config.output_dir, exist_ok=True)
         except OSError as error:
@@ -161,16 +165,16 @@ def make_sinks(config: PredictConfig, info: RunInfo, predictor: Predictor, share
     return chosen
 
 
-def run_settings(config: PredictConfig, files: List[str], info: RunInfo) -> dict:
+def run_file(config: PredictConfig, files: List[str], info: RunInfo, layout: Layout) -> RunFile:
     """``predict_run.json``: what the run decided with, so that the folder is read back as
     it was written (``--merge``, the review, ``score.py``)."""
-    return {"input_file": config.input_file, "recordings": list(files), "threshold": info.rule.threshold,
-            "thresholds": info.rule.thresholds, "temperature": info.rule.temperature, "post": vars(info.post),
-            "channels": config.channels, "timestamp_format": config.timestamp_format,
-            "classes": info.class_map.to_dict(), "data_opts": info.data_opts, "raven": config.raven,
-            "models": info.model_paths, "detector": config.detector_path,
-            "detector_threshold": config.detector_threshold if config.detector_path else None,
-            "unknown": config.unknown, "sequence_len": info.sequence_len, "hop": info.hop}
+    return RunFile(input_file=config.input_file, recordings=tuple(files), outputs=tuple(layout.key(p) for p in files),
+                   threshold=info.rule.threshold, thresholds=info.rule.thresholds, temperature=info.rule.temperature,
+                   post=info.post, channels=config.channels, timestamp_format=config.timestamp_format,
+                   classes=info.class_map.to_dict(), data_opts=info.data_opts, raven=config.raven,
+                   models=tuple(info.model_paths), detector=config.detector_path,
+                   detector_threshold=config.detector_threshold if config.detector_path else None,
+                   unknown=config.unknown, sequence_len=info.sequence_len, hop=info.hop)
 
 
 def predict_season(config: PredictConfig, log: logging.Logger, processes) -> int:
@@ -190,12 +194,14 @@ def predict_season(config: PredictConfig, log: logging.Logger, processes) -> int
         log.info(f"Events: {info.post.describe()}")
     layout = Layout(config.input_file, config.output_dir, config.timestamp_format)
     journal = SeasonJournal(config.output_dir, tag) if config.output_dir else None
-    if journal:
-        settings = run_settings(config, files, info)
-        check_run(config.output_dir, settings, config.overwrite)
-        write_run(config.output_dir, settings)
-        journal.write("planned", recordings=mine)
+    kept = False
     sinks = make_sinks(config, info, predictor, shared)
+    if journal:
+        if not config.overwrite:
+            check_owners(mine, layout, sinks, journal_owners(config.output_dir, JOURNAL_PREFIX))
+        run = prepare_folder(config.output_dir, run_file(config, files, info, layout), config.overwrite, log)
+        kept = len(run.recordings) > len(files)         # an earlier run's recordings stay: in the combined table too
+        journal.write("planned", recordings=mine)
     check = Disagreement() if any(getattr(m.backend, "reduced", False) for m in predictor.members) else None
     progress = None if config.no_progress else Progress(mine)
     failed = run_recordings(mine, AudioSource(predictor, config.channels, config.latent_extract), layout, sinks,
@@ -207,6 +213,8 @@ def predict_season(config: PredictConfig, log: logging.Logger, processes) -> int
         sink.close()
     if check is not None and check.report():
         log.info(check.report())
+    if journal and kept and config.raven and not shared:
+        write_combined(config.output_dir)
     if processes.distributed:
         failed_anywhere = sum(processes.gather(len(failed)))
         if processes.main and config.raven:

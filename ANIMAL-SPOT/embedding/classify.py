@@ -15,9 +15,12 @@ from embedding.store import Store, StoreError
 from models.model_file import load_model
 from prediction.core import WindowBatch
 from prediction.decisions import DecisionRule
-from prediction.run import Decisions, Layout, Opened, run_recordings
+from prediction.folder import prepare_folder
+from prediction.records import RunFile
+from prediction.run import Decisions, Layout, Opened, output_name, run_recordings
 from prediction.sinks import LogSink, RunInfo
 from prediction.tables import CombinedRavenSink, RavenSink
+from utils.atomic import OutputError
 
 log = logging.getLogger("EMBED")
 BATCH = 4096
@@ -69,9 +72,19 @@ def classify_store(store: Store, model_path: str, output_dir: str, threshold: Op
     info = RunInfo([model_path], loaded.class_map, loaded.spec.data_opts, float(store.description["window"]),
                    float(store.description["hop"]), rule, min_max_norm=loaded.spec.min_max_norm, output_dir=output_dir)
     sinks: List = [LogSink(info)] + ([RavenSink(info), CombinedRavenSink(info)] if raven else [])
-    os.makedirs(output_dir, exist_ok=True)
-    failed = run_recordings(sorted(store.recordings()), StoredSource(store, loaded.model.classifier),
-                            Layout("", output_dir), sinks, Decisions(rule, loaded.class_map), overwrite=True)
+    recordings = sorted(store.recordings())
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"--output_dir {output_dir}: cannot create it ({error.strerror})") from None
+    run = RunFile(input_file=store.root, recordings=tuple(recordings),
+                  outputs=tuple(output_name(r) for r in recordings), threshold=rule.threshold,
+                  thresholds=rule.thresholds, temperature=rule.temperature, classes=loaded.class_map.to_dict(),
+                  data_opts=loaded.spec.data_opts, raven=raven, models=(model_path,), sequence_len=info.sequence_len,
+                  hop=info.hop, made_by="embed.py classify")
+    prepare_folder(output_dir, run, True, log)          # the folder is read back by the head's own rule
+    failed = run_recordings(recordings, StoredSource(store, loaded.model.classifier), Layout("", output_dir), sinks,
+                            Decisions(rule, loaded.class_map), overwrite=True)
     for sink in sinks:
         sink.close()
     return failed

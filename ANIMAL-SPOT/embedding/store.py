@@ -37,6 +37,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
+from prediction.records import RecordingId
 from prediction.sinks import Recording, Sink
 from utils.atomic import OutputError, atomic_write, atomic_write_text
 
@@ -247,9 +248,11 @@ class StoreSink(Sink):
         self.part: Optional[PartWriter] = None
 
     def start(self, recording: Recording) -> None:
+        identity = recording.identity or RecordingId(recording.path)
         meta = {"source": recording.path if "://" in recording.path else os.path.abspath(recording.path),
                 "given": recording.path, "seconds": recording.seconds, "n_samples": recording.n_samples,
-                "step": recording.step, "rate": recording.sample_rate, "channels": recording.channels}
+                "step": recording.step, "rate": recording.sample_rate, "channels": recording.channels,
+                "size": identity.size, "fingerprint": identity.fingerprint}
         self.part = self.store.writer(recording.relative, meta).__enter__()
 
     def windows(self, recording, channel, windows) -> None:
@@ -273,3 +276,10 @@ class StoreSink(Sink):
 
     def complete(self, recording) -> bool:
         return self.store.has(recording.relative)
+
+    def owner(self, recording) -> Optional[RecordingId]:
+        """The recording the stored part was embedded from (its ``source``, size and fingerprint)."""
+        if not self.store.has(recording.relative):
+            return None
+        meta = self.store.read(self.store.part_path(recording.relative)).meta
+        return RecordingId(meta.get("source") or recording.relative, meta.get("size"), meta.get("fingerprint"))

@@ -144,6 +144,16 @@ def parse_log(path: str) -> PredictionLog:
     return result
 
 
+def logged_recording(path: str) -> Optional[str]:
+    """The recording a log's first line names (None where it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+    except OSError:
+        return None
+    return _message(first).rstrip("\n") or None
+
+
 def _header_threshold(line: str) -> Optional[float]:
     try:
         return float(line.split("threshold:", 1)[1].split(",", 1)[0].strip())

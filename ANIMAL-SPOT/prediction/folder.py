@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from data.sources import file_stem
+from evaluation.log_format import logged_recording
 from evaluation.raven import RESULT_SUFFIX, Event, TableError, label_column, read_rows, read_table, recording_name
 from prediction.decisions import DecisionRule, PostProcessing, log_events
-from prediction.season import RUN_FILE, read_run
+from prediction.records import RunFile
 from prediction.sinks import LogSink
-from prediction.tables import RavenSink
+from prediction.tables import FORMATS, RavenSink
 
 CHANNEL_LOG = re.compile(r"^(.*)_ch(\d+)$")
+OUTPUT_TABLES = [RavenSink] + list(FORMATS.values())
 TABLE_RANK = {"table": 0, "result": 1, "other": 2}
 
 
@@ -65,7 +67,7 @@ class PredictionFolder:
         if not os.path.isdir(root):
             raise FileNotFoundError(f"{root}: no such folder")
         self.root = root
-        self.run: Optional[dict] = read_run(root) if os.path.isfile(os.path.join(root, RUN_FILE)) else None
+        self.run: Optional[RunFile] = RunFile.read(root) if RunFile.exists(root) else None
 
     # ------------------------------------------------------------------ files
     def scan(self) -> Tuple[Dict[str, Outputs], List[str]]:
@@ -87,7 +89,7 @@ class PredictionFolder:
                     continue
                 if name.endswith(LogSink.suffix):
                     full = name[:-len(LogSink.suffix)]
-                    stem, channel = log_stem(full, names)
+                    stem, channel = log_stem(full, names, folder)
                     if channel is not None and not each:
                         if full in stems or (not stems and LogSink.name(stem) not in names):
                             stem, channel = full, None              # a recording named so
@@ -104,16 +106,20 @@ class PredictionFolder:
         for entry in found.values():
             if len(entry.logs) > 1:
                 entry.logs.pop(None, None)    # an earlier run's single log beside this run's channel logs
+        names = self.run.output_names() if self.run is not None else None
+        if names is not None:                 # the run's recordings, nothing else
+            keep = set(names.values())
+            found = {key: entry for key, entry in found.items() if key in keep}
         return dict(sorted(found.items())), combined
 
     @property
     def each(self) -> bool:
         """Whether logs may be one per channel: a ``--channels each`` run, or no run file."""
-        return self.run is None or self.run.get("channels") == "each"
+        return self.run is None or self.run.channels == "each"
 
     def recording_stems(self) -> set:
         """The output names of the run's recordings (empty without a run file)."""
-        return {file_stem(str(path)) for path in (self.run or {}).get("recordings") or []}
+        return {file_stem(str(path)) for path in (self.run.recordings if self.run is not None else ())}
 
     @staticmethod
     def _entry(found: Dict[str, Outputs], below: str, stem: str) -> Outputs:
@@ -132,8 +138,8 @@ class PredictionFolder:
         while self.each and os.path.isfile(os.path.join(folder, LogSink.name(stem, channel))):
             found.logs[channel] = os.path.join(folder, LogSink.name(stem, channel))
             channel += 1
-        if len(found.logs) < 2:
-            found.logs.clear()                # a channel set has two logs at least; one is a recording named so
+        if len(found.logs) < 2 or not one_recording(found.logs[1], found.logs[2]):
+            found.logs.clear()                # a channel set: two logs at least, of one recording
         if not found.logs and os.path.isfile(single):
             found.logs[None] = single
         for name, kind in ((stem + RavenSink.suffix, "table"), (LogSink.name(stem) + RESULT_SUFFIX, "result")):
@@ -145,11 +151,11 @@ class PredictionFolder:
     def rule(self, log=None) -> DecisionRule:
         """The run's rule (``predict_run.json``), else the log header's threshold, else 0.5."""
         if self.run is not None:
-            return DecisionRule(self.run["threshold"], self.run.get("thresholds"), self.run.get("temperature") or 1.0)
+            return self.run.rule
         return DecisionRule(log.threshold if log is not None and log.threshold is not None else 0.5)
 
     def post(self) -> PostProcessing:
-        return PostProcessing(**self.run["post"]) if self.run is not None else PostProcessing()
+        return self.run.post if self.run is not None else PostProcessing()
 
     def events(self, outputs: Outputs, rule: Optional[DecisionRule] = None,
                post: Optional[PostProcessing] = None) -> List[Event]:
@@ -171,11 +177,72 @@ class PredictionFolder:
         return read_table(outputs.table, column)
 
 
-def log_stem(stem: str, names) -> Tuple[str, Optional[int]]:
+def log_stem(stem: str, names, folder: str) -> Tuple[str, Optional[int]]:
     """``rec_ch2`` -> (``rec``, 2) where the folder holds the logs of the first two channels
-    (a ``--channels each`` run writes one per channel of a recording with two or more);
-    else the stem itself (a recording named ``rec_ch2``, or a mono ``tape_ch1``)."""
+    and they name one recording (a ``--channels each`` run writes one per channel of a
+    recording with two or more); else the stem itself (a recording named ``rec_ch2``, or
+    mono ``tape_ch1.wav`` and ``tape_ch2.wav``, whose logs name two recordings)."""
     found = CHANNEL_LOG.match(stem)
     if found and all(LogSink.name(found.group(1), c) in names for c in (1, 2)):
-        return found.group(1), int(found.group(2))
+        first, second = (os.path.join(folder, LogSink.name(found.group(1), c)) for c in (1, 2))
+        if one_recording(first, second):
+            return found.group(1), int(found.group(2))
     return stem, None
+
+
+def one_recording(first: str, second: str) -> bool:
+    """Whether two logs name the same recording on their first lines."""
+    named = logged_recording(first)
+    return named is not None and named == logged_recording(second)
+
+
+# ------------------------------------------------------------------ a rerun's folder
+def output_files(root: str, key: str) -> List[str]:
+    """The files a run writes for the recording ``key`` (its logs, channel logs, tables,
+    other formats and ``--visualize`` PDFs), as far as they are in the folder."""
+    folder, stem = os.path.join(root, os.path.dirname(key)), os.path.basename(key)
+    if not os.path.isdir(folder):
+        return []
+    own = {LogSink.name(stem), LogSink.name(stem) + RESULT_SUFFIX} | {stem + sink.suffix for sink in OUTPUT_TABLES}
+    channel = re.compile(re.escape(stem) + r"_ch\d+" + re.escape(LogSink.suffix) + "$")
+    pdf = re.compile(r"^net_input_spec_\d+_.*_" + re.escape(stem) + r"\.pdf$")
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if name in own or channel.match(name) or pdf.match(name))
+
+
+def prepare_folder(output_dir: str, run: RunFile, overwrite: bool, log) -> RunFile:
+    """A run's folder holds one run's decisions and says which recordings it holds:
+    * other decision settings (or another ``--input_file``) than the folder's run are
+      refused unless ``overwrite``;
+    * recordings of the earlier run that are not in this one: with ``overwrite`` their
+      outputs are removed (the folder then holds exactly this run); else they are kept,
+      named in the log, and stay in the run file (the review, ``score.py`` and
+      ``--report`` read the run file's recordings and nothing else).
+    Returns the run file as written."""
+    earlier = RunFile.read(output_dir) if RunFile.exists(output_dir) else None
+    if earlier is None:
+        run.write(output_dir)
+        return run
+    changed = run.changes(earlier)
+    if changed and not overwrite:
+        raise ValueError(f"--output_dir {output_dir} holds a run with other settings ({', '.join(changed)}); "
+                         "--overwrite redoes every recording with these (and removes the outputs of recordings not "
+                         "in this run), or choose another --output_dir")
+    now = set(run.recordings)
+    names = earlier.output_names() or {}
+    gone = [path for path in earlier.recordings if path not in now]
+    if gone and overwrite:
+        removed = [f for path in gone if path in names for f in output_files(output_dir, names[path])]
+        for path in removed:
+            os.remove(path)
+        log.info(f"--overwrite: removed the outputs of {len(gone)} recording(s) of the earlier run that are not in "
+                 f"this one ({len(removed)} file(s)): " + ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
+    elif gone:
+        both = run.output_names() is not None and earlier.output_names() is not None
+        run = dataclasses.replace(run, recordings=tuple(gone) + run.recordings,
+                                  outputs=tuple(names[p] for p in gone) + run.outputs if both else None)
+        log.warning(f"--output_dir {output_dir} keeps the outputs of {len(gone)} recording(s) of an earlier run that "
+                    "are not in this one (the folder's tables, review and report still count them; --overwrite "
+                    "removes them): " + ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
+    run.write(output_dir)
+    return run

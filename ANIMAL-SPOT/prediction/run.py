@@ -12,6 +12,7 @@ mirrored below ``--output_dir``, nothing outside it); ``run_recording`` streams 
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
@@ -25,14 +26,16 @@ from prediction.core import Predictor, WindowBatch
 from prediction.decisions import Decider, DecisionRule, PostProcessing, table_events
 from prediction.folder import PredictionFolder
 from prediction.precision import Disagreement
-from prediction.season import SeasonJournal, read_journals, read_run
+from prediction.records import RecordingId, RunFile
+from prediction.season import SeasonJournal, read_journals
 from prediction.sinks import Recording, Sink
 from prediction.tables import CombinedRavenSink, combined_table
 from utils.atomic import atomic_write_text
 from utils.classmap import ClassMap
-from utils.paths import below
+from utils.paths import OutsideError, below
 
 log = logging.getLogger("PREDICT")
+CHANNEL_NAME = re.compile(r"^(.*)_ch(\d+)$")
 RECORDING_ERRORS = (AudioFileError, OSError, ValueError)       # one recording fails; the run goes on
 
 
@@ -80,6 +83,11 @@ class AudioSource:
                       reader.sr, streams, reader.close)
 
 
+def output_name(relative: str) -> str:
+    """A recording's output name from its path below the run's input: folder and file stem."""
+    return os.path.join(os.path.dirname(relative), file_stem(relative))
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where a run's outputs go: ``output_dir`` (None: the console only) mirroring the
@@ -91,21 +99,36 @@ class Layout:
 
     def key(self, path: str) -> str:
         """The recording's output name below ``output_dir`` (its folder and file stem)."""
-        relative = relative_name(self.input_file, path)
-        return os.path.join(os.path.dirname(relative), file_stem(relative))
+        return output_name(relative_name(self.input_file, path))
 
-    def check_unique(self, paths: Sequence[str], stores: bool = False) -> None:
+    def check_unique(self, paths: Sequence[str], stores: bool = False, each_channel: bool = False) -> None:
         """Two recordings whose outputs would have one name (``a/rec.wav`` and ``b/rec.wav``
-        from a list, ``rec.wav`` and ``rec.flac``) stop the run before anything is written.
-        ``stores``: named as an embedding store names its parts (with the file's ending)."""
+        from a list, ``rec.wav`` and ``rec.flac``; with ``each_channel``, a stereo
+        ``rec.wav``'s ``rec_ch1`` and a mono ``rec_ch1.wav``) stop the run before anything is
+        written. ``stores``: named as an embedding store names its parts (with the file's ending)."""
         owners: dict = {}
         for path in paths:
             owners.setdefault(relative_name(self.input_file, path) if stores else self.key(path), []).append(path)
         clashes = [names for names in owners.values() if len(names) > 1]
+        if each_channel and not stores:
+            clashes += self.channel_clashes(owners)
         if clashes:
             raise ValueError("recordings whose outputs would have the same name (rename one, or give their folder as "
                              "--input_file so that sub-folders are mirrored): "
                              + "; ".join(" and ".join(names) for names in clashes[:5]))
+
+    @staticmethod
+    def channel_clashes(owners: dict) -> List[List[str]]:
+        """``--channels each``: a recording named ``<name>_ch<C>`` beside a recording ``<name>``
+        of C channels or more (only those are opened, to count their channels)."""
+        clashes = []
+        for key, (path, *_) in owners.items():
+            named = CHANNEL_NAME.match(key)
+            if named and named.group(1) in owners:
+                other = owners[named.group(1)][0]
+                if channel_count(other) >= int(named.group(2)):
+                    clashes.append([f"{other} (channel {named.group(2)})", path])
+        return clashes
 
     def recording(self, path: str, opened: Optional[Opened] = None, seconds: float = 0.0) -> Recording:
         """The recording's description and its output folder (``OutsideError`` where its
@@ -170,17 +193,19 @@ def run_recordings(paths: Sequence[str], source, layout: Layout, sinks: Sequence
             continue
         try:
             recording = layout.recording(path, opened)
+            recording.identity = RecordingId.of(path)
+            mark = {"recording": path, "key": recording.relative, "id": recording.identity.to_dict()}
             if not overwrite and all(sink.complete(recording) for sink in sinks):
                 log.info(f"{path}: outputs complete, skipped (--overwrite redoes it)")
                 for sink in sinks:
                     sink.skipped(recording, lambda: recording_events(layout, recording, decisions))
                 if journal:
-                    journal.write("skipped", recording=path, audio_seconds=opened.seconds)
+                    journal.write("skipped", audio_seconds=opened.seconds, **mark)
                 continue
             windows = run_recording(opened, recording, sinks, decisions, progress, check)
             if journal:
-                journal.write("done", recording=path, audio_seconds=opened.seconds, windows=windows,
-                              wall_seconds=round(time.time() - started, 3))
+                journal.write("done", audio_seconds=opened.seconds, windows=windows,
+                              wall_seconds=round(time.time() - started, 3), **mark)
         except RECORDING_ERRORS as error:               # OutsideError too: a name that leads outside
             failed.append(fail(journal, path, error))
             for sink in sinks:
@@ -188,6 +213,54 @@ def run_recordings(paths: Sequence[str], source, layout: Layout, sinks: Sequence
         finally:
             opened.close()
     return failed
+
+
+def journal_owners(folder: str, prefix: str) -> dict:
+    """recording key -> the ``RecordingId`` of the newest done or skipped journal line."""
+    owners = {}
+    for entry in read_journals(folder, prefix)[0] if os.path.isdir(folder) else []:
+        found = RecordingId.from_dict(entry.get("id")) if entry.get("event") in ("done", "skipped") else None
+        if found is not None and entry.get("key"):
+            owners[entry["key"]] = found
+    return owners
+
+
+PREDICT_ADVICE = ("Predict them into another --output_dir (or give their common folder as --input_file, so that sites "
+                  "stay apart), or --overwrite to replace those outputs")
+
+
+def check_owners(paths: Sequence[str], layout: Layout, sinks: Sequence[Sink], owners: dict,
+                 advice: str = PREDICT_ADVICE) -> None:
+    """Outputs in the folder under a recording's name that another recording wrote (two
+    sites' ``rec.wav``, a file replaced in place) are neither skipped as complete nor
+    overwritten: refused, naming both, before anything is written. ``owners``: the
+    journals' record of who wrote what (``journal_owners``); else what the outputs say."""
+    clashes = []
+    for path in paths:
+        try:
+            recording = layout.recording(path)
+        except OutsideError:
+            continue                                    # refused on its own, in the run
+        claimed = [found for found in (sink.owner(recording) for sink in sinks) if found is not None]
+        if not claimed:
+            continue
+        stored = owners.get(recording.relative, claimed[0])
+        if not RecordingId.of(path).same(stored):
+            clashes.append(f"{path} (the outputs there are of {stored.source})")
+    if clashes:
+        raise ValueError(f"{len(clashes)} recording(s) would meet the outputs of another recording of the same name: "
+                         + "; ".join(clashes[:5]) + ". " + advice)
+
+
+def channel_count(path: str) -> int:
+    try:
+        reader = SignalReader(path, 8000)
+    except AudioFileError:
+        return 1                                        # fails on its own, in the run
+    try:
+        return reader.channels
+    finally:
+        reader.close()
 
 
 def fail(journal: Optional[SeasonJournal], path: str, error: Exception) -> str:
@@ -214,21 +287,20 @@ def write_combined(output_dir: str) -> List[str]:
     """``combined.Table.1.selections.txt`` of a folder predicted in shares, from every
     recording's logs in the run's order, exactly as one process writes it; returns the
     recordings without outputs yet."""
-    settings = read_run(output_dir)
+    run = RunFile.read(output_dir)
     seconds = {e["recording"]: e.get("audio_seconds", 0.0) for e in read_journals(output_dir)[0]
                if e["event"] in ("done", "skipped")}
     folder = PredictionFolder(output_dir)
-    layout = Layout(settings["input_file"], output_dir, settings["timestamp_format"])
-    class_map = ClassMap.from_dict(settings["classes"])
+    layout = Layout(run.input_file, output_dir, run.timestamp_format)
     rows, missing = [], []
-    for path in settings["recordings"]:
+    for path in run.recordings:
         recording = layout.recording(path, seconds=seconds.get(path, 0.0))
         outputs = folder.find(output_key(output_dir, recording))
         if path not in seconds or outputs is None or not outputs.logs:
             missing.append(path)
             continue
-        rows.append((recording, table_events(folder.events(outputs), recording.seconds, class_map)))
-    atomic_write_text(os.path.join(output_dir, CombinedRavenSink.NAME), combined_table(rows, settings["data_opts"]))
+        rows.append((recording, table_events(folder.events(outputs), recording.seconds, run.class_map)))
+    atomic_write_text(os.path.join(output_dir, CombinedRavenSink.NAME), combined_table(rows, run.data_opts))
     log.info(f"Written {os.path.join(output_dir, CombinedRavenSink.NAME)} ({len(rows)} recording(s))")
     return missing
 

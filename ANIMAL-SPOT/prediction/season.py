@@ -25,9 +25,9 @@ import soundfile as sf
 
 from data.remote import filesystem, is_remote
 from data.timestamps import start_time  # noqa: F401  (its old place)
-from utils.atomic import atomic_write_text
+from prediction.records import RUN_FILE, RunFile  # noqa: F401  (RUN_FILE: its old place)
 
-JOURNAL_PREFIX, RUN_FILE = "predict_journal.", "predict_run.json"
+JOURNAL_PREFIX = "predict_journal."
 
 
 # --------------------------------------------------------------------------- shares
@@ -143,9 +143,10 @@ def report_lines(output_dir: str, prefix: str = JOURNAL_PREFIX) -> Tuple[List[st
     entries, problems = read_journals(output_dir, prefix)
     if not entries:
         raise FileNotFoundError(f"{output_dir}: no journals ({prefix}*.jsonl)")
-    if os.path.isfile(os.path.join(output_dir, RUN_FILE)):     # the whole season, also what no process got to plan
-        entries.insert(0, {"event": "planned", "recordings": read_run(output_dir)["recordings"], "process": "run"})
     status = season_status(entries)
+    if RunFile.exists(output_dir):        # the run's recordings: also what no process got to plan, nothing else
+        run = RunFile.read(output_dir).recordings
+        status = OrderedDict((r, status.get(r, {"event": "missing", "recording": r})) for r in run)
     done = [e for e in status.values() if e["event"] in ("done", "skipped")]
     failed = [e for e in status.values() if e["event"] == "failed"]
     missing = [e for e in status.values() if e["event"] == "missing"]
@@ -161,7 +162,7 @@ def report_lines(output_dir: str, prefix: str = JOURNAL_PREFIX) -> Tuple[List[st
         lines += [f"  {e['recording']}" for e in missing]
     per_process: Dict[str, List[dict]] = {}
     for entry in entries:
-        if entry["event"] == "done":
+        if entry["event"] == "done" and entry.get("recording") in status:
             per_process.setdefault(entry["process"], []).append(entry)
     if per_process:
         lines.append("per process (recordings predicted in its runs, hours of audio, real-time factor):")
@@ -175,50 +176,6 @@ def report_lines(output_dir: str, prefix: str = JOURNAL_PREFIX) -> Tuple[List[st
 
 
 # ----------------------------------------------------------------------- run file
-DECIDING = ("threshold", "thresholds", "temperature", "post", "channels", "classes", "models", "detector",
-            "detector_threshold", "unknown", "sequence_len", "hop")
-FILES = ("models", "detector")
-
-
-def check_run(output_dir: str, settings: dict, overwrite: bool) -> None:
-    """A folder predicted with other decision settings is not mixed with this run's
-    outputs (finished recordings would be skipped and keep the old decisions): refused
-    unless ``--overwrite`` redoes every recording. Settings an older run file lacks are
-    not compared; model files are compared as resolved paths (``./m.pk`` is ``m.pk``)."""
-    if overwrite or not os.path.isfile(os.path.join(output_dir, RUN_FILE)):
-        return
-    stored = read_run(output_dir)
-
-    def value(key, settings):
-        found = settings.get(key)
-        return resolved(found) if key in FILES else found
-    changed = [key for key in DECIDING if key in stored and value(key, stored) != value(key, settings)]
-    if changed:
-        raise ValueError(f"--output_dir {output_dir} holds a run with other settings ({', '.join(changed)}); "
-                         "--overwrite redoes every recording with these, or choose another --output_dir")
-
-
-def resolved(paths):
-    """Local model paths resolved (links, ``.``, the working folder); URLs as given."""
-    if paths is None:
-        return None
-    many = [paths] if isinstance(paths, str) else list(paths)
-    return [p if "://" in p else os.path.realpath(p) for p in many]
-
-
-def write_run(output_dir: str, settings: dict) -> None:
-    path = os.path.join(output_dir, RUN_FILE)
-    text = json.dumps(settings, indent=1, sort_keys=True)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return
-    atomic_write_text(path, text)
-
-
-def read_run(output_dir: str) -> dict:
-    path = os.path.join(output_dir, RUN_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{output_dir}: no {RUN_FILE}; --merge needs a folder written by predict.py --shard")
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def read_run(output_dir: str) -> RunFile:
+    """The folder's ``predict_run.json`` (``prediction.records.RunFile``)."""
+    return RunFile.read(output_dir)

@@ -30,9 +30,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from evaluation.log_format import LogFormatError, LogWriter, PredictionLog, parse_log
+from evaluation.log_format import LogFormatError, LogWriter, PredictionLog, logged_recording, parse_log
 from evaluation.raven import Event
 from prediction.decisions import DecisionRule, PostProcessing, Window
+from prediction.records import RecordingId
 from utils.atomic import OutputError, atomic_write
 from utils.classmap import ClassMap
 from utils.logging import FORMAT, close_logger
@@ -78,6 +79,7 @@ class Recording:
     channels: int = 1               # the file's
     begin_time: Optional[datetime] = None
     windows: int = 0                # windows per channel
+    identity: Optional[RecordingId] = None      # which recording it is (size and fingerprint), once opened
 
     def output(self, suffix: str) -> str:
         return os.path.join(self.folder, self.stem + suffix)
@@ -107,6 +109,11 @@ class Sink:
     def complete(self, recording: Recording) -> bool:
         """Whether this sink's outputs of ``recording`` are there from an earlier run."""
         return bool(recording.folder) and all(os.path.isfile(p) for p in self.outputs(recording))
+
+    def owner(self, recording: Recording) -> Optional[RecordingId]:
+        """The recording that this sink's outputs under ``recording``'s name were written
+        for, as far as they say (None: no such outputs, or they do not say)."""
+        return None
 
 
 # ------------------------------------------------------------------- the original's
@@ -184,6 +191,17 @@ class LogSink(Sink):
     def outputs(self, recording) -> List[str]:
         channels = range(1, recording.channels + 1) if self.each and recording.channels > 1 else [None]
         return [os.path.join(recording.folder, self.log_name(recording, c)) for c in channels]
+
+    def owner(self, recording) -> Optional[RecordingId]:
+        """The recording the log's first line names (one log, or a channel set's first)."""
+        if not recording.folder:
+            return None
+        for name in (self.name(recording.stem), self.name(recording.stem, 1)):
+            path = os.path.join(recording.folder, name)
+            if os.path.isfile(path):
+                named = logged_recording(path)
+                return RecordingId(named) if named else None
+        return None
 
     def complete(self, recording) -> bool:
         """Every log is there and holds every window."""

@@ -17,6 +17,10 @@ import predict
 from conftest import SRC
 from embedding.store import Store, StoreError
 from evaluation.log_format import parse_log
+from models.model_file import load_model
+from prediction.decisions import DecisionRule
+from prediction.folder import PredictionFolder
+from prediction.tables import RavenSink
 from utils.synthetic import make_recording
 
 # two recordings with planted calls (shape, start s): K1 = upsweep, K2 = downsweep
@@ -102,6 +106,12 @@ def test_a_head_from_a_few_examples_and_classify_equal_to_predict(season, tmp_pa
     out = tmp_path / "classified"
     assert embed.main(["classify", "--store", str(root / "store"), "--model_path", str(head), "--output_dir",
                        str(out), "--raven"]) == 0
+    spec = load_model(str(head)).spec
+    folder = PredictionFolder(str(out))                        # read back by the head's own rule, not 0.5
+    assert spec.thresholds and folder.rule() == DecisionRule.from_model(spec)
+    table = RavenSink.read(str(out / "b.Table.1.selections.txt"))
+    decided = [(e.begin, e.end, e.label) for e in folder.events(folder.find("b")) if e.label != "noise"]
+    assert [(e.begin, e.end, e.label) for e in table] == decided
     recording = root / "recordings" / "b.wav"
     log = parse_log(str(out / "b_predict_output.log"))
     truth, guessed = [], []

@@ -2,13 +2,16 @@
 below --output_dir whatever its name, every table format reads back what it wrote, and a
 prediction folder is read by one rule (the log wins)."""
 
+import dataclasses
+import json
 import os
 
 import pytest
 
 from evaluation.raven import Event
 from prediction.decisions import DecisionRule, PostProcessing
-from prediction.folder import PredictionFolder
+from prediction.folder import PredictionFolder, prepare_folder
+from prediction.records import RUN_FILE, RunFile
 from prediction.run import Decisions, Layout, Opened, run_recordings
 from prediction.season import SeasonJournal, read_journals
 from prediction.sinks import LogSink, Recording, RunInfo
@@ -100,15 +103,13 @@ def test_a_prediction_folder_is_read_by_one_rule(tmp_path):
 
 
 def test_logs_of_an_earlier_run_with_other_channels_are_not_mixed_in(tmp_path):
-    from prediction.season import write_run
-
     folder = tmp_path / "pred"
     for channel in (1, 2):                                          # an earlier --channels each run
         write_log(folder / f"rec_ch{channel}_predict_output.log", [0.9, 0.9, 0.9])
     write_log(folder / "rec_predict_output.log", [0.1, 0.7, 0.1])   # this --channels mean run
     write_log(folder / "tape_ch1_predict_output.log", [0.7, 0.1])   # a recording of this run named so
-    settings = {"threshold": 0.5, "post": vars(PostProcessing()), "recordings": ["in/rec.wav", "in/tape_ch1.wav"]}
-    write_run(str(folder), dict(settings, channels="mean"))
+    run = RunFile(recordings=("in/rec.wav", "in/tape_ch1.wav"))
+    dataclasses.replace(run, channels="mean").write(str(folder))
     reader = PredictionFolder(str(folder))
     found = reader.outputs()
     assert sorted(found) == ["rec", "tape_ch1"] and list(found["rec"].logs) == [None]
@@ -118,7 +119,7 @@ def test_logs_of_an_earlier_run_with_other_channels_are_not_mixed_in(tmp_path):
     (folder / "rec_predict_output.log").unlink()                    # rec failed in this run: its old logs
     assert sorted(PredictionFolder(str(folder)).outputs()) == ["tape_ch1"]     # are not recordings of it
 
-    write_run(str(folder), dict(settings, channels="each"))        # now the each run is the newer one
+    dataclasses.replace(run, channels="each").write(str(folder))   # now the each run is the newer one
     reader = PredictionFolder(str(folder))
     found = reader.outputs()
     assert sorted(found) == ["rec", "tape_ch1"] and sorted(found["rec"].logs) == [1, 2]
@@ -139,19 +140,22 @@ def test_with_no_run_file_a_channel_set_has_two_logs_at_least(tmp_path):
 
 
 def test_a_rerun_is_refused_only_where_a_decision_setting_changed(tmp_path, monkeypatch):
-    from prediction.season import check_run, write_run
+    import logging
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.pk").write_bytes(b"model")
-    settings = {"threshold": 0.5, "models": ["m.pk"], "detector": None, "hop": 0.1, "recordings": ["a.wav"]}
-    write_run(str(tmp_path), {"threshold": 0.5, "models": ["m.pk"]})          # an older run file: fewer keys
-    check_run(str(tmp_path), settings, False)
-    write_run(str(tmp_path), settings)
-    check_run(str(tmp_path), dict(settings, models=["./m.pk"], recordings=["a.wav", "b.wav"]), False)   # the same
-    for changed in ({"detector": "d.pk"}, {"hop": 0.2}, {"models": ["other.pk"]}, {"threshold": 0.6}):
+    log = logging.getLogger("test")
+    run = RunFile(input_file="in", recordings=("in/a.wav",), outputs=("a",), models=("m.pk",), hop=0.1)
+    (tmp_path / RUN_FILE).write_text(json.dumps({"threshold": 0.5, "models": ["m.pk"]}))   # an older file: fewer keys
+    prepare_folder(str(tmp_path), run, False, log)
+    assert RunFile.read(str(tmp_path)) == run
+    prepare_folder(str(tmp_path), dataclasses.replace(run, models=("./m.pk",), input_file="./in/"), False, log)
+    for changed in ({"detector": "d.pk"}, {"hop": 0.2}, {"models": ("other.pk",)}, {"threshold": 0.6},
+                    {"input_file": "site2"}):
         with pytest.raises(ValueError, match="other settings \\(" + list(changed)[0]):
-            check_run(str(tmp_path), dict(settings, **changed), False)
-        check_run(str(tmp_path), dict(settings, **changed), True)                # --overwrite
+            prepare_folder(str(tmp_path), dataclasses.replace(run, **changed), False, log)
+        prepare_folder(str(tmp_path), run, False, log)
+    assert RunFile.from_dict(json.loads(json.dumps(run.to_dict()))) == run     # the record round-trips
 
 
 def test_a_failed_recording_leaves_the_latent_file_and_only_its_own_windows(tmp_path):

@@ -1,0 +1,186 @@
+"""Season folders a user can trust: a recording's outputs belong to it (two sites' ``rec.wav``,
+a file replaced in place), channel names never meet another recording's, a rerun's folder
+holds exactly its run (or says which recordings it keeps), and names no table can hold are
+refused before anything is written."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import embed
+import predict
+from prediction.folder import PredictionFolder
+from prediction.season import report_lines, read_journals
+from utils.synthetic import make_recording
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """An untrained ResNet whose head makes confident calls: instant, deterministic."""
+    from data.features import FeatureOptions
+    from models.model_file import ModelSpec, classifier_options, save_model
+
+    root = tmp_path_factory.mktemp("trust")
+    encoder = {"backbone": "resnet", "input_channels": 1, "conv_kernel_size": 7, "max_pool": 1, "resnet_size": 18}
+    options = FeatureOptions(sr=16000, n_fft=256, hop_length=64, n_freq_bins=32, fmin=0, fmax=8000)
+    spec = ModelSpec(encoder, classifier_options(encoder, 3), options.data_opts(), {"K1": 0, "K2": 1, "noise": 2},
+                     {"sequence_len": 200})
+    torch.manual_seed(1)
+    network = spec.build()
+    with torch.no_grad():
+        network.classifier.linear.weight.mul_(40)
+        network.classifier.linear.bias.copy_(torch.tensor([0.0, 0.0, -0.8]))
+    save_model(str(root / "m.pk"), network.eval(), spec)
+    return str(root / "m.pk")
+
+
+def argv(model, source, out, *extra):
+    return ["--model_path", model, "--input_file", str(source), "--output_dir", str(out), "--sequence_len", "0.2",
+            "--hop", "0.1", "--num_workers", "0", "--memory_format", "contiguous", "--no_progress", "--raven",
+            "--threshold", "0.36"] + list(extra)
+
+
+def first_line(path) -> str:
+    return path.read_text().splitlines()[0].split("|", 2)[-1]
+
+
+def said(capsys) -> str:
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+def journal_events(folder):
+    return [(e["event"], e.get("recording")) for e in read_journals(str(folder))[0] if e["event"] != "planned"]
+
+
+def test_a_recording_of_another_site_with_the_same_name_is_refused_not_skipped_or_overwritten(model, tmp_path,
+                                                                                                 capsys):
+    for site, seed, seconds in (("site1", 1, 2.0), ("site2", 2, 2.0), ("site3", 3, 3.0)):
+        make_recording(str(tmp_path / site / "rec.wav"), seconds, 16000, [("upsweep", 0.5)], seed=seed)
+    out = tmp_path / "out"
+    assert predict.main(argv(model, tmp_path / "site1" / "rec.wav", out)) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("predict_")}
+    for site in ("site2", "site3"):            # same length: it was skipped; longer: it was overwritten
+        capsys.readouterr()
+        assert predict.main(argv(model, tmp_path / site / "rec.wav", out)) == 1
+        message = said(capsys)
+        assert f"{site}/rec.wav" in message and "site1/rec.wav" in message and "--output_dir" in message
+        assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("predict_")} == first
+    assert journal_events(out) == [("done", str(tmp_path / "site1" / "rec.wav"))]      # nothing skipped, nothing done
+    assert predict.main(argv(model, tmp_path / "site1" / "rec.wav", out)) == 0      # itself: skipped as complete
+    assert journal_events(out)[-1] == ("skipped", str(tmp_path / "site1" / "rec.wav"))
+    assert predict.main(argv(model, tmp_path / "site2" / "rec.wav", out, "--overwrite")) == 0   # asked for
+    assert first_line(out / "rec_predict_output.log") == str(tmp_path / "site2" / "rec.wav")
+
+
+def test_a_recording_replaced_in_place_is_not_taken_for_the_old_one(model, tmp_path, capsys):
+    season = tmp_path / "season"
+    make_recording(str(season / "rec.wav"), 2.0, 16000, [("upsweep", 0.5)], seed=1)
+    out = tmp_path / "out"
+    assert predict.main(argv(model, season, out)) == 0
+    make_recording(str(season / "rec.wav"), 2.0, 16000, [("downsweep", 1.0)], seed=7)   # the next day's file
+    assert predict.main(argv(model, season, out)) == 1
+    assert "another recording of the same name" in said(capsys)
+    assert [e for e, _ in journal_events(out)] == ["done"]
+
+
+def test_an_embedding_store_refuses_a_recording_of_another_site_with_a_stored_name(model, tmp_path, capsys):
+    for site, seed in (("site1", 1), ("site2", 2)):
+        make_recording(str(tmp_path / site / "rec.wav"), 2.0, 16000, [("upsweep", 0.5)], seed=seed)
+    flags = ["--model_path", model, "--store", str(tmp_path / "store"), "--hop", "0.5", "--memory_format",
+             "contiguous"]
+    assert embed.main(flags + ["--input_file", str(tmp_path / "site1")]) == 0
+    assert embed.main(flags + ["--input_file", str(tmp_path / "site2")]) == 1
+    message = said(capsys)
+    assert "site2/rec.wav" in message and "site1/rec.wav" in message and "--store" in message
+    assert embed.main(flags + ["--input_file", str(tmp_path / "site1")]) == 0       # itself: found, not redone
+
+
+def stereo(path, seconds, seed):
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), 0.05 * rng.standard_normal((int(seconds * 16000), 2)), 16000)
+
+
+def test_channel_logs_never_meet_another_recordings_name(model, tmp_path, capsys):
+    season = tmp_path / "season"
+    stereo(season / "rec.wav", 1.0, 1)
+    make_recording(str(season / "rec_ch1.wav"), 1.0, 16000, [("upsweep", 0.3)], seed=2)     # mono, named so
+    out = tmp_path / "out"
+    assert predict.main(argv(model, season, out, "--channels", "each")) == 1
+    message = said(capsys)
+    assert "same name" in message and "rec.wav (channel 1)" in message
+    assert not out.exists() or not list(out.glob("*.log"))                                  # nothing written
+    assert predict.main(argv(model, season, out)) == 0          # without --channels each the names are apart
+    stereo(season / "rec.wav", 1.0, 1)
+    (season / "rec_ch1.wav").rename(season / "rec_ch3.wav")     # channel 3 of a 2-channel file: no clash
+    assert predict.main(argv(model, season, tmp_path / "out2", "--channels", "each")) == 0
+
+
+def test_without_a_run_file_mono_tapes_named_ch1_ch2_are_two_recordings(model, tmp_path):
+    season = tmp_path / "season"
+    for channel in (1, 2):
+        make_recording(str(season / f"tape_ch{channel}.wav"), 1.0, 16000, [("upsweep", 0.3)], seed=channel)
+    out = tmp_path / "out"
+    assert predict.main(argv(model, season, out)) == 0
+    (out / "predict_run.json").unlink()                         # as the original leaves a folder
+    found = PredictionFolder(str(out)).outputs()
+    assert sorted(found) == ["tape_ch1", "tape_ch2"] and all(list(o.logs) == [None] for o in found.values())
+    assert PredictionFolder(str(out)).find("tape") is None
+
+
+def test_overwrite_leaves_exactly_this_runs_recordings_and_a_rerun_says_which_it_keeps(model, tmp_path, capsys):
+    season = tmp_path / "season"
+    for i, name in enumerate("abc"):
+        make_recording(str(season / f"{name}.wav"), 1.0, 16000, [("upsweep", 0.3)], seed=i)
+    out = tmp_path / "out"
+    assert predict.main(argv(model, season, out, "--format", "csv")) == 0
+    (season / "c.wav").unlink()
+    capsys.readouterr()
+    assert predict.main(argv(model, season, out, "--format", "csv")) == 0                  # kept, and said
+    message = said(capsys)
+    assert "keeps the outputs of 1 recording" in message and "c.wav" in message
+    assert sorted(PredictionFolder(str(out)).outputs()) == ["a", "b", "c"]
+    assert "recordings: 3 done" in "\n".join(report_lines(str(out))[0])
+    assert "\tc.wav\t" in (out / "combined.Table.1.selections.txt").read_text()
+    assert predict.main(argv(model, season, out, "--format", "csv", "--overwrite")) == 0
+    assert sorted(p.name for p in out.glob("c[._]*")) == []                                # its files removed
+    assert "\tc.wav\t" not in (out / "combined.Table.1.selections.txt").read_text()
+    assert sorted(PredictionFolder(str(out)).outputs()) == ["a", "b"]
+    lines = "\n".join(report_lines(str(out))[0])
+    assert "recordings: 2 done, 0 failed, 0 missing" in lines
+    assert json.loads((out / "predict_run.json").read_text())["recordings"] == [str(season / "a.wav"), str(season / "b.wav")]
+    (out / "c_predict_output.log").write_text((out / "a_predict_output.log").read_text())   # a stray log
+    assert sorted(PredictionFolder(str(out)).outputs()) == ["a", "b"]                     # not a recording of it
+
+
+@pytest.mark.parametrize("name", ["rec\nnext.wav", "rec\tx.wav", "rec\x1b.wav"])
+def test_a_recording_name_no_table_can_hold_is_refused_before_anything_is_written(model, tmp_path, capsys, name):
+    season = tmp_path / "season"
+    make_recording(str(season / "good.wav"), 1.0, 16000, [("upsweep", 0.3)], seed=1)
+    make_recording(str(season / name), 1.0, 16000, [("upsweep", 0.3)], seed=2)
+    out = tmp_path / "out"
+    assert predict.main(argv(model, season, out)) == 1
+    assert "control character" in said(capsys) and not out.exists()
+    store = tmp_path / "store"
+    assert embed.main(["--model_path", model, "--input_file", str(season), "--store", str(store)]) == 1
+    assert not (store / "parts").exists() or not list((store / "parts").iterdir())
+
+
+def test_the_run_file_record_reads_what_older_versions_wrote(tmp_path):
+    from prediction.records import RunFile
+
+    older = {"input_file": "in", "recordings": ["in/a.wav"], "threshold": 0.5, "thresholds": None,
+             "temperature": 1.0, "post": {"merge_gap": 0.0, "min_duration": 0.0, "smooth": 1, "smooth_method": "median"},
+             "channels": "mean", "timestamp_format": None, "classes": {"noise": 0, "target": 1}, "data_opts": {},
+             "raven": True, "models": ["m.pk"], "detector": None, "detector_threshold": None}
+    (tmp_path / "predict_run.json").write_text(json.dumps(older))
+    run = RunFile.read(str(tmp_path))
+    assert run.output_names() is None and run.rule.threshold == 0.5 and run.class_map.is_binary
+    assert "hop" not in run.present and "hop" not in run.changes(run)
+    (tmp_path / "predict_run.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="predict_run.json: not a run file"):
+        RunFile.read(str(tmp_path))
