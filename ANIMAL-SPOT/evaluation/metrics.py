@@ -164,12 +164,11 @@ class PassMetrics:
     def recall_intervals(self) -> List[Tuple[float, float]]:
         return [wilson_interval(float(self.matrix[c, c]), float(s)) for c, s in enumerate(self.support)]
 
-    def balanced_accuracy_interval(self, resamples: int = BOOTSTRAP_RESAMPLES,
+    def balanced_accuracy_interval(self, draws: int = BOOTSTRAP_RESAMPLES * 4,
                                    seed: int = BOOTSTRAP_SEED) -> Tuple[float, float]:
-        """95 % percentile bootstrap over the samples (one per file), fixed seed."""
-        if not self.samples:
-            return float("nan"), float("nan")
-        return bootstrap_balanced_accuracy(torch.cat(self.samples, dim=1).numpy(), self.num_classes, resamples, seed)
+        """95 % interval from the per-class recalls' Jeffreys posteriors (``intervals.mean_of_proportions``):
+        it holds the estimate and does not collapse at perfect scores."""
+        return intervals.mean_of_proportions(np.diag(self.matrix), self.support, draws, seed)
 
     def roc(self):
         """``(fpr, tpr, auc)`` from the positive-class scores (``roc_of``)."""
@@ -204,15 +203,6 @@ def roc_of(scores: List[torch.Tensor], labels: List[torch.Tensor]):
     fpr = torch.cat([torch.zeros(1, dtype=torch.double), (1 - positives).cumsum(0)]) / (neg or float("nan"))
     auc = float(torch.trapz(tpr, fpr)) if pos and neg else float("nan")
     return fpr, tpr, auc
-
-
-def bootstrap_balanced_accuracy(pairs: np.ndarray, num_classes: int, resamples: int = BOOTSTRAP_RESAMPLES,
-                                seed: int = BOOTSTRAP_SEED) -> Tuple[float, float]:
-    """2.5 and 97.5 percentiles of balanced accuracy over ``resamples`` resamples (with
-    replacement) of the (label, prediction) ``pairs`` (2, n)."""
-    return intervals.bootstrap_percentile(
-        lambda pick: balanced_accuracy_of(confusion_of(pairs[0, pick], pairs[1, pick], num_classes)),
-        pairs.shape[1], resamples, seed)
 
 
 # ------------------------------------------------------------------ the collection

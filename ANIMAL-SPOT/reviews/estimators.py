@@ -9,12 +9,16 @@ which ``n[h]`` were reviewed and ``k[h]`` found to hold a call gives:
 * the **stratified estimate** of the number of true calls ``sum_h N[h] k[h] / n[h]``
   (unbiased; the raw share of "correct" answers ``sum k / sum n`` is not, because the
   strata are sampled at different rates);
-* its **interval** from the finite-population posterior: per stratum, the true count is
-  ``k[h] + BetaBinomial(N[h] - n[h], a + k[h], b + n[h] - k[h])`` with the Jeffreys prior
-  ``a = b = 1/2``; the 2.5 and 97.5 percentiles of ``DRAWS`` joint draws give the 95 %
-  interval of any figure built from the counts: precision (true calls among the
+* the **figures shown** from the finite-population posterior: per stratum, the true count
+  is ``k[h] + BetaBinomial(N[h] - n[h], a + k[h], b + n[h] - k[h])`` with the Jeffreys
+  prior ``a = b = 1/2``; the median and the 2.5 and 97.5 percentiles of ``DRAWS`` joint
+  draws give the estimate and its 95 % interval (one method, so the interval always holds
+  its estimate) of any figure built from the counts: precision (true calls among the
   detections), recall (detected true calls among all true calls) and call density
   (units holding a call per hour of audio; the units of a recording do not overlap).
+  Where a stratum has few answers the plug-in ``N k / n`` can lie far from the posterior
+  (all three answered windows below the threshold empty: the plug-in says recall 100 %,
+  while 180 unreviewed windows may hold missed calls); the summary flags such classes.
 
 The precision curve and the threshold that reaches a target precision use every
 reviewed unit of the class that a threshold on its score could detect (the detections,
@@ -40,6 +44,7 @@ import numpy as np
 DRAWS = 4000
 PRIOR = 0.5
 SEED = 0
+MIN_REVIEWS = 3          # fewer usable answers in a stratum: its figures rest mostly on the prior
 NONE2 = (None, None)
 
 
@@ -93,11 +98,14 @@ def posterior_totals(strata: Sequence[Stratum], draws: int = DRAWS, seed: int = 
     return out
 
 
-def _interval(values: np.ndarray) -> Tuple[Optional[float], Optional[float]]:
+def _estimate(values: np.ndarray) -> Tuple[Optional[float], Tuple[Optional[float], Optional[float]]]:
+    """The posterior median and its 95 % interval, from the same draws (so the interval
+    always holds the estimate)."""
     values = values[np.isfinite(values)]
     if not len(values):
-        return NONE2
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+        return None, NONE2
+    low, middle, high = np.percentile(values, [2.5, 50, 97.5])
+    return float(middle), (float(low), float(high))
 
 
 def precision(above: Sequence[Stratum], draws: int = DRAWS, seed: int = SEED):
@@ -105,9 +113,7 @@ def precision(above: Sequence[Stratum], draws: int = DRAWS, seed: int = SEED):
     size = sum(s.size for s in above)
     if size == 0:
         return None, NONE2
-    total = stratified_total(above)
-    samples = posterior_totals(above, draws, seed).sum(axis=1) / size
-    return (None if total is None else total / size), _interval(samples)
+    return _estimate(posterior_totals(above, draws, seed).sum(axis=1) / size)
 
 
 def recall(above: Sequence[Stratum], below: Sequence[Stratum], draws: int = DRAWS, seed: int = SEED):
@@ -115,15 +121,10 @@ def recall(above: Sequence[Stratum], below: Sequence[Stratum], draws: int = DRAW
     without a below-threshold stratum: tables alone cannot show missed calls)."""
     if not below:
         return None, NONE2
-    found, missed = stratified_total(above), stratified_total(below)
     draws_all = posterior_totals(list(above) + list(below), draws, seed)
     t_above, t_below = draws_all[:, :len(above)].sum(axis=1), draws_all[:, len(above):].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        samples = t_above / (t_above + t_below)
-    estimate = None
-    if found is not None and missed is not None and found + missed > 0:
-        estimate = found / (found + missed)
-    return estimate, _interval(samples)
+        return _estimate(t_above / (t_above + t_below))
 
 
 def call_density(strata: Sequence[Stratum], hours: float, draws: int = DRAWS, seed: int = SEED,
@@ -136,14 +137,15 @@ def call_density(strata: Sequence[Stratum], hours: float, draws: int = DRAWS, se
         sizes = np.asarray([s.size for s in strata], dtype=np.float64)
     else:
         sizes = np.asarray([s.recordings.get(recording, 0) for s in strata], dtype=np.float64)
-    shares = [s.share for s in strata]
-    estimate = None
-    if all(share is not None or size == 0 for share, size in zip(shares, sizes)):
-        estimate = float(sum(size * (share or 0.0) for share, size in zip(shares, sizes))) / hours
     totals = posterior_totals(strata, draws, seed)
     full = np.asarray([max(s.size, 1) for s in strata], dtype=np.float64)
-    samples = (totals / full * sizes).sum(axis=1) / hours
-    return estimate, _interval(samples)
+    return _estimate((totals / full * sizes).sum(axis=1) / hours)
+
+
+def too_few_reviews(strata: Sequence[Stratum], least: int = MIN_REVIEWS) -> bool:
+    """Whether a stratum with units has fewer than ``least`` usable answers (and is not
+    reviewed whole): its figures then rest mostly on the prior."""
+    return any(s.size > 0 and s.reviewed < min(least, s.size) for s in strata)
 
 
 # -------------------------------------------------------------------- thresholds

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from reviews.journal import Journal, called, decision_entry
+from reviews.journal import Journal, called, decision_entry, final_answers
 from reviews.sampling import build_plan
 from reviews.summary import season_summary
 from reviews.tables import table_text
@@ -44,10 +44,35 @@ class ReviewSession:
         self.leases: Dict[str, Tuple[str, float]] = {}
         self.lock = threading.RLock()
         self.journal = Journal(os.path.join(out, JOURNAL))
-        for entry in self.journal.read():
+        entries = self.journal.read()
+        self.keep_plan(entries, {"per_class": per_class, "bins": bins, "seed": seed})
+        for entry in entries:
             self._apply(entry)
         for problem in self.journal.problems:
             log.warning(problem)
+
+    def keep_plan(self, entries: List[dict], settings: dict) -> None:
+        """A journal's answers count only under the plan they were drawn by (their strata and
+        inclusion probabilities): each answer names its plan's settings, and a review
+        reopened with others is refused. Answers from before they did are accepted where
+        each sampled one is a unit of this plan's sample, in the same stratum."""
+        self.plan_settings = settings
+        answers = list(final_answers(entries).values())
+        earlier = next((e["plan"] for e in answers if isinstance(e.get("plan"), dict)), None)
+        if earlier is not None:
+            changed = [key for key in settings if earlier.get(key) != settings[key]]
+            if changed:
+                was = " ".join(f"--{k} {earlier.get(k)}" for k in settings)
+                raise ReviewError(f"{self.journal.path}: this review was started with {was}; with other settings "
+                                  f"({', '.join('--' + k for k in changed)}) its answers would fall outside the plan "
+                                  f"they were drawn by. Reopen it with {was}, or start a new review in another --out")
+        drawn = [e for e in answers if e.get("how", "random") == "random" and "plan" not in e]
+        stray = [e for e in drawn if e["item"] in self.units and (self.units[e["item"]].inclusion is None or
+                                                                  self.units[e["item"]].stratum != e.get("stratum"))]
+        if stray:
+            raise ReviewError(f"{self.journal.path}: {len(stray)} of its answers were drawn by another plan than "
+                              + " ".join(f"--{k} {v}" for k, v in settings.items())
+                              + "; reopen it with the --seed, --bins and --per_class it was started with")
 
     # ---------------------------------------------------------------- answers
     def _apply(self, entry: dict) -> None:
@@ -75,7 +100,7 @@ class ReviewSession:
             if item not in self.units:
                 raise ReviewError(f"unknown item {item!r}")
             unit = self.units[item]
-            entry = decision_entry(unit, decision, label, comment, client)
+            entry = dict(decision_entry(unit, decision, label, comment, client), plan=self.plan_settings)
             self.journal.append(entry)
             self._apply(entry)
             self.leases.pop(item, None)

@@ -15,10 +15,10 @@ from reviews.journal import USABLE, called
 from reviews.sampling import ClassPlan
 from reviews.units import Unit
 
-ESTIMATORS = ("stratified; 95 % intervals from the finite-population posterior (Jeffreys prior); only randomly "
-              "sampled units count")
-FEW = ("where an estimate lies outside its interval, a stratum holds many units and few reviews (the prior "
-       "still weighs): review more of that class before trusting its figures")
+ESTIMATORS = ("stratified; estimates (medians) and 95 % intervals from the finite-population posterior (Jeffreys "
+              "prior); only randomly sampled units count")
+FEW = ("too_few_reviews: a stratum of that class (or one its recall and call density draw on) has fewer than 3 "
+       "answers, so the prior still weighs: review more before trusting its figures")
 PER_RECORDING = ("a recording's call density assumes its units of a stratum hold calls at the stratum's rate (the "
                  "review samples strata, not recordings)")
 MIXED = ("{tables} of {total} recordings had only a table (no log): their missed calls cannot be sampled, so recall "
@@ -80,9 +80,7 @@ def class_summary(plans: Dict[str, ClassPlan], name: str, units: Dict[str, Unit]
         value, ci = est.call_density(everything, seconds[recording] / 3600, recording=recording)
         per_recording[recording] = {"call_density_per_hour": value, "call_density_ci95": list(ci)}
     answered = sum(1 for i in plan.queue if i in answers)
-    firm = all(value is None or low is None or low <= value <= high
-               for value, (low, high) in ((p, p_ci), (r, r_ci), (d, d_ci)))
-    return {"too_few_reviews": not firm,
+    return {"too_few_reviews": est.too_few_reviews(everything),
             "precision": p, "precision_ci95": list(p_ci), "recall": r, "recall_ci95": list(r_ci),
             "call_density_per_hour": d, "call_density_ci95": list(d_ci),
             "call_density_is_lower_bound": not all_logs, "per_recording": per_recording,

@@ -5,9 +5,9 @@ stands for a recording only where there is no log; a ``combined`` table only for
 recordings with nothing of their own). A recording ``<sub>/<name>`` of the folder is the
 audio file ``<sub>/<name>.<ext>`` below ``--recordings``.
 
-Units: the detections (touching detection windows of one label merged, as the tables
-merge them; score = the highest probability) and, from logs, the windows below the
-threshold. Each window below the threshold stands under the call type it most resembles
+Units: the detections (the tables' events, decided from the logs by the run's rule and
+event settings, as ``score.py`` decides them) and, from logs, the windows outside every
+event (below the threshold, or in a detection that the event settings dropped). Each window below the threshold stands under the call type it most resembles
 (noise aside), with ``detectable`` set when that call type is also its most probable
 class overall (a lower threshold could detect it; a window whose top class is noise
 cannot be). Below-threshold windows that overlap a detection, or a window kept before
@@ -25,6 +25,7 @@ import soundfile as sf
 
 from evaluation.log_format import LogFormatError, log_windows, parse_log
 from evaluation.raven import TableError, label_column, read_rows
+from prediction.decisions import NOISE, log_events
 from prediction.folder import Outputs, PredictionFolder
 from utils.paths import plain
 
@@ -83,60 +84,48 @@ def alternatives(row, names: Sequence[str], label: str, count: int = 3) -> List[
     return [(names[i], round(float(row[i]), 4)) for i in order if names[i] != label][:count]
 
 
-def merge_detections(windows) -> List[list]:
-    """Detection windows ``(start, end, probs, label, score)`` -> events ``[begin, end,
-    label, score, probs]`` by the tables' rule (touching windows of one label merge; a
-    following event of another label starts where the previous one ends)."""
-    events = []
-    for start, end, probs, label, score in windows:
-        start, end = round(start, 3), round(end, 3)
-        if events and round(events[-1][1], 3) >= start:
-            last = events[-1]
-            if last[2] == label:
-                last[1] = end
-                if score > last[3]:
-                    last[3], last[4] = score, probs
-                continue
-            events.append([last[1], end, label, score, probs])
-            continue
-        events.append([start, end, label, score, probs])
-    return events
+def strongest_row(starts, ends, probs, begin: float, end: float, column: Optional[int]):
+    """The probabilities of the event's window with the highest probability of its class
+    (``column``; None: of its top class)."""
+    inside = [i for i in range(len(starts)) if starts[i] < end and begin < ends[i]] or [0]
+    return probs[max(inside, key=lambda i: probs[i][column] if column is not None else max(probs[i]))]
 
 
-def log_units(logs: Dict[Optional[int], str], key: str, recording: str) -> List[Unit]:
-    """Detections and below-threshold windows of a recording's log(s)."""
+def log_units(folder: PredictionFolder, logs: Dict[Optional[int], str], key: str, recording: str) -> List[Unit]:
+    """Detections and below-threshold windows of a recording's log(s). The detections are
+    the tables' events: decided by the folder's rule and event settings (``predict_run.json``:
+    threshold or per-class thresholds, ``--merge_gap``, ``--min_duration``, ``--smooth``),
+    exactly as ``PredictionFolder.events`` decides them for ``score.py``."""
     units = []
     for channel, path in sorted(logs.items(), key=lambda item: item[0] or 0):
         try:
             parsed = parse_log(path)
-        except (LogFormatError, OSError) as error:
+            events = [e for e in log_events(parsed, folder.rule(parsed), folder.post(), key)
+                      if e.label.lower() != NOISE]
+        except (LogFormatError, OSError, ValueError) as error:
             raise ReviewError(str(error)) from None
         names, noise, binary = parsed.class_map.names, parsed.class_map.noise_index, parsed.class_map.is_binary
         calls = [c for c in range(len(names)) if c != noise]
-        starts, ends, probs, unknown = log_windows(parsed)
-        flags = [r.flag for r in parsed.windows.values()]
-        detections, rest = [], []
-        for i in range(len(starts)):
-            row = probs[i]
-            top = int(np.argmax(row))
-            if flags[i] == 1 and (binary or unknown[i] or top != noise):
-                label = "unknown" if unknown[i] else names[1 if binary else top]
-                detections.append((starts[i], ends[i], row, label, float(row[1] if binary else row[top])))
-            else:
-                best = max(calls, key=lambda c: row[c]) if calls else top
-                rest.append((starts[i], ends[i], row, names[best], float(row[best]), binary or best == top))
-        events = merge_detections(detections)
-        for begin, end, label, score, row in events:
-            units.append(Unit(unit_id(key, begin, end, label, True, channel or 1), key, recording, begin, end, label,
-                              score, label, True, channel or 1, alternatives(row, names, label)))
-        taken = [(e[0], e[1]) for e in events]
+        starts, ends, probs, _ = log_windows(parsed)
+        channel = channel or 1
+        for event in events:
+            row = strongest_row(starts, ends, probs, event.begin, event.end,
+                                names.index(event.label) if event.label in names else None)
+            units.append(Unit(unit_id(key, event.begin, event.end, event.label, True, channel), key, recording,
+                              event.begin, event.end, event.label, event.score, event.label, True, channel,
+                              alternatives(row, names, event.label)))
+        taken = [(e.begin, e.end) for e in events]
         last_end = -1.0
-        for start, end, row, cls, score, detectable in rest:
+        for start, end, row in zip(starts, ends, probs):
             if start < last_end or any(b < end and start < e for b, e in taken):
                 continue                   # overlaps a detection or the unit kept before it
             last_end = end
-            units.append(Unit(unit_id(key, start, end, cls, False, channel or 1), key, recording, start, end, cls,
-                              score, cls, False, channel or 1, alternatives(row, names, cls), detectable=detectable))
+            top = int(np.argmax(row))
+            best = max(calls, key=lambda c: row[c]) if calls else top
+            cls = names[best]
+            units.append(Unit(unit_id(key, start, end, cls, False, channel), key, recording, start, end, cls,
+                              float(row[best]), cls, False, channel, alternatives(row, names, cls),
+                              detectable=binary or best == top))
     return units
 
 
@@ -231,7 +220,7 @@ def load_units(predictions: str, recordings: str) -> Loaded:
             missing.append(f"{first} -> {os.path.join(recordings, key)}.wav (or .flac)")
             continue
         seconds[key], sources[key] = duration(recording), outputs.source
-        units += log_units(outputs.logs, key, recording) if outputs.logs else \
+        units += log_units(folder, outputs.logs, key, recording) if outputs.logs else \
             table_units(folder, outputs, recording, seconds[key])
     if missing:
         raise ReviewError(f"{len(missing)} recording(s) of --predictions not found below --recordings "

@@ -18,7 +18,8 @@ import pytest
 from conftest import SRC
 from evaluation.log_format import LogWriter
 from reviews import estimators as est
-from reviews.estimators import Stratum, call_density, naive_share, precision, recall, stratified_total
+from reviews.estimators import (Stratum, call_density, naive_share, precision, recall, stratified_total,
+                                too_few_reviews)
 from reviews.journal import decision_entry
 from reviews.sampling import build_plan
 from reviews.session import ReviewSession
@@ -42,6 +43,7 @@ def simulate(sims=1000, sizes=(400, 300, 200, 100), shares=(0.2, 0.5, 0.8, 0.95)
     one below the threshold, ``n`` random reviews each (30 per class)."""
     rng = np.random.default_rng(seed)
     hits = {"precision": 0, "recall": 0, "density": 0}
+    inside = 0
     stratified, naive, truth = [], [], []
     for i in range(sims):
         labels = [rng.random(size) < share for size, share in zip(list(sizes) + [below[0]], list(shares) + [below[1]])]
@@ -55,14 +57,18 @@ def simulate(sims=1000, sizes=(400, 300, 200, 100), shares=(0.2, 0.5, 0.8, 0.95)
                                            ("recall", recall(strata[:-1], strata[-1:], draws, i)),
                                            ("density", call_density(strata, hours, draws, i))):
             hits[name] += lo <= true[name] <= hi
+            inside += lo <= estimate <= hi
         stratified.append(stratified_total(strata[:-1]) / sum(sizes))
         naive.append(naive_share(strata[:-1]))
         truth.append(true["precision"])
-    return {k: v / sims for k, v in hits.items()}, np.asarray(stratified), np.asarray(naive), np.asarray(truth)
+    coverage = {k: v / sims for k, v in hits.items()}
+    coverage["estimate inside"] = inside / (3 * sims)
+    return coverage, np.asarray(stratified), np.asarray(naive), np.asarray(truth)
 
 
 def test_intervals_cover_the_truth_and_the_stratified_estimate_is_unbiased():
     coverage, stratified, naive, truth = simulate()
+    assert coverage.pop("estimate inside") == 1.0                   # every shown interval holds its estimate
     for name, share in coverage.items():
         assert 0.93 <= share <= 0.97, (name, share)
     error = stratified - truth                       # unbiased: the mean error is within its standard error
@@ -73,14 +79,30 @@ def test_intervals_cover_the_truth_and_the_stratified_estimate_is_unbiased():
 
 def test_estimates_on_a_review_by_hand():
     above = [Stratum("a", 100, 10, 5), Stratum("b", 10, 10, 10)]
-    assert stratified_total(above) == pytest.approx(60)          # 100 * 5/10 + 10
-    assert precision(above)[0] == pytest.approx(60 / 110)
     below = [Stratum("c", 1000, 10, 1, above=False)]
-    assert recall(above, below)[0] == pytest.approx(60 / 160)
-    assert call_density(above + below, hours=2.0)[0] == pytest.approx(80)
+    assert stratified_total(above) == pytest.approx(60)          # 100 * 5/10 + 10
+    assert stratified_total(below) == pytest.approx(100)
+    for estimate, (lo, hi) in (precision(above), recall(above, below), call_density(above + below, hours=2.0)):
+        assert lo <= estimate <= hi                                # the posterior's median and percentiles
     assert stratified_total([Stratum("a", 5, 0, 0)]) is None      # a stratum without a review: no estimate yet
     lo, hi = precision([Stratum("a", 10, 10, 7)])[1]
     assert lo == hi == pytest.approx(0.7)                          # a fully reviewed stratum is known exactly
+
+
+def test_sparse_reviews_show_estimates_inside_their_intervals_that_still_cover_the_truth():
+    """Three answers per stratum, every below-threshold answer empty: the plug-in said recall
+    100 % beside an interval of [4-67 %]; now the estimate lies inside, and the intervals
+    cover the truth of simulated reviews this sparse."""
+    above = [Stratum("a", 4, 4, 1), Stratum("b", 4, 3, 1)]
+    below = [Stratum("c", 60, 3, 0, above=False)] + [Stratum(f"d{i}", 10, 3, 0, above=False) for i in range(4)] + \
+        [Stratum("e", 80, 3, 0, above=False)]
+    estimate, (lo, hi) = recall(above, below)
+    assert lo <= estimate <= hi < 1.0
+    assert too_few_reviews(above + below) is False and too_few_reviews([Stratum("f", 40, 2, 1)]) is True
+    coverage, *_ = simulate(sims=400, sizes=(40, 30, 20), shares=(0.3, 0.6, 0.9), below=(200, 0.03), n=3, hours=2.0)
+    assert coverage.pop("estimate inside") == 1.0
+    for name, share in coverage.items():
+        assert 0.90 <= share <= 0.995, (name, share)
 
 
 def population(rng, above=600, below=2000):
