@@ -29,6 +29,7 @@ if __package__ in (None, ""):
 import main as train_main
 from evaluation.raven import Event, read_table
 from evaluation.events import score, table_lines
+from utils.atomic import OutputError, make_folder
 from utils.synthetic import make_call_set, make_recording
 
 CLASSES = {"K1": 40, "K2": 40, "K3": 40, "K14": 12, "noise": 40}   # K14 is the rare call type
@@ -230,6 +231,23 @@ def review_loop(out: str, epochs: int) -> int:
     return 0
 
 
+MARK = ".animal-spot-demo"
+DEMO_NAMES = {"data", "data_reviewed", "prediction", "recording", "recording_2", "resnet18", "resnet18_reviewed",
+              "review", "summaries", "convnext", "my_review", MARK}
+
+
+def fresh_folder(out: str) -> None:
+    """An empty ``--out`` (an earlier demo's folder is emptied; a folder holding anything
+    else is refused, so a mistyped --out never loses data)."""
+    if os.path.isdir(out) and os.listdir(out):
+        if not set(os.listdir(out)) <= DEMO_NAMES:
+            raise OutputError(f"--out {out} holds files the demo did not write; choose an empty or new folder")
+        shutil.rmtree(out)
+    make_folder(out, "--out")
+    with open(os.path.join(out, MARK), "w", encoding="utf-8") as handle:
+        handle.write("written by ANIMAL-SPOT's demo: `make demo` empties this folder\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_output", help="folder for everything the demo writes")
@@ -237,8 +255,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)
     started = time.time()
-    if os.path.isdir(out):
-        shutil.rmtree(out)
+    try:
+        fresh_folder(out)
+    except OutputError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 1
     step(f"Writing a synthetic call set to {out}/data")
     make_call_set(os.path.join(out, "data"), CLASSES, tapes_per_class=10, sr=16000, duration=0.5, seed=7,
                   shapes=SHAPES)

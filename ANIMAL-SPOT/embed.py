@@ -22,6 +22,7 @@ spectrogram and writes the logs and Raven tables ``predict.py`` would write.
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -164,7 +165,7 @@ def run_embed(args, log: logging.Logger) -> int:
     model, description = encoders.choose(choice, device, precision, args.memory_format)
     predictor = Predictor([model], args.sequence_len, args.hop, args.batch_size, device=device,
                           prefetch=device.type != "cpu")
-    description["window"], description["hop"] = predictor.sequence_len, args.hop
+    description = dataclasses.replace(description, window=float(predictor.sequence_len), hop=float(args.hop))
     files = recording_list(args.input_file)
     check_names(files)
     processes = runtime.start_processes(not args.no_cuda)
@@ -189,7 +190,7 @@ def run_embed(args, log: logging.Logger) -> int:
         runtime.stop_processes(processes)
     recordings, windows = store.size()
     log.info(f"{len(mine) - len(failed)} recording(s) embedded or found in {time.time() - started:.1f} s; the store "
-             f"holds {recordings} recording(s), {windows} windows of {description['dim']} dimensions")
+             f"holds {recordings} recording(s), {windows} windows of {description.dim} dimensions")
     if failed:
         log.error(f"{len(failed)} recording(s) could not be read: {', '.join(failed)}")
     return 1 if failed or failed_anywhere else 0
@@ -197,7 +198,7 @@ def run_embed(args, log: logging.Logger) -> int:
 
 def run_report(args, log: logging.Logger) -> int:
     lines, complete = report_lines(args.store, JOURNAL)
-    print("\n".join(lines))
+    cli.print_text("\n".join(lines))
     return 0 if complete else 1
 
 

@@ -44,7 +44,7 @@ from prediction.season import JOURNAL_PREFIX, SeasonJournal, report_lines, share
 from prediction.sinks import LatentSink, LogSink, PdfSink, RunInfo
 from prediction.tables import FORMATS, CombinedRavenSink, RavenSink
 from utils import cli, runtime
-from utils.atomic import OutputError
+from utils.atomic import OutputError, make_folder
 
 KNOWN_ERRORS = (ModelFileError, AudioFileError, FileNotFoundError, ValueError, OutputError, LogFormatError, OSError)
 
@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def describe(path: str) -> int:
     """``--describe M.pk``: the model card, from the model file alone."""
     try:
-        print(render(load_model(path).spec, os.path.basename(path)))
+        cli.print_text(render(load_model(path).spec, os.path.basename(path)))
         return 0
     except ModelFileError as error:
         print(f"ERROR: {error}", file=sys.stderr)
@@ -71,7 +71,7 @@ def describe(path: str) -> int:
 def run(config: PredictConfig, log: logging.Logger) -> int:
     if config.report:
         lines, complete = report_lines(config.report)
-        print("\n".join(lines))
+        cli.print_text("\n".join(lines))
         return 0 if complete else 1
     if config.merge:
         missing = write_combined(config.merge)
@@ -103,12 +103,7 @@ def check_inputs(config: PredictConfig, log: logging.Logger) -> List[str]:
     check_names(files)
     if config.output_dir:
         Layout(config.input_file, config.output_dir).check_unique(files, each_channel=config.channels == "each")
-        try:
-            os.makedirs(config.output_dir, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"--output_dir {config.output_dir}: cannot create it ({error.strerror})") from None
-        if not os.access(config.output_dir, os.W_OK):
-            raise OutputError(f"--output_dir {config.output_dir}: not writable")
+        make_folder(config.output_dir)
     return files
 
 

@@ -38,6 +38,7 @@ from reviews.media import Media
 from reviews.session import JOURNAL, ReviewSession
 from reviews.units import ReviewError, load_units
 from utils import cli
+from utils.atomic import make_folder
 
 log = logging.getLogger("REVIEW")
 
@@ -112,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     def body(_log):
         if args.per_class < 1 or args.bins < 1:
             raise ValueError("--per_class and --bins must be at least 1")
-        os.makedirs(args.out, exist_ok=True)
+        make_folder(args.out, "--out")
         review = open_review(args)
         try:
             serve(review, args.host, args.port)

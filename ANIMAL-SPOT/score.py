@@ -42,7 +42,7 @@ from models.model_file import ModelFileError
 from prediction.decisions import DecisionRule, PostProcessing, model_rule
 from prediction.folder import PredictionFolder
 from utils import cli
-from utils.atomic import OutputError, atomic_write_text
+from utils.atomic import OutputError, atomic_write_text, make_folder
 from utils.config import ConfigError, read_config
 
 PR_THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
@@ -151,7 +151,7 @@ def run(args, log: logging.Logger) -> int:
     print(f"Matching: {matching.describe()}")
     for line in table_lines(scores):
         print(line)
-    os.makedirs(args.output_dir, exist_ok=True)
+    make_folder(args.output_dir)
     atomic_write_text(os.path.join(args.output_dir, "scores.csv"), csv_text(scores))
     atomic_write_text(os.path.join(args.output_dir, "scores.json"),
                       json.dumps(dict(scores.to_json(), matching=vars(matching)), indent=2))

@@ -29,7 +29,7 @@ from data.audiodataset import Dataset, EpochKeys, noise_files_in
 from data.features import FeatureOptions
 from data.filenames import class_name, discover_classes, filter_broken_audio, find_audio_files, tape_key, usable_files
 from data.samplers import BalancedSampler, ShardSampler, ShuffleSampler, class_counts, sampling_weights
-from data.split import PARTITIONS, get_split, report_split, split_exists
+from data.split import PARTITIONS, get_split, remove_split, report_split, split_exists
 from utils.classmap import ClassMap, check_class_count
 from models.losses import class_weights, parse_boosts
 from utils.runtime import Processes
@@ -62,18 +62,26 @@ def discover(config, processes: Processes, log: logging.Logger) -> Tuple[Dict[st
         split = {"all": usable_files(find_audio_files(config.data_dir))}
         if not split["all"]:
             raise ValueError(f"No .wav files below {config.data_dir}")
-    else:
+    made = False
+    if not config.folds:
         if processes.main:
+            made = not split_exists(config.data_dir)
             split = make_split(config, log)
         processes.barrier()
         if not processes.main:
             split = get_split(config.data_dir, [], random.Random(0))
-    names = discover_classes(find_audio_files(config.data_dir))
-    num_classes = len(names) if config.num_classes == "auto" else config.num_classes
-    check_class_count(names, num_classes)
-    if not config.folds:
-        report_split(split, names)
-    split = set_aside_unreadable(config, split, log)
+    try:
+        names = discover_classes(find_audio_files(config.data_dir))
+        num_classes = len(names) if config.num_classes == "auto" else config.num_classes
+        check_class_count(names, num_classes)
+        if not config.folds:
+            report_split(split, names)
+        split = set_aside_unreadable(config, split, log)
+    except ValueError:
+        if made:                         # the data folder as it was: a corrected rerun splits afresh
+            log.info(f"Removed the split files this run made in {config.data_dir}: " + ", ".join(remove_split(
+                config.data_dir)))
+        raise
     return split, ClassMap.from_names(names)
 
 

@@ -5,6 +5,7 @@ reproducibility, augmentation, model selection), parsed once into a frozen, type
 (``utils.cli.stored_options``)."""
 
 import argparse
+import os
 from typing import List, Optional
 
 from data.features import FREQ_COMPRESSIONS
@@ -178,6 +179,8 @@ def add_robustness_options(p: argparse.ArgumentParser) -> None:
 
 
 RunConfig = run_config.config_class(build_parser())
+# where a run writes besides --model_dir: a repeat (--config run.json) starts fresh below its new --model_dir
+RUN_FOLDERS = {"checkpoint_dir": "checkpoints", "log_dir": "logs", "summary_dir": "summaries"}
 
 
 def parse(argv: Optional[List[str]] = None) -> "RunConfig":
@@ -185,7 +188,17 @@ def parse(argv: Optional[List[str]] = None) -> "RunConfig":
     configuration."""
     parser = build_parser()
     try:
-        argv = cli.stored_options(parser, argv)
+        argv = cli.stored_options(parser, argv, fresh=("model_dir",) + tuple(RUN_FOLDERS))
     except cli.StoredOptionsError as error:
         parser.error(str(error))                      # as a bad flag: the message and exit status 2
-    return run_config.parse(parser, RunConfig, argv)
+    config = run_config.parse(parser, RunConfig, argv)
+    repeated = getattr(parser, "stored_fresh", None)
+    if repeated is None:
+        return config
+    if not config.model_dir:
+        parser.error("--config repeats a stored run: give it a new --model_dir (its checkpoints, log and TensorBoard "
+                     "folders go below it unless given too)")
+    given = {key: getattr(config, key) for key in RUN_FOLDERS if getattr(config, key) != parser.get_default(key)}
+    placed = {key: os.path.join(config.model_dir, RUN_FOLDERS[key]) for key in repeated
+              if key in RUN_FOLDERS and key not in given}
+    return config.replace(**placed)

@@ -70,15 +70,14 @@ def throughput(folder: str) -> str:
 
 def search_speed(folder: str, count: int) -> str:
     from embedding import search as searching
-    from embedding.store import Store
+    from embedding.store import PartMeta, Store, StoreDescription
 
     store = Store(os.path.join(folder, "big"))
-    store.create({"model": {"file": "random"}, "data_opts": {}, "min_max_norm": False, "dim": 512, "hop": 0.5,
-                  "window": 0.5})
+    store.create(StoreDescription({"file": "random"}, {}, False, 512, 0.5, 0.5))
     rng = np.random.default_rng(0)
     per_part = count // 10
     for part in range(10):
-        with store.writer(f"recording_{part}.wav", {"source": ""}) as writer:
+        with store.writer(f"recording_{part}.wav", PartMeta()) as writer:
             for first in range(0, per_part, 4096):                 # in batches, as embed.py writes
                 n = min(4096, per_part - first)
                 starts = (first + np.arange(n)) * 0.5

@@ -137,6 +137,23 @@ def create_split(data_dir: str, files: Sequence[str], rng: random.Random,
     return result
 
 
+def remove_split(data_dir: str, partitions: Sequence[str] = PARTITIONS) -> List[str]:
+    """Remove a split's index files and the CSV files they list; returns what was removed."""
+    removed = []
+    for partition in partitions:
+        index_path = os.path.join(data_dir, partition)
+        if not os.path.isfile(index_path):
+            continue
+        with open(index_path, newline="") as index:
+            listed = [line.strip() for line in index if line.strip() and not line.startswith("#")]
+        for entry in listed + [partition]:
+            path = os.path.join(data_dir, entry)
+            if os.path.isfile(path):
+                os.remove(path)
+                removed.append(entry)
+    return removed
+
+
 def get_split(data_dir: str, files: Sequence[str], rng: random.Random) -> Dict[str, List[str]]:
     """Reuse the split in ``data_dir`` or create one from ``files``."""
     if split_exists(data_dir):

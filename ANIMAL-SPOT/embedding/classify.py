@@ -4,7 +4,6 @@ prediction run (``prediction.run``): ``embed.py classify`` writes the logs and t
 reads the same probabilities."""
 
 import logging
-import os
 from typing import Iterator, List, Optional
 
 import numpy as np
@@ -20,7 +19,7 @@ from prediction.records import RunFile
 from prediction.run import Decisions, Layout, Opened, output_name, run_recordings
 from prediction.sinks import LogSink, RunInfo
 from prediction.tables import CombinedRavenSink, RavenSink
-from utils.atomic import OutputError
+from utils.atomic import make_folder
 
 log = logging.getLogger("EMBED")
 BATCH = 4096
@@ -49,16 +48,17 @@ class StoredSource:
     def open(self, recording: str) -> Opened:
         part = self.store.find(recording)
         meta = part.meta
-        return Opened(meta.get("seconds", 0.0), meta.get("n_samples", 0), meta.get("step", 1), meta.get("rate", 0),
-                      meta.get("channels", 1), len(part.starts), meta.get("sr", 1), [(None, self.batches(part))],
-                      relative=part.recording, given=meta.get("given", meta.get("source", part.recording)))
+        sr = meta.sr or int(self.store.description.data_opts.get("sr") or 1)      # parts before sr was kept
+        return Opened(meta.seconds, meta.n_samples, meta.step, meta.rate, meta.channels, len(part.starts), sr,
+                      [(None, self.batches(part))], relative=part.recording,
+                      given=meta.given or meta.source or part.recording)
 
 
 def check_head(loaded, store: Store, path: str) -> None:
     dim = loaded.model.classifier.model_opts().get("input_channels")
-    if dim != store.description["dim"]:
-        raise StoreError(f"{path}: its head takes {dim} features, the store holds {store.description['dim']}")
-    if loaded.spec.data_opts != store.description["data_opts"]:
+    if dim != store.description.dim:
+        raise StoreError(f"{path}: its head takes {dim} features, the store holds {store.description.dim}")
+    if loaded.spec.data_opts != store.description.data_opts:
         raise StoreError(f"{path} was made for other spectrogram settings than the store {store.root}")
 
 
@@ -69,14 +69,11 @@ def classify_store(store: Store, model_path: str, output_dir: str, threshold: Op
     loaded = load_model(model_path)
     check_head(loaded, store, model_path)
     rule = DecisionRule(threshold) if threshold is not None else DecisionRule.from_model(loaded.spec)
-    info = RunInfo([model_path], loaded.class_map, loaded.spec.data_opts, float(store.description["window"]),
-                   float(store.description["hop"]), rule, min_max_norm=loaded.spec.min_max_norm, output_dir=output_dir)
+    info = RunInfo([model_path], loaded.class_map, loaded.spec.data_opts, store.description.window,
+                   store.description.hop, rule, min_max_norm=loaded.spec.min_max_norm, output_dir=output_dir)
     sinks: List = [LogSink(info)] + ([RavenSink(info), CombinedRavenSink(info)] if raven else [])
     recordings = sorted(store.recordings())
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"--output_dir {output_dir}: cannot create it ({error.strerror})") from None
+    make_folder(output_dir)
     run = RunFile(input_file=store.root, recordings=tuple(recordings),
                   outputs=tuple(output_name(r) for r in recordings), threshold=rule.threshold,
                   thresholds=rule.thresholds, temperature=rule.temperature, classes=loaded.class_map.to_dict(),

@@ -19,7 +19,7 @@ import torch
 
 from data.features import FeatureOptions
 from data.recording import AudioOptions
-from embedding.store import Store, StoreError
+from embedding.store import Store, StoreDescription, StoreError
 from models import backbones, foundation
 from models.model_file import LoadedModel, ModelSpec, classifier_options, load_model
 from prediction.backends import PredictionModel, TorchBackend
@@ -69,7 +69,7 @@ def opened(spec: ModelSpec, network, path: str, device, precision: Precision, me
 
 
 def choose(choice: Choice, device=torch.device("cpu"), precision: Precision = Precision(),
-           memory_format: str = "auto") -> Tuple[PredictionModel, Dict]:
+           memory_format: str = "auto") -> Tuple[PredictionModel, StoreDescription]:
     """The prediction model whose pooled features are the embedding, and the store's
     description of it (without the window and hop, which the run adds)."""
     if bool(choice.model_path) == bool(choice.backbone):
@@ -93,23 +93,24 @@ def choose(choice: Choice, device=torch.device("cpu"), precision: Precision = Pr
             "the library's ImageNet weights"
         identity = {"backbone": spec.backbone, "weights": weights, "weights_path":
                     os.path.abspath(choice.pretrained_weights) if choice.pretrained_weights else None}
-    description = {"model": identity, "data_opts": model.spec.data_opts, "min_max_norm": model.options.min_max_norm,
-                   "dim": int(model.spec.classifier_opts.get("input_channels")), "classes": model.class_map.to_dict(),
-                   "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch": str(torch.__version__)}
+    description = StoreDescription(identity, dict(model.spec.data_opts), bool(model.options.min_max_norm),
+                                   int(model.spec.classifier_opts.get("input_channels")),
+                                   classes=model.class_map.to_dict(), created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                   torch=str(torch.__version__))
     return model, description
 
 
 def store_model(store: Store, model_path: Optional[str] = None, memory_format: str = "contiguous") -> LoadedModel:
     """The store's embedding model, rebuilt from its description (a trained model from its
     file, checked against the stored SHA-256; ``model_path`` where the file moved)."""
-    identity = store.description["model"]
+    identity = store.description.model
     if "backbone" in identity and foundation.is_foundation(identity["backbone"]):
         spec = foundation_spec(identity)
         return LoadedModel(spec.build().eval(), spec)
     if "backbone" in identity:
-        spec = backbone_spec(identity["backbone"], store.description["data_opts"], float(store.description["window"]))
-        spec.data_opts = dict(store.description["data_opts"])
-        spec.train_opts["min_max_norm"] = store.description["min_max_norm"]
+        spec = backbone_spec(identity["backbone"], store.description.data_opts, store.description.window)
+        spec.data_opts = dict(store.description.data_opts)
+        spec.train_opts["min_max_norm"] = store.description.min_max_norm
         return LoadedModel(spec.build(True, identity.get("weights_path")).eval(), spec)
     path = model_path or identity.get("file")
     if not path or not os.path.isfile(path):

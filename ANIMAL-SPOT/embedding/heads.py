@@ -106,7 +106,7 @@ def store_examples(store: Store, selections: Dict[str, List[Tuple[float, float, 
     if missing:
         log.warning(f"labelled recording(s) not in the store {store.root} (left out): {', '.join(missing[:5])}"
                     + (" ..." if len(missing) > 5 else ""))
-    return Examples(np.asarray(vectors, dtype=np.float32).reshape(-1, int(store.description["dim"])), labels, groups,
+    return Examples(np.asarray(vectors, dtype=np.float32).reshape(-1, store.description.dim), labels, groups,
                     np.asarray(times))
 
 
@@ -117,7 +117,7 @@ def clip_examples(store: Store, folder: str, model_path: Optional[str]) -> Examp
         vectors += list(windows)
         labels += [class_name(relative)] * len(windows)
         groups += [relative] * len(windows)
-    return Examples(np.asarray(vectors, dtype=np.float32).reshape(-1, int(store.description["dim"])), labels, groups,
+    return Examples(np.asarray(vectors, dtype=np.float32).reshape(-1, store.description.dim), labels, groups,
                     np.zeros(len(labels)))
 
 
@@ -131,6 +131,9 @@ def gather(store: Store, sources: Sequence[str], model_path: Optional[str],
             parts.append(clip_examples(store, source, model_path))
         elif os.path.exists(source):
             tables = find_tables(source)
+            if not tables:
+                raise ValueError(f"--labels {source}: no Raven selection tables (*.selections.txt), review journals "
+                                 "(review_journal.jsonl) or labelled clips (ANIMAL-SPOT names) in it")
             selections: Dict[str, List[Tuple[float, float, str]]] = {}
             for table in tables:
                 for event in read_table(table):
@@ -138,7 +141,7 @@ def gather(store: Store, sources: Sequence[str], model_path: Optional[str],
             parts.append(store_examples(store, selections, noise_elsewhere=True))
         else:
             raise FileNotFoundError(f"--labels {source}: no such file or folder")
-    vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, int(store.description["dim"])))
+    vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, store.description.dim))
     return Examples(vectors, [l for p in parts for l in p.labels], [g for p in parts for g in p.groups],
                     np.concatenate([p.times for p in parts]) if parts else np.zeros(0))
 
@@ -311,7 +314,7 @@ def fit_model_file(store: Store, examples: Examples, out: str, settings: HeadSet
     # validation figures and the calibration are those of the head fitted without them
     head = fit(np.ones(len(y), dtype=bool))
     spec = ModelSpec(dict(base.spec.encoder_opts), head.model_opts(), dict(base.spec.data_opts), class_map.to_dict(),
-                     dict(base.spec.train_opts, head_of=store.description["model"], head_labels=list(labels),
+                     dict(base.spec.train_opts, head_of=store.description.model, head_labels=list(labels),
                           head_examples=int(len(y)), min_max_norm=base.spec.min_max_norm),
                      calibration["thresholds"], calibration["temperature"], provenance(), unknown)
     model = spec.build()

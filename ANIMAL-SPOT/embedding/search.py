@@ -10,7 +10,6 @@ best windows are merged where neighbours of one recording touch (a selection kee
 best similarity), and the query's own windows are left out.
 """
 
-import csv
 import logging
 import os
 import tempfile
@@ -25,7 +24,7 @@ import torch
 from data.snippets import read_snippet
 from embedding.encoders import store_predictor_model
 from embedding.store import Store, StoreError
-from evaluation.raven import HEADER_COLUMNS, tsv
+from evaluation.raven import HEADER_COLUMNS, read_rows, tsv
 from prediction.core import Predictor
 from utils.atomic import atomic_write_text
 
@@ -195,7 +194,7 @@ def merge(hits: List[Hit]) -> List[Hit]:
 
 def search(store: Store, query: np.ndarray, top: int, exclude=None) -> List[Hit]:
     """The ``top`` best selections."""
-    per_selection = max(1, int(round(float(store.description["window"]) / float(store.description["hop"]))))
+    per_selection = max(1, int(round(store.description.window / store.description.hop)))
     return merge(similarities(store, query, top * (per_selection + 1) * 2, exclude))[:top]
 
 
@@ -217,8 +216,8 @@ def stored_stretch(store: Store, recording: str, begin: float, end: float):
 
 def embed_audio(store: Store, path: str, model_path: Optional[str] = None) -> np.ndarray:
     """The windows of an audio file, embedded with the store's model."""
-    predictor = Predictor([store_predictor_model(store, model_path)], float(store.description["window"]),
-                          float(store.description["hop"]), prefetch=False)
+    predictor = Predictor([store_predictor_model(store, model_path)], store.description.window,
+                          store.description.hop, prefetch=False)
     return np.concatenate([b.pooled.half().float().numpy() for b in predictor.stream(path, pooled=True)])
 
 
@@ -227,16 +226,20 @@ def table_selection(text: str):
     path, _, number = text.rpartition("#")
     if not os.path.isfile(path):
         raise StoreError(f"--query {text}: no table {path}")
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
-    header = {name.strip().lower(): i for i, name in enumerate(rows[0])} if rows else {}
-    for row in rows[1:]:
+    header, rows = read_rows(path, StoreError, empty_ok=True)
+    for line, row in enumerate(rows[1:], start=2):
         if "selection" in header and row[header["selection"]].strip() == number.strip():
-            begin, end = float(row[header["begin time (s)"]]), float(row[header["end time (s)"]])
+            try:
+                begin, end = float(row[header["begin time (s)"]]), float(row[header["end time (s)"]])
+            except (KeyError, ValueError):
+                raise StoreError(f"{path}:{line}: selection {number} has no readable Begin and End Time (s)") from None
             for column in ("begin path", "begin file"):
                 if column in header and row[header[column]].strip():
                     if "file offset (s)" in header and row[header["file offset (s)"]].strip():
-                        offset = float(row[header["file offset (s)"]])
+                        try:
+                            offset = float(row[header["file offset (s)"]])
+                        except ValueError:
+                            raise StoreError(f"{path}:{line}: malformed File Offset (s)") from None
                         begin, end = offset, offset + end - begin
                     return row[header[column]].strip(), begin, end
             return os.path.basename(path).split(".", 1)[0], begin, end
@@ -285,6 +288,6 @@ def search_to_table(store: Store, query_text: str, top: int, output: str, model_
     """``embed.py search``: the ``top`` selections most like the query, as a Raven table."""
     query, exclude = resolve_query(store, query_text, model_path)
     hits = search(store, query, top, exclude)
-    atomic_write_text(output, hits_table(hits, store.description.get("data_opts", {})))
+    atomic_write_text(output, hits_table(hits, store.description.data_opts))
     logging.getLogger("EMBED").info(f"{len(hits)} selection(s) most like {query_text} written to {output}")
     return hits

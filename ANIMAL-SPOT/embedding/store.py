@@ -27,6 +27,7 @@ recording is redone) and renamed into place, and nothing touches another recordi
 files; each process keeps its journal (``embed_journal.<process>.jsonl``) in the store.
 """
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -50,6 +51,82 @@ class StoreError(ValueError):
     """A store cannot be used as asked; the message says why."""
 
 
+@dataclass(frozen=True)
+class StoreDescription:
+    """``store.json``: what made the store (the model: file and SHA-256, or backbone and
+    weights, or a foundation encoder), its spectrogram settings, window, hop and vector
+    size; written and read only here."""
+
+    model: Dict
+    data_opts: Dict
+    min_max_norm: bool
+    dim: int
+    window: Optional[float] = None          # seconds (the run adds window and hop)
+    hop: Optional[float] = None
+    classes: Optional[Dict] = None
+    created: str = ""
+    torch: str = ""
+
+    def differences(self, other: "StoreDescription") -> List[str]:
+        """What differs from ``other`` in what the vectors mean."""
+        return [f"{key}: store {getattr(self, key)!r}, now {getattr(other, key)!r}" for key in COMPARED
+                if getattr(self, key) != getattr(other, key)]
+
+    def to_dict(self) -> Dict:
+        return dict(dataclasses.asdict(self), format=FORMAT, version=VERSION)
+
+    @classmethod
+    def from_dict(cls, values: Dict, where: str) -> "StoreDescription":
+        if not isinstance(values, dict) or values.get("format") != FORMAT:
+            raise StoreError(f"{where}: not an ANIMAL-SPOT embedding store")
+        if int(values.get("version", 0)) > VERSION:
+            raise StoreError(f"{where}: written by a newer version of this project (store version "
+                             f"{values.get('version')})")
+        try:
+            return cls(dict(values["model"]), dict(values["data_opts"]), bool(values.get("min_max_norm", False)),
+                       int(values["dim"]), float(values["window"]), float(values["hop"]), values.get("classes"),
+                       values.get("created", ""), values.get("torch", ""))
+        except (KeyError, TypeError, ValueError) as error:
+            raise StoreError(f"{where}: a store description without a readable {error}") from None
+
+
+@dataclass(frozen=True)
+class PartMeta:
+    """A part's metadata: the recording it holds (``source``, as given, its size and
+    fingerprint: ``prediction.records.RecordingId``), its length and geometry (samples and
+    hop at the model's rate ``sr``, the file's own ``rate`` and channels)."""
+
+    source: str = ""
+    given: str = ""
+    seconds: float = 0.0
+    n_samples: int = 0
+    step: int = 1
+    rate: int = 0
+    channels: int = 1
+    sr: int = 0
+    size: Optional[int] = None
+    fingerprint: Optional[str] = None
+
+    @classmethod
+    def of(cls, recording: Recording) -> "PartMeta":
+        identity = recording.identity or RecordingId(recording.path)
+        source = recording.path if "://" in recording.path else os.path.abspath(recording.path)
+        return cls(source, recording.path, recording.seconds, recording.n_samples, recording.step,
+                   recording.sample_rate, recording.channels, recording.sr, identity.size, identity.fingerprint)
+
+    @property
+    def identity(self) -> RecordingId:
+        return RecordingId(self.source, self.size, self.fingerprint)
+
+    def to_dict(self) -> Dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict) -> "PartMeta":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
 @dataclass
 class Part:
     """One stored recording: its windows and vectors (memory-mapped)."""
@@ -61,7 +138,7 @@ class Part:
     ends: np.ndarray
     channels: np.ndarray
     chunks: List[np.ndarray]          # (windows, dim) float16 blocks as written, read-only views of the file
-    meta: Dict
+    meta: PartMeta
     stored_norms: Optional[np.ndarray] = None
     dim: int = 0
 
@@ -95,19 +172,15 @@ def vector_norms(vectors: np.ndarray, block: int = 65536) -> np.ndarray:
 class Store:
     def __init__(self, root: str):
         self.root = root
-        self.description: Optional[Dict] = None
+        self.description: Optional[StoreDescription] = None
         path = os.path.join(root, DESCRIPTION)
         if os.path.isfile(path):
             try:
                 with open(path, encoding="utf-8") as handle:
-                    self.description = json.load(handle)
+                    values = json.load(handle)
             except (OSError, ValueError) as error:
                 raise StoreError(f"{path}: not a store description ({error})") from None
-            if self.description.get("format") != FORMAT:
-                raise StoreError(f"{path}: not an ANIMAL-SPOT embedding store")
-            if int(self.description.get("version", 0)) > VERSION:
-                raise StoreError(f"{path}: written by a newer version of this project (store version "
-                                 f"{self.description.get('version')})")
+            self.description = StoreDescription.from_dict(values, path)
 
     @classmethod
     def existing(cls, root: str) -> "Store":
@@ -117,24 +190,23 @@ class Store:
         return store
 
     # ------------------------------------------------------------------ describe
-    def check(self, description: Dict, what: str = "append to") -> None:
+    def check(self, description: StoreDescription, what: str = "append to") -> None:
         """Refuse to mix another model or other settings into this store."""
         if self.description is None:
             return
-        different = [key for key in COMPARED if self.description.get(key) != description.get(key)]
+        different = self.description.differences(description)
         if different:
-            details = "; ".join(f"{k}: store {self.description.get(k)!r}, now {description.get(k)!r}"
-                                for k in different)
+            details = "; ".join(different)
             raise StoreError(f"--store {self.root} was made with another model or settings; cannot {what} it "
                              f"({details}). Use a new --store, or the store's own model and settings.")
 
-    def create(self, description: Dict) -> None:
+    def create(self, description: StoreDescription) -> None:
         """Describe a new store, or check that an existing one was made the same way
         (several processes may create one store at once)."""
         self.check(description)
         if self.description is None:
-            self.description = dict(description, format=FORMAT, version=VERSION)
-            atomic_write_text(os.path.join(self.root, DESCRIPTION), json.dumps(self.description, indent=1))
+            self.description = description
+            atomic_write_text(os.path.join(self.root, DESCRIPTION), json.dumps(description.to_dict(), indent=1))
         os.makedirs(os.path.join(self.root, PARTS), exist_ok=True)
 
     # ------------------------------------------------------------------- parts
@@ -145,13 +217,13 @@ class Store:
     def has(self, recording: str) -> bool:
         return os.path.isfile(self.part_path(recording))
 
-    def writer(self, recording: str, meta: Dict) -> "PartWriter":
+    def writer(self, recording: str, meta: PartMeta) -> "PartWriter":
         """``with store.writer(recording, meta) as part: part.add(...)``: the recording's
         windows, written batch by batch to a hidden file that is renamed into place when the
         block ends without an error (bounded memory, all or nothing)."""
         return PartWriter(self, recording, meta)
 
-    def write(self, recording: str, starts, ends, channels, vectors: np.ndarray, meta: Dict) -> None:
+    def write(self, recording: str, starts, ends, channels, vectors: np.ndarray, meta: PartMeta) -> None:
         with self.writer(recording, meta) as part:
             part.add(starts, ends, channels, vectors)
 
@@ -168,12 +240,15 @@ class Store:
         except (OSError, pa.ArrowInvalid) as error:
             raise StoreError(f"{path}: cannot read this part of the store ({error})") from None
         metadata = table.schema.metadata or {}
-        meta = json.loads(metadata.get(b"meta", b"{}"))
+        try:
+            meta = PartMeta.from_dict(json.loads(metadata.get(b"meta", b"{}")))
+        except (TypeError, ValueError) as error:
+            raise StoreError(f"{path}: unreadable part metadata ({error})") from None
         column = table.column("vector")
         dim = column.type.list_size
         chunks = [c.flatten().to_numpy(zero_copy_only=True).reshape(-1, dim) for c in column.chunks if len(c)]
         norms = table.column("norm").to_numpy() if "norm" in table.column_names else None
-        return Part(path, metadata.get(b"recording", b"").decode("utf-8"), meta.get("source", ""),
+        return Part(path, metadata.get(b"recording", b"").decode("utf-8"), meta.source,
                     table.column("start").to_numpy(), table.column("end").to_numpy(),
                     table.column("channel").to_numpy(), chunks, meta, norms, dim)
 
@@ -206,12 +281,12 @@ class Store:
 class PartWriter:
     """Writes one recording's part (see ``Store.writer``)."""
 
-    def __init__(self, store: Store, recording: str, meta: Dict):
-        self.store, self.recording, self.dim = store, recording, int(store.description["dim"])
+    def __init__(self, store: Store, recording: str, meta: PartMeta):
+        self.store, self.recording, self.dim = store, recording, store.description.dim
         self.schema = pa.schema([("start", pa.float64()), ("end", pa.float64()), ("channel", pa.int16()),
                                  ("vector", pa.list_(pa.float16(), self.dim)), ("norm", pa.float32())],
                                 metadata={b"recording": recording.encode("utf-8"),
-                                          b"meta": json.dumps(meta).encode("utf-8")})
+                                          b"meta": json.dumps(meta.to_dict()).encode("utf-8")})
         self.windows = 0
 
     def __enter__(self) -> "PartWriter":
@@ -248,12 +323,7 @@ class StoreSink(Sink):
         self.part: Optional[PartWriter] = None
 
     def start(self, recording: Recording) -> None:
-        identity = recording.identity or RecordingId(recording.path)
-        meta = {"source": recording.path if "://" in recording.path else os.path.abspath(recording.path),
-                "given": recording.path, "seconds": recording.seconds, "n_samples": recording.n_samples,
-                "step": recording.step, "rate": recording.sample_rate, "channels": recording.channels,
-                "size": identity.size, "fingerprint": identity.fingerprint}
-        self.part = self.store.writer(recording.relative, meta).__enter__()
+        self.part = self.store.writer(recording.relative, PartMeta.of(recording)).__enter__()
 
     def windows(self, recording, channel, windows) -> None:
         if windows:
@@ -281,5 +351,4 @@ class StoreSink(Sink):
         """The recording the stored part was embedded from (its ``source``, size and fingerprint)."""
         if not self.store.has(recording.relative):
             return None
-        meta = self.store.read(self.store.part_path(recording.relative)).meta
-        return RecordingId(meta.get("source") or recording.relative, meta.get("size"), meta.get("fingerprint"))
+        return self.store.read(self.store.part_path(recording.relative)).meta.identity

@@ -82,7 +82,8 @@ def read_rows(path: str, error=None, empty_ok: bool = False):
     """``(header, rows)`` of a tab-separated table: the header maps each column's name
     (stripped, lower case) to its index; ``rows[0]`` is the header line. ``error`` (default
     ``TableError``) is raised, naming the file, where it cannot be read or is empty (an
-    empty file is ``({}, [])`` with ``empty_ok``)."""
+    empty file is ``({}, [])`` with ``empty_ok``). A row shorter than the header (a name
+    with a line break in it) gets empty cells, which its reader then names as malformed."""
     error = error or TableError
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
@@ -91,6 +92,8 @@ def read_rows(path: str, error=None, empty_ok: bool = False):
         raise error(f"{path}: cannot read the table ({reason})") from None
     if not rows and not empty_ok:
         raise error(f"{path}: an empty table (no header line)")
+    width = len(rows[0]) if rows else 0
+    rows = [row + [""] * (width - len(row)) for row in rows]         # a row cut short has empty cells
     return {name.strip().lower(): i for i, name in enumerate(rows[0] if rows else [])}, rows
 
 

@@ -250,7 +250,22 @@ def best_channel(streams) -> Iterator[WindowBatch]:
         unknown = None if first.unknown is None else [batches[int(c)].unknown[i] for i, c in enumerate(best)]
         yield WindowBatch(first.first, first.starts, first.ends, first.start_samples, first.end_samples,
                           pick([b.probs for b in batches]), pick([b.pooled for b in batches]),
-                          pick([b.inputs for b in batches]), unknown, [int(c) + 1 for c in best])
+                          pick([b.inputs for b in batches]), unknown, [int(c) + 1 for c in best],
+                          best_reference([b.reference for b in batches]))
+
+
+def best_reference(references: List[Optional[Reference]]) -> Optional[Reference]:
+    """``--amp`` with ``--channels max``: the sampled windows in float32, each from the
+    channel that float32 would have chosen (so the account compares the run's decision
+    with float32's whole decision, channel choice included)."""
+    if not references or any(r is None for r in references):
+        return None
+    top = torch.stack([r.probs.max(dim=1).values for r in references])               # (channels, rows)
+    best = top.argmax(dim=0)
+    probs = torch.stack([r.probs for r in references])[best, torch.arange(best.shape[0])]
+    first = references[0]
+    unknown = None if first.unknown is None else [references[int(c)].unknown[i] for i, c in enumerate(best)]
+    return Reference(first.rows, probs, unknown)
 
 
 def prefetch(iterator: Iterator, enabled: bool) -> Iterator:

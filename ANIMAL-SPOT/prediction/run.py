@@ -141,6 +141,7 @@ class Layout:
         if opened is not None:
             recording.seconds, recording.n_samples, recording.step = opened.seconds, opened.n_samples, opened.step
             recording.sample_rate, recording.channels, recording.windows = opened.rate, opened.channels, opened.windows
+            recording.sr = opened.sr
         return recording
 
 

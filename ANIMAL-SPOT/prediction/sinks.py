@@ -73,13 +73,14 @@ class Recording:
     stem: str                       # output name: the file name without its extension
     folder: Optional[str]           # its output folder (--input_file's sub-folders mirrored)
     seconds: float = 0.0
-    n_samples: int = 0              # at the model's sample rate
+    n_samples: int = 0              # at the model's sample rate (sr)
     step: int = 1                   # hop in samples
     sample_rate: int = 0            # the file's own
     channels: int = 1               # the file's
     begin_time: Optional[datetime] = None
     windows: int = 0                # windows per channel
     identity: Optional[RecordingId] = None      # which recording it is (size and fingerprint), once opened
+    sr: int = 0                     # the model's sample rate (of n_samples and step)
 
     def output(self, suffix: str) -> str:
         return os.path.join(self.folder, self.stem + suffix)

@@ -166,16 +166,18 @@ def combined_units(paths: Sequence[str], recordings: str, taken: set) -> Dict[st
             if not any(cell.strip() for cell in row):
                 continue
             key = os.path.splitext(row[where].strip())[0]
-            recording = None if key in taken else find_recording(recordings, key)
             label = row[header[label_at]].strip()
-            if recording is None or label.lower() == "noise":
-                continue
             try:
+                if not key or not label:
+                    raise ValueError("no recording or label")
                 begin = float(row[header["file offset (s)"]])
                 end = begin + float(row[header["end time (s)"]]) - float(row[header["begin time (s)"]])
                 score = float(row[header["score"]]) if "score" in header and row[header["score"]].strip() else None
-            except (IndexError, ValueError):
+            except (KeyError, ValueError):
                 raise ReviewError(f"{path}:{number}: malformed row {row!r}") from None
+            recording = None if key in taken else find_recording(recordings, key)
+            if recording is None or label.lower() == "noise":
+                continue
             out.setdefault(key, []).append(Unit(unit_id(key, begin, end, label, True, 1), key, recording, begin, end,
                                                 label, score, label, True))
     return out

@@ -12,6 +12,17 @@ class OutputError(OSError):
     """A file could not be written; the message names it."""
 
 
+def make_folder(path: str, flag: str = "--output_dir") -> str:
+    """``path`` made (with its parents) where missing; else one ``OutputError`` naming it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{flag} {path}: cannot create it ({error.strerror or error})") from None
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"{flag} {path}: not writable")
+    return path
+
+
 def _temporary_name(path: str) -> str:
     folder, base = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{base}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -14,6 +14,7 @@ and flags given on the command line still win.
 
 import json
 import logging
+import os
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -74,8 +75,19 @@ def run(body: Callable[[logging.Logger], Optional[int]], logger: str = "ANIMAL-S
             close_logger(notes)
 
 
-def stored_options(parser, argv: Optional[Sequence[str]]) -> List[str]:
-    """``argv`` without ``--config FILE``; the file's options set ``parser``'s defaults."""
+def print_text(text: str) -> None:
+    """``text`` on standard output; a reader that stops early (``| head``) is no error."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())     # nothing more to say at exit
+
+
+def stored_options(parser, argv: Optional[Sequence[str]], fresh: Sequence[str] = ()) -> List[str]:
+    """``argv`` without ``--config FILE``; the file's options set ``parser``'s defaults,
+    except ``fresh`` ones (where a run writes: a repeat writes elsewhere), which
+    ``fresh_defaults`` gives where the file set them."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
         return argv
@@ -100,5 +112,6 @@ def stored_options(parser, argv: Optional[Sequence[str]]) -> List[str]:
     if not isinstance(stored, dict):
         raise StoredOptionsError(f"--config {path}: not a JSON object of options")
     known = {action.dest: action for action in parser._actions if action.option_strings}
-    parser.set_defaults(**{key: value for key, value in stored.items() if key in known})
+    parser.set_defaults(**{key: value for key, value in stored.items() if key in known and key not in fresh})
+    parser.stored_fresh = [key for key in fresh if stored.get(key) not in (None, "")]
     return rest

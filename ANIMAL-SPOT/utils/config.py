@@ -18,6 +18,7 @@ from typing import List, Optional
 
 LOGGER_NAME = "training animal-spot"
 INLINE_COMMENT = re.compile(r"\s+#.*$")
+PLACEHOLDER = re.compile(r"/\*[^*]*\*/")          # the templates' /*USER-SPECIFIC-DIRECTORY*/
 
 
 class ConfigError(ValueError):
@@ -99,6 +100,11 @@ def launch(argv: List[str], script: str, launcher_file: str, what: str) -> int:
         config = read_config(config_path_from_argv(argv))
     except (ConfigError, OSError) as error:
         log.error(str(error))
+        return 2
+    unedited = [key for key, value in config.items() if key != "src_dir" and PLACEHOLDER.search(value)]
+    if unedited:                    # before anything is written (a folder named so at the root, say)
+        log.error(f"{argv[0]}: replace the placeholders of {', '.join(unedited)} with your folders and files first "
+                  "(or set a key to false to leave it out)")
         return 2
     log.info(f"Config Data: {dict(config)}")
     command = build_command(config, script, launcher_file)

@@ -34,20 +34,37 @@ def test_the_installed_command_runs_from_anywhere(tmp_path):
 
 def test_a_run_repeats_from_its_stored_configuration(call_set, tmp_path):
     first = tmp_path / "first"
+    folders = {"checkpoint_dir": tmp_path / "ckpt", "log_dir": tmp_path / "logs", "summary_dir": tmp_path / "tb"}
     argv = ["--data_dir", str(call_set), "--model_dir", str(first), "--num_classes", "4", "--max_train_epochs", "1",
-            "--no_progress"] + small_run(200, 5, 0)
+            "--no_progress"] + small_run(200, 5, 0) + [a for k, v in folders.items() for a in (f"--{k}", str(v))]
     assert train_main.main(argv) == 0
     stored = json.loads((first / "run.json").read_text())
     assert stored["seed"] == 5 and stored["max_train_epochs"] == 1 and stored["lr"] == 1e-4
+    before = {p: p.stat().st_mtime_ns for folder in folders.values() for p in folder.rglob("*") if p.is_file()}
     again = tmp_path / "again"
     assert commands.main(["train", "--config", str(first / "run.json"), "--model_dir", str(again)]) == 0
     repeated = json.loads((again / "run.json").read_text())
-    assert {k: v for k, v in repeated.items() if k not in ("model_dir", "config")} == \
-        {k: v for k, v in stored.items() if k not in ("model_dir", "config")}           # every option the same
+    moved = ("model_dir", "config") + tuple(folders)
+    assert {k: v for k, v in repeated.items() if k not in moved} == \
+        {k: v for k, v in stored.items() if k not in moved}                               # every other option the same
+    assert {k: repeated[k] for k in folders} == {k: str(again / n) for k, n in
+                                                 (("checkpoint_dir", "checkpoints"), ("log_dir", "logs"),
+                                                  ("summary_dir", "summaries"))}        # fresh, below the new folder
+    assert (again / "logs" / "TRAIN.log").is_file() and list((again / "summaries").iterdir())
+    assert {p: p.stat().st_mtime_ns for folder in folders.values() for p in folder.rglob("*") if p.is_file()} == \
+        before                                                                           # the first run's untouched
     a, b = (torch.load(p / "ANIMAL-SPOT.pk", weights_only=True) for p in (first, again))
     assert all(torch.equal(a["encoderState"][k], b["encoderState"][k]) for k in a["encoderState"])   # the same run
+    other = tmp_path / "other"                                      # a flag on top of the file counts
+    assert commands.main(["train", "--config", str(first / "run.json"), "--model_dir", str(other), "--seed", "6"]) == 0
+    assert json.loads((other / "run.json").read_text())["seed"] == 6
+    c = torch.load(other / "ANIMAL-SPOT.pk", weights_only=True)
+    assert not all(torch.equal(a["encoderState"][k], c["encoderState"][k]) for k in a["encoderState"])
     with pytest.raises(SystemExit) as stopped:                                                      # one clear error
         commands.main(["train", "--config", str(tmp_path / "missing.json")])
+    assert stopped.value.code == 2
+    with pytest.raises(SystemExit) as stopped:                  # a repeat needs its own --model_dir
+        commands.main(["train", "--config", str(first / "run.json")])
     assert stopped.value.code == 2
 
 

@@ -51,3 +51,17 @@ def test_line_without_equals_names_file_and_line(tmp_path):
 def test_shipped_templates_parse():
     for folder in ("TRAINING", "PREDICTION", "EVALUATION"):
         assert read_config(os.path.join(ROOT, folder, "config"))
+
+
+@pytest.mark.parametrize("launcher", ["TRAINING/start_training.py", "PREDICTION/start_prediction.py"])
+def test_an_unedited_template_is_refused_before_anything_is_written(launcher, tmp_path):
+    import subprocess
+
+    template = os.path.join(ROOT, os.path.dirname(launcher), "config")
+    placeholder = "/*USER-SPECIFIC-DIRECTORY*"
+    existed = os.path.exists(placeholder)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, launcher), template], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "replace the placeholders of" in result.stderr
+    assert "Traceback" not in result.stderr and os.path.exists(placeholder) == existed and not list(tmp_path.iterdir())

@@ -1,6 +1,7 @@
 """Season embeddings: the store (resumable, refuses another model), search by example,
 a few-shot head, and classify against predict.py with the head's model file."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import torch
 import embed
 import predict
 from conftest import SRC
-from embedding.store import Store, StoreError
+from embedding.store import PartMeta, Store, StoreDescription, StoreError
 from evaluation.log_format import parse_log
 from models.model_file import load_model
 from prediction.decisions import DecisionRule
@@ -48,8 +49,10 @@ def inside_call(recording, begin, end, shape=None):
 def test_the_store_describes_itself_and_refuses_other_settings(season, tmp_path):
     root, model = season
     store = Store.existing(str(root / "store"))
-    assert store.description["hop"] == 0.1 and store.description["window"] == 0.2
-    assert store.description["dim"] == 512 and len(store.description["model"]["sha256"]) == 64
+    assert store.description.hop == 0.1 and store.description.window == 0.2
+    assert store.description.dim == 512 and len(store.description.model["sha256"]) == 64
+    meta = next(store.parts()).meta                   # a part says what it holds, at which rate
+    assert meta.sr == 16000 and meta.n_samples == 12 * 16000 and meta.size and len(meta.fingerprint) == 32
     parts = {p.recording: p for p in store.parts()}
     assert set(parts) == {"a.wav", "b.wav"} and parts["a.wav"].vectors.dtype == np.float16
     assert len(parts["a.wav"].starts) == 119 and parts["a.wav"].starts[1] == 0.1     # predict.py's windows
@@ -61,7 +64,7 @@ def test_the_store_describes_itself_and_refuses_other_settings(season, tmp_path)
                          str(root / "store"), "--hop", "0.2"])
     assert status == 1                                                                # another hop: refused
     with pytest.raises(StoreError, match="another model or settings"):
-        store.check(dict(store.description, hop=0.2))
+        store.check(dataclasses.replace(store.description, hop=0.2))
 
 
 def test_search_finds_the_planted_calls_of_the_querys_class(season, trained, tmp_path):
@@ -241,8 +244,8 @@ def test_an_untrained_backbone_embeds_with_its_weights_and_other_weights_are_ref
              "32", "--fmin", "0", "--fmax", "8000", "--sequence_len", "0.5", "--hop", "0.5"]
     assert embed.main(flags + ["--pretrained_weights", weights[0]]) == 0
     store = Store.existing(str(tmp_path / "store"))
-    assert store.description["model"]["backbone"] == "mobilenet_v3_small" and store.description["dim"] == 576
-    assert store.description["window"] == 0.5 and store.description["data_opts"]["n_fft"] == 256
+    assert store.description.model["backbone"] == "mobilenet_v3_small" and store.description.dim == 576
+    assert store.description.window == 0.5 and store.description.data_opts["n_fft"] == 256
     assert len(next(store.parts()).starts) == 24                   # ceil((12 s + 1 sample - 0.5 s) / 0.5 s)
     assert embed.main(flags + ["--pretrained_weights", weights[1]]) == 1             # other weights: refused
 
@@ -257,10 +260,10 @@ def test_search_by_float16_products_returns_the_float32_best(tmp_path, monkeypat
     q = rng.normal(size=dim).astype(np.float32)
     q /= np.linalg.norm(q)
     store = Store(str(tmp_path / "store"))
-    store.create({"dim": dim, "hop": 0.5, "window": 1.0})
+    store.create(StoreDescription({"file": "random"}, {}, False, dim, 1.0, 0.5))
     stored = {}
     for r in range(3):
-        with store.writer(f"r{r}.wav", {"source": f"r{r}.wav"}) as part:
+        with store.writer(f"r{r}.wav", PartMeta(f"r{r}.wav")) as part:
             for batch in range(3):                                    # several blocks per part
                 v = rng.normal(size=(400, dim))
                 ties = rng.choice(400, 12, replace=False)             # cosines 0.9, 0.9002, ...: near ties
@@ -313,7 +316,8 @@ def test_search_by_float16_products_returns_the_float32_best(tmp_path, monkeypat
     assert fallbacks == [1]
     check(search.everything_float32(store, torch.from_numpy(q), keep, None))
     tiny = Store(str(tmp_path / "tiny"))                              # a broken vector takes no place in the top
-    tiny.create({"dim": dim, "hop": 0.5, "window": 1.0})
-    tiny.write("t.wav", [0.0, 0.5, 1.0], [1.0, 1.5, 2.0], [1, 1, 1], np.stack([np.full(dim, np.inf), q, -q]), {})
+    tiny.create(StoreDescription({"file": "random"}, {}, False, dim, 1.0, 0.5))
+    tiny.write("t.wav", [0.0, 0.5, 1.0], [1.0, 1.5, 2.0], [1, 1, 1], np.stack([np.full(dim, np.inf), q, -q]),
+               PartMeta())
     for found in (search.similarities(tiny, q, 2), search.everything_float32(tiny, torch.from_numpy(q), 2, None)):
         assert [h.begin for h in found] == [0.5, 1.0]

