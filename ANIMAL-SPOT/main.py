@@ -5,6 +5,7 @@ this project's options (imbalance tools, schedulers, mixed precision, reproducib
 Also runs under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -181,7 +182,7 @@ def train(config, split, class_map, log: logging.Logger, processes: runtime.Proc
     spec = ModelSpec(encoder_opts, classifier_options(encoder_opts, len(class_map)), options.data_opts(),
                      class_map.to_dict())
     log.info("Setting up model")
-    model = initial_model(config, spec, resume, log)
+    model, spec = initial_model(config, spec, resume, log)
     log.debug(f"Encoder: {model.encoder}")
     log.debug(f"Classifier: {model.classifier}")
     log.info(f"Init model on device '{device}'")
@@ -242,15 +243,16 @@ def initial_model(config, spec: ModelSpec, resume, log: logging.Logger):
     if config.transfer_from and resume is None:
         return transferred_model(config.transfer_from, spec, log)
     pretrained = (config.pretrained or bool(config.pretrained_weights)) and resume is None
-    return spec.build(pretrained, config.pretrained_weights if resume is None else None)
+    return spec.build(pretrained, config.pretrained_weights if resume is None else None), spec
 
 
 def transferred_model(path: str, spec: ModelSpec, log: logging.Logger):
     """The encoder of ``path`` (its backbone and options win over the flags), and its head
     when its classes are ours."""
     source = load_model(path)
-    spec.encoder_opts = dict(source.spec.encoder_opts)
-    spec.classifier_opts = classifier_options(spec.encoder_opts, spec.num_classes)
+    encoder_opts = dict(source.spec.encoder_opts)
+    spec = dataclasses.replace(spec, encoder_opts=encoder_opts,
+                               classifier_opts=classifier_options(encoder_opts, spec.num_classes))
     model = spec.build()
     model.encoder.load_state_dict(source.model.encoder.state_dict())
     if source.class_map.same_classes(spec.class_map) and source.spec.classifier_opts == spec.classifier_opts:
@@ -261,7 +263,7 @@ def transferred_model(path: str, spec: ModelSpec, log: logging.Logger):
                  f"{', '.join(spec.class_map.names)} ({spec.class_map.describe_difference(source.class_map)})")
     if source.spec.data_opts != spec.data_opts:
         log.warning(f"--transfer_from {path}: it was trained with other data options {source.spec.data_opts}")
-    return model
+    return model, spec
 
 
 def make_trainer(config, model, data: TrainingData, device, precision, processes, seed, resume, frames,

@@ -2,6 +2,7 @@
 validation logits, the model file, ``metrics.json``, ``run.json`` (the run's options, for
 ``--config``) and the model card (main process)."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -50,9 +51,9 @@ def finish(config, trainer: Trainer, data: TrainingData, spec: ModelSpec, test, 
              f"error {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}; thresholds "
              + ", ".join(f"{k} {v:.3f}" for k, v in calibration["thresholds"].items()))
     unknown, unknown_test = fit_unknown_answer(config, trainer, data, val_logits, val_features, test, log)
-    spec.train_opts = train_options(config, processes, seed, precision)
-    spec.thresholds, spec.temperature, spec.unknown = calibration["thresholds"], calibration["temperature"], unknown
-    spec.provenance = provenance(split_hash=split_hash(data.split))
+    spec = dataclasses.replace(spec, train_opts=train_options(config, processes, seed, precision),
+                               thresholds=calibration["thresholds"], temperature=calibration["temperature"],
+                               unknown=unknown, provenance=provenance(split_hash=split_hash(data.split)))
     path = os.path.join(config.model_dir, "ANIMAL-SPOT.pk")
     metrics = {"model": path, "classes": class_map.names, "class_map": class_map.to_dict(),
                "test": test.metrics.summary(class_map.names, intervals=True),
@@ -65,7 +66,8 @@ def finish(config, trainer: Trainer, data: TrainingData, spec: ModelSpec, test, 
                "options": spec.train_opts, "seed": seed,
                "seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                "provenance": spec.provenance}
-    spec.card = model_card.card_data(spec, metrics, training_data.card_summary(data), runtime.machine_description())
+    spec = dataclasses.replace(spec, card=model_card.card_data(spec, metrics, training_data.card_summary(data),
+                                                               runtime.machine_description()))
     save(config, trainer.model, spec, data, path, log)
     atomic_write_text(os.path.join(config.model_dir, "metrics.json"), json.dumps(metrics, indent=2, default=str))
     atomic_write_text(os.path.join(config.model_dir, "run.json"), json.dumps(spec.train_opts, indent=1, default=str))

@@ -9,6 +9,7 @@ its own sample rate and window). The store describes its model (``store.json``:
 licence), so heads, audio queries and the review rebuild it from the store alone.
 """
 
+import dataclasses
 import logging
 import os
 import time
@@ -109,8 +110,8 @@ def store_model(store: Store, model_path: Optional[str] = None, memory_format: s
         return LoadedModel(spec.build().eval(), spec)
     if "backbone" in identity:
         spec = backbone_spec(identity["backbone"], store.description.data_opts, store.description.window)
-        spec.data_opts = dict(store.description.data_opts)
-        spec.train_opts["min_max_norm"] = store.description.min_max_norm
+        spec = dataclasses.replace(spec, data_opts=dict(store.description.data_opts),
+                                   train_opts=dict(spec.train_opts, min_max_norm=store.description.min_max_norm))
         return LoadedModel(spec.build(True, identity.get("weights_path")).eval(), spec)
     path = model_path or identity.get("file")
     if not path or not os.path.isfile(path):

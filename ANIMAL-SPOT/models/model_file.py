@@ -44,9 +44,10 @@ class ModelFileError(RuntimeError):
     """A model file cannot be used; the message names it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSpec:
-    """Everything a model file says besides its weights."""
+    """Everything a model file says besides its weights (frozen: a changed spec is a new
+    one, ``dataclasses.replace``)."""
 
     encoder_opts: Dict
     classifier_opts: Dict

@@ -6,7 +6,8 @@ snippets, the served folders, and the JSON interface::
     POST /api/decision            {"item", "decision": correct|wrong|other|unsure|skip, "label", "comment"}
     POST /api/undo                take back the newest answer
     GET  /api/summary             the summary (also written to review_summary.json)
-    POST /api/similar             {"item"}: queue the stretches most like it (needs an embedding store)
+    POST /api/similar             {"item", "top"}: queue the ``top`` (1-100, default 10) stretches most like it
+                                  (needs an embedding store)
 
 Nothing is served but the page's own files and files below the recordings and the
 review's folder. Requests must name the server's own address in their ``Host`` header
@@ -30,6 +31,9 @@ from utils.paths import served_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC, TEMPLATES = os.path.join(HERE, "static"), os.path.join(HERE, "templates")
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+MAX_SIMILAR = 100           # stretches one "more like this" may queue
 
 
 def every_interface(host: str) -> bool:
@@ -179,7 +183,11 @@ def api_routes(app: Flask, review: Review) -> None:
         if review.similar is None:
             return jsonify({"error": "start review.py with --store STORE for 'more like this'"}), 400
         try:
-            added = review.similar(str(body.get("item", "")), int(body.get("top", 10)))
+            top = int(body.get("top", 10))
+        except (TypeError, ValueError):
+            return jsonify({"error": "top must be a whole number"}), 400
+        try:
+            added = review.similar(str(body.get("item", "")), max(1, min(top, MAX_SIMILAR)))
         except Exception as error:
             return jsonify({"error": str(error)}), 400
         return jsonify({"queued": added})

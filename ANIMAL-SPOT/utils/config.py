@@ -19,6 +19,9 @@ from typing import List, Optional
 LOGGER_NAME = "training animal-spot"
 INLINE_COMMENT = re.compile(r"\s+#.*$")
 PLACEHOLDER = re.compile(r"/\*[^*]*\*/")          # the templates' /*USER-SPECIFIC-DIRECTORY*/
+# placeholders the original's templates may keep: src_dir (the framework beside the launcher), noise_dir (a
+# warning, then training without noise files, as the original); every other one would be written to or read
+KEPT_PLACEHOLDERS = ("src_dir", "noise_dir")
 
 
 class ConfigError(ValueError):
@@ -101,7 +104,7 @@ def launch(argv: List[str], script: str, launcher_file: str, what: str) -> int:
     except (ConfigError, OSError) as error:
         log.error(str(error))
         return 2
-    unedited = [key for key, value in config.items() if key != "src_dir" and PLACEHOLDER.search(value)]
+    unedited = [key for key, value in config.items() if key not in KEPT_PLACEHOLDERS and PLACEHOLDER.search(value)]
     if unedited:                    # before anything is written (a folder named so at the root, say)
         log.error(f"{argv[0]}: replace the placeholders of {', '.join(unedited)} with your folders and files first "
                   "(or set a key to false to leave it out)")

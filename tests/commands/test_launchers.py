@@ -63,5 +63,5 @@ def test_an_unedited_template_is_refused_before_anything_is_written(launcher, tm
     result = subprocess.run([sys.executable, os.path.join(ROOT, launcher), template], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "replace the placeholders of" in result.stderr
+    assert "replace the placeholders of" in result.stderr and "noise_dir" not in result.stderr.split("placeholders of")[1]
     assert "Traceback" not in result.stderr and os.path.exists(placeholder) == existed and not list(tmp_path.iterdir())

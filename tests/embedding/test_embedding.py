@@ -189,6 +189,7 @@ def test_more_like_this_and_active_learning_queue_items_the_estimators_do_not_co
     import review
     from embedding import search
     from embedding.active import choose, more_like_this
+    from reviews.app import create_app
     from reviews.units import unit_id
 
     root, model = season
@@ -210,6 +211,14 @@ def test_more_like_this_and_active_learning_queue_items_the_estimators_do_not_co
                                         False, h.channel) not in planned]
     assert len(hits) == 3 and fresh                                # a hit that is a sampled unit is not queued twice
     assert more_like_this(session, store, first.id, top=3) == len(fresh)
+    asked = []
+    real, page.similar = page.similar, lambda item, top: asked.append(top) or 0
+    client = create_app(page).test_client()
+    for top, status in ((10 ** 9, 200), (-5, 200), ("many", 400)):          # the page's top is clamped
+        assert client.post("/api/similar", json={"item": first.id, "top": top},
+                           headers={"Host": "127.0.0.1"}).status_code == status
+    assert asked == [100, 1]
+    page.similar = real
     searched = [session.units[i] for i in session.extra]
     assert all(u.how == "search" and u.inclusion is None for u in searched)
     assert session.next().id == searched[0].id                    # "more like this" comes first
