@@ -177,6 +177,8 @@ def train(config, split, class_map, log: logging.Logger, processes: runtime.Proc
     resume = find_checkpoint(config, model_prefix(len(class_map)), log)
     seed = run_seed(config, resume, processes)
     data = training_data.build(config, options, frames, split, class_map, seed, processes)
+    if processes.main:
+        training_data.check_bandwidth(data, log)
 
     encoder_opts = resumed_encoder(resume, encoder_options(config, log), log)
     spec = ModelSpec(encoder_opts, classifier_options(encoder_opts, len(class_map)), options.data_opts(),

@@ -29,6 +29,7 @@ from data.audiodataset import Dataset, EpochKeys, noise_files_in
 from data.features import FeatureOptions
 from data.filenames import class_name, discover_classes, filter_broken_audio, find_audio_files, tape_key, usable_files
 from data.samplers import BalancedSampler, ShardSampler, ShuffleSampler, class_counts, sampling_weights
+from data.bandwidth import band_warning, class_bands
 from data.split import PARTITIONS, get_split, remove_split, report_split, split_exists
 from utils.classmap import ClassMap, check_class_count
 from models.losses import class_weights, parse_boosts
@@ -209,8 +210,25 @@ def plain_loader(config, data: TrainingData, per_class: int = 256, purpose: str 
                       num_workers=0)        # one pass: starting worker processes would cost more than it saves
 
 
+def all_files(data: TrainingData) -> List[str]:
+    return [f for dataset in data.datasets.values() for f in dataset.file_names]
+
+
+def check_bandwidth(data: TrainingData, log: logging.Logger) -> None:
+    """One warning where a class's recorder shows in its spectrograms (``data.bandwidth``)."""
+    options = data.options
+    if not hasattr(options, "fmax"):
+        return                            # raw-audio inputs: no spectrogram band
+    working = next(iter(data.datasets.values())).working_dir or ""
+    bands = class_bands(all_files(data), working, options.fmax)
+    warning = band_warning(bands, options.fmin, options.fmax, options.sr)
+    if warning:
+        log.warning(warning)
+
+
 def card_summary(data: TrainingData) -> Dict:
-    """Clips per class and partition, tapes per class, sample rates (from file headers)."""
+    """Clips per class and partition, tapes per class, sample rates (from file headers),
+    and per class its native rates and clips whose band ends below fmax."""
     classes: Dict[str, Dict] = {name: {"train": 0, "val": 0, "test": 0, "tapes": 0} for name in data.class_map.names}
     tapes: Dict[str, set] = {name: set() for name in classes}
     rates: Counter = Counter()
@@ -227,4 +245,12 @@ def card_summary(data: TrainingData) -> Dict:
                 rates["unreadable"] += 1
     for name in classes:
         classes[name]["tapes"] = len(tapes[name] - {None})
-    return {"classes": classes, "sample_rates": dict(sorted(rates.items()))}
+    summary = {"classes": classes, "sample_rates": dict(sorted(rates.items()))}
+    options = data.options
+    if hasattr(options, "fmax"):
+        working = next(iter(data.datasets.values())).working_dir or ""
+        bands = class_bands(all_files(data), working, options.fmax)
+        summary["bands"] = {"fmax": options.fmax, "sr": options.sr,
+                            "classes": {name: band.to_dict() for name, band in bands.items()},
+                            "warning": band_warning(bands, options.fmin, options.fmax, options.sr)}
+    return summary
