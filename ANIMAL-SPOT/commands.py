@@ -8,6 +8,7 @@ script, with the same flags::
     animal-spot review ...     python ANIMAL-SPOT/review.py ...
     animal-spot export ...     python ANIMAL-SPOT/export.py ...
     animal-spot score ...      python EVALUATION/score.py ...
+    animal-spot clips ...      python ANIMAL-SPOT/clips.py ...     (also TRAINING/clips_from_raven.py)
     animal-spot demo ...       python ANIMAL-SPOT/demo.py ...
 """
 
@@ -26,6 +27,7 @@ COMMANDS = {"train": ("main", "train a detector or classifier"),
             "review": ("review", "review detections in the browser"),
             "export": ("export", "export a model file to ONNX"),
             "score": ("score", "event-level scores of predictions against annotations"),
+            "clips": ("clips", "training clips from class folders, a label table or Raven tables"),
             "demo": ("demo", "the whole workflow on a small synthetic set")}
 
 

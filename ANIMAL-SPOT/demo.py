@@ -9,7 +9,7 @@
 5. closes the review loop once: the review page (``review.py``) serves a stratified
    sample of the detections, a scripted reviewer who knows where the calls are answers
    through its HTTP interface, the summary gives precision, recall and call density with
-   intervals, the verified selections become clips (``clips_from_raven.py``), the ResNet
+   intervals, the verified selections become clips (``animal-spot clips``), the ResNet
    is retrained from itself on the old and new clips (``--transfer_from``), and both
    models predict a second recording: ``review loop: event F1 before X %, after Y %``.
 """
@@ -188,9 +188,8 @@ def fine_tuning(flags):
 
 def review_loop(out: str, epochs: int) -> int:
     """Predict -> review -> summary -> clips -> retrain -> predict (see the module's step 5)."""
+    import clips as clip_command
     import review
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "TRAINING"))
-    import clips_from_raven
 
     step("The review loop: a scripted reviewer answers the review page, the verified calls retrain the ResNet")
     model = os.path.join(out, "resnet18", "model", "ANIMAL-SPOT.pk")
@@ -205,9 +204,9 @@ def review_loop(out: str, epochs: int) -> int:
         server.shutdown()
     clips = os.path.join(out, "data_reviewed")
     shutil.copytree(os.path.join(out, "data"), clips)          # the clips and their split
-    if clips_from_raven.main(["--recordings", os.path.join(out, "recording"), "--annotations",
-                              os.path.join(out, "review", "tables"), "--out", clips, "--rejected_as_noise",
-                              "--year", "2024", "--tape", "REVIEW", "--into_partition", "train"]) != 0:
+    if clip_command.main(["--recordings", os.path.join(out, "recording"), "--annotations",
+                          os.path.join(out, "review", "tables"), "--out", clips, "--rejected_as_noise", "--year",
+                          "2024", "--tape", "REVIEW", "--into_partition", "train"]) != 0:
         return 1
     print(f"  verified selections written as training clips to {clips} (validation and test unchanged)")
     run = os.path.join(out, "resnet18_reviewed")
@@ -232,15 +231,15 @@ def review_loop(out: str, epochs: int) -> int:
 
 
 MARK = ".animal-spot-demo"
-DEMO_NAMES = {"data", "data_reviewed", "prediction", "recording", "recording_2", "resnet18", "resnet18_reviewed",
-              "review", "summaries", "convnext", "my_review", MARK}
+DEMO_NAMES = {"data", "data_reviewed", "prediction", "prediction_2_before", "prediction_2_after", "recording",
+              "recording_2", "resnet18", "resnet18_reviewed", "review", "summaries", "convnext", "my_review", MARK}
 
 
 def fresh_folder(out: str) -> None:
     """An empty ``--out`` (an earlier demo's folder is emptied; a folder holding anything
     else is refused, so a mistyped --out never loses data)."""
     if os.path.isdir(out) and os.listdir(out):
-        if not set(os.listdir(out)) <= DEMO_NAMES:
+        if not all(name in DEMO_NAMES or name.startswith("prediction") for name in os.listdir(out)):
             raise OutputError(f"--out {out} holds files the demo did not write; choose an empty or new folder")
         shutil.rmtree(out)
     make_folder(out, "--out")

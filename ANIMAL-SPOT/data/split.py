@@ -197,3 +197,29 @@ def report_split(split: Dict[str, List[str]], classes: Sequence[str]) -> None:
             f"partition(s) {', '.join(empty)} of the split received no file; the data needs "
             "more YEAR_TAPE groups (delete the train/val/test index files to split again)"
         )
+
+
+def add_to_partition(data_dir: str, files: Sequence[str], partition: str) -> None:
+    """Append ``files`` (data_dir-relative) to ``partition`` of the split in ``data_dir``:
+    each folder's ``<partition>.csv`` and the index file (validation and test stay as they were)."""
+    if partition not in PARTITIONS or not split_exists(data_dir):
+        raise ValueError(f"--into_partition {partition}: {data_dir} holds no train/val/test split to add to")
+    index_path = os.path.join(data_dir, partition)
+    with open(index_path) as handle:
+        index = [line.strip() for line in handle if line.strip()]
+    by_folder: Dict[str, List[str]] = {}
+    for name in files:
+        by_folder.setdefault(os.path.dirname(name), []).append(name)
+    for folder, names in sorted(by_folder.items()):
+        csv_rel = os.path.join(folder, partition + ".csv")
+        csv_path = os.path.join(data_dir, csv_rel)
+        old = ""
+        if os.path.isfile(csv_path):
+            with open(csv_path) as handle:
+                old = handle.read()
+        with atomic_write(csv_path, "w", newline="") as handle:
+            handle.write(old + "".join(n + "\n" for n in names))
+        if csv_rel not in index:
+            index.append(csv_rel)
+    with atomic_write(index_path, "w") as handle:
+        handle.writelines(line + "\n" for line in index)
