@@ -40,7 +40,7 @@ from training_results import finish
 from utils import cli, runtime
 from utils.atomic import OutputError
 from utils.checkpoints import CheckpointFileError, CheckpointHandler
-from utils.logging import extra_log_file
+from utils.logging import extra_log_file, to_file
 
 KNOWN_ERRORS = (ValueError, FileNotFoundError, AudioFileError, ModelFileError, CheckpointFileError, CheckpointError,
                 TrainingError, PretrainedWeightsError, OutputError, FileNameError)
@@ -185,8 +185,8 @@ def train(config, split, class_map, log: logging.Logger, processes: runtime.Proc
                      class_map.to_dict())
     log.info("Setting up model")
     model, spec = initial_model(config, spec, resume, log)
-    log.debug(f"Encoder: {model.encoder}")
-    log.debug(f"Classifier: {model.classifier}")
+    to_file(log, logging.DEBUG, f"Encoder: {model.encoder}")          # the module tree: TRAIN.log, not the console
+    to_file(log, logging.DEBUG, f"Classifier: {model.classifier}")
     log.info(f"Init model on device '{device}'")
     log.info(f"Class Distribution: {class_map.to_dict()}")
     trainer = make_trainer(config, model, data, device, precision, processes, seed, resume, frames, log)

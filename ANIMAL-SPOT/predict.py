@@ -41,10 +41,11 @@ from prediction.records import RunFile, check_names
 from prediction.run import (AudioSource, Decisions, Layout, Progress, check_owners, journal_owners, run_recordings,
                             write_combined)
 from prediction.season import JOURNAL_PREFIX, SeasonJournal, report_lines, share
-from prediction.sinks import LatentSink, LogSink, PdfSink, RunInfo
+from prediction.sinks import EventCount, LatentSink, LogSink, PdfSink, RunInfo
 from prediction.tables import FORMATS, CombinedRavenSink, RavenSink
 from utils import cli, runtime
 from utils.atomic import OutputError, make_folder
+from utils.logging import to_file
 
 KNOWN_ERRORS = (ModelFileError, AudioFileError, FileNotFoundError, ValueError, OutputError, LogFormatError, OSError)
 
@@ -118,7 +119,11 @@ def make_predictor(config: PredictConfig, log: logging.Logger, local_rank: int =
     detector = open_model(config.detector_path) if config.detector_path else None
     for model in models:
         log.debug(f"Model successfully load via torch {'jit' if config.jit_load else 'load'}: {model.path}")
-        log.info(getattr(model.backend, "model", model.backend))
+        network = str(getattr(model.backend, "model", model.backend))
+        if echoes(config):
+            log.info(network)
+        else:
+            to_file(log, logging.INFO, network)        # PREDICT.log keeps the network; the console is spared it
     return Predictor(models, config.sequence_len, config.hop, config.batch_size, detector, config.detector_threshold,
                      device, prefetch=config.num_workers > 0 and device.type != "cpu", unknown=config.unknown)
 
@@ -137,6 +142,13 @@ def decision_rule(config: PredictConfig, predictor: Predictor, log: logging.Logg
     return rule
 
 
+def echoes(config: PredictConfig) -> bool:
+    """Whether every log line also goes to the console: ``--verbose``, no ``--output_dir``
+    (the console is the only output), or a console that is not a terminal (the original's
+    behaviour for scripts that read it)."""
+    return config.verbose or not config.output_dir or not sys.stderr.isatty()
+
+
 def run_info(config: PredictConfig, predictor: Predictor, rule: DecisionRule) -> RunInfo:
     first = predictor.models[0]
     post = PostProcessing(config.merge_gap, config.min_duration, config.smooth, config.smooth_method)
@@ -149,7 +161,7 @@ def run_info(config: PredictConfig, predictor: Predictor, rule: DecisionRule) ->
 def make_sinks(config: PredictConfig, info: RunInfo, predictor: Predictor, shared: bool = False) -> List:
     """The outputs asked for, in the order they are written (``shared``: one of several
     processes, whose combined table is written at the end from every recording's log)."""
-    chosen = [LogSink(info, each_channel=config.channels == "each")]
+    chosen = [LogSink(info, each_channel=config.channels == "each", echo=echoes(config)), EventCount()]
     if config.raven:
         chosen += [RavenSink(info)] + ([] if shared else [CombinedRavenSink(info)])
     chosen += [FORMATS[name](info) for name in dict.fromkeys(config.format)]
@@ -208,6 +220,10 @@ def predict_season(config: PredictConfig, log: logging.Logger, processes) -> int
         sink.close()
     if check is not None and check.report():
         log.info(check.report())
+    counted = next((sink for sink in sinks if isinstance(sink, EventCount)), None)
+    if counted is not None and mine:
+        log.info(f"Summary: {counted.summary()}; {len(failed)} failed"
+                 + (f"; outputs in {config.output_dir}" if config.output_dir else ""))
     if journal and kept and config.raven and not shared:
         write_combined(config.output_dir)
     if processes.distributed:

@@ -113,3 +113,24 @@ def train_fixture_model(root) -> None:
     argv = ["--data_dir", str(root / "data"), "--model_dir", str(root / "m"), "--log_dir", str(root / "l"),
             "--summary_dir", str(root / "tb")] + small_run(200, 3, 0, "--no_progress") + WELL_TRAINED
     assert train_main.main(argv) == 0
+
+
+def quick_model(path, confident: bool = True) -> str:
+    """An untrained 3-class ResNet-18 (K1, K2, noise; 16 kHz, 0.2 s windows) saved to
+    ``path``; ``confident``: its head makes confident calls now and then. Instant and
+    deterministic: for tests of files and commands, not of what a model learned."""
+    from data.features import FeatureOptions
+    from models.model_file import ModelSpec, classifier_options, save_model
+
+    encoder = {"backbone": "resnet", "input_channels": 1, "conv_kernel_size": 7, "max_pool": 1, "resnet_size": 18}
+    options = FeatureOptions(sr=16000, n_fft=256, hop_length=64, n_freq_bins=32, fmin=0, fmax=8000)
+    spec = ModelSpec(encoder, classifier_options(encoder, 3), options.data_opts(), {"K1": 0, "K2": 1, "noise": 2},
+                     {"sequence_len": 200})
+    torch.manual_seed(1)
+    network = spec.build()
+    if confident:
+        with torch.no_grad():
+            network.classifier.linear.weight.mul_(40)
+            network.classifier.linear.bias.copy_(torch.tensor([0.0, 0.0, -0.8]))
+    save_model(str(path), network.eval(), spec)
+    return str(path)

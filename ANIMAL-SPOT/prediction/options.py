@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--memory_format", type=str, default="auto", choices=("auto", "contiguous", "channels_last"),
                    help="network memory format (auto: timed on the first batches)")
     g.add_argument("--no_progress", action="store_true", help="no progress bar")
+    g.add_argument("--verbose", action="store_true",
+                   help="echo every log line (each window's record) to the console, as the original did; by default "
+                        "a terminal gets a progress bar and a summary (the logs are written either way), and a "
+                        "console that is not a terminal (a pipe, a job's output file) gets the original's lines")
     season = p.add_argument_group("seasons (many processes and machines, journals, time stamps, cloud archives)")
     season.add_argument("--shard", default=None, metavar="I/N",
                         help="predict the I-th of N shares of the recordings (job arrays); no combined table: "

@@ -124,8 +124,8 @@ class LogSink(Sink):
 
     suffix = "_predict_output.log"
 
-    def __init__(self, info: RunInfo, each_channel: bool = False):
-        self.info, self.each = info, each_channel
+    def __init__(self, info: RunInfo, each_channel: bool = False, echo: bool = True):
+        self.info, self.each, self.echo = info, each_channel, echo       # echo: the lines on the console too
         self.open: Dict[Optional[int], tuple] = {}
 
     @classmethod
@@ -158,9 +158,10 @@ class LogSink(Sink):
                     raise OutputError(f"{final}: cannot write the log ({error.strerror or error})") from None
                 handler.setFormatter(FORMAT)
                 logger.addHandler(handler)
-            console = logging.StreamHandler()
-            console.setFormatter(FORMAT)
-            logger.addHandler(console)
+            if self.echo or not recording.folder:
+                console = logging.StreamHandler()
+                console.setFormatter(FORMAT)
+                logger.addHandler(console)
             writer = LogWriter(logger, self.info.class_map)
             info = self.info
             writer.header(recording.path, ",".join(info.model_paths), info.data_opts, info.sequence_len, info.hop,
@@ -213,6 +214,31 @@ class LogSink(Sink):
                        for p in self.outputs(recording))
         except (LogFormatError, OSError, ValueError):
             return False
+
+
+class EventCount(Sink):
+    """The run's summary: recordings, audio seconds and events per label."""
+
+    def __init__(self):
+        self.recordings, self.seconds, self.events = 0, 0.0, {}
+
+    def end(self, recording, events) -> None:
+        self.count(recording, events)
+
+    def skipped(self, recording, events) -> None:
+        self.count(recording, events())
+
+    def count(self, recording, events) -> None:
+        self.recordings += 1
+        self.seconds += recording.seconds
+        for event in events:
+            if event.label != "noise":
+                self.events[event.label] = self.events.get(event.label, 0) + 1
+
+    def summary(self) -> str:
+        labels = ", ".join(f"{label} {count}" for label, count in sorted(self.events.items())) or "none"
+        return (f"{self.recordings} recording(s), {self.seconds / 3600:.2f} h of audio; events: "
+                f"{sum(self.events.values())} ({labels})")
 
 
 class LatentSink(Sink):

@@ -37,6 +37,17 @@ def setup_logger(name: str = "ANIMAL-SPOT", log_dir: Optional[str] = None, file_
     return logger
 
 
+def to_file(logger: logging.Logger, level: int, message: str) -> None:
+    """``message`` in the logger's files only (a network's module tree: the log keeps it,
+    the console is spared it)."""
+    if not logger.isEnabledFor(level):
+        return
+    record = logger.makeRecord(logger.name, level, "(file)", 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def close_logger(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
         handler.close()

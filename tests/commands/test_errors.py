@@ -7,12 +7,11 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import demo
 import embed
 import score
-from conftest import SRC
+from conftest import SRC, quick_model
 from reviews.units import ReviewError, load_units
 from utils.synthetic import make_recording
 
@@ -68,14 +67,7 @@ def test_a_table_row_cut_short_is_named_not_a_traceback(tmp_path, capfd):
 
 
 def test_a_model_card_read_by_head_is_no_error(tmp_path):
-    from data.features import FeatureOptions
-    from models.model_file import ModelSpec, classifier_options, save_model
-
-    encoder = {"backbone": "resnet", "input_channels": 1, "conv_kernel_size": 7, "max_pool": 1, "resnet_size": 18}
-    options = FeatureOptions(sr=16000, n_fft=256, hop_length=64, n_freq_bins=32, fmin=0, fmax=8000)
-    spec = ModelSpec(encoder, classifier_options(encoder, 3), options.data_opts(), {"K1": 0, "K2": 1, "noise": 2},
-                     {"sequence_len": 200})
-    save_model(str(tmp_path / "m.pk"), spec.build().eval(), spec)
+    quick_model(tmp_path / "m.pk", confident=False)
     reader = subprocess.Popen([sys.executable, os.path.join(SRC, "predict.py"), "--describe", str(tmp_path / "m.pk")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     reader.stdout.close()                              # `| head` that has read what it wanted: the pipe is closed
@@ -84,15 +76,7 @@ def test_a_model_card_read_by_head_is_no_error(tmp_path):
 
 
 def test_embed_fit_names_an_empty_labels_folder(tmp_path, capfd):
-    from data.features import FeatureOptions
-    from models.model_file import ModelSpec, classifier_options, save_model
-
-    encoder = {"backbone": "resnet", "input_channels": 1, "conv_kernel_size": 7, "max_pool": 1, "resnet_size": 18}
-    options = FeatureOptions(sr=16000, n_fft=256, hop_length=64, n_freq_bins=32, fmin=0, fmax=8000)
-    spec = ModelSpec(encoder, classifier_options(encoder, 3), options.data_opts(), {"K1": 0, "K2": 1, "noise": 2},
-                     {"sequence_len": 200})
-    torch.manual_seed(0)
-    save_model(str(tmp_path / "m.pk"), spec.build().eval(), spec)
+    quick_model(tmp_path / "m.pk", confident=False)
     make_recording(str(tmp_path / "rec" / "a.wav"), 2.0, 16000, [("upsweep", 0.5)], seed=1)
     assert embed.main(["--model_path", str(tmp_path / "m.pk"), "--input_file", str(tmp_path / "rec"), "--store",
                        str(tmp_path / "store"), "--hop", "0.5"]) == 0

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 import embed
 import predict
+from conftest import quick_model
 from prediction.folder import PredictionFolder
 from prediction.season import report_lines, read_journals
 from utils.synthetic import make_recording
@@ -19,22 +19,7 @@ from utils.synthetic import make_recording
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """An untrained ResNet whose head makes confident calls: instant, deterministic."""
-    from data.features import FeatureOptions
-    from models.model_file import ModelSpec, classifier_options, save_model
-
-    root = tmp_path_factory.mktemp("trust")
-    encoder = {"backbone": "resnet", "input_channels": 1, "conv_kernel_size": 7, "max_pool": 1, "resnet_size": 18}
-    options = FeatureOptions(sr=16000, n_fft=256, hop_length=64, n_freq_bins=32, fmin=0, fmax=8000)
-    spec = ModelSpec(encoder, classifier_options(encoder, 3), options.data_opts(), {"K1": 0, "K2": 1, "noise": 2},
-                     {"sequence_len": 200})
-    torch.manual_seed(1)
-    network = spec.build()
-    with torch.no_grad():
-        network.classifier.linear.weight.mul_(40)
-        network.classifier.linear.bias.copy_(torch.tensor([0.0, 0.0, -0.8]))
-    save_model(str(root / "m.pk"), network.eval(), spec)
-    return str(root / "m.pk")
+    return quick_model(tmp_path_factory.mktemp("trust") / "m.pk")
 
 
 def argv(model, source, out, *extra):

@@ -179,3 +179,10 @@ def test_rare_classes_script_records_its_configuration(tmp_path, train_set):
         ("onecycle", "sqrt_inverse", 0.1)
     assert "--sequence_len 1000" in open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                                       "TRAINING", "train_rare_classes.sh")).read()
+
+
+def test_debug_keeps_the_module_tree_in_the_log_not_on_the_console(tmp_path, call_set, capfd):
+    assert train(tmp_path, call_set, ["--debug", "--max_train_epochs", "1", "--no_progress"]) == 0
+    console = capfd.readouterr().err
+    assert "BasicBlock" not in console and "|D|" in console                # debug lines, without the network
+    assert "BasicBlock" in (tmp_path / "log" / "TRAIN.log").read_text()
