@@ -52,8 +52,7 @@ from utils.atomic import OutputError
 
 log = logging.getLogger("EMBED")
 JOURNAL = "embed_journal."
-STORE_ADVICE = ("Embed them into another --store (or give their common folder as --input_file, so that sites stay "
-                "apart)")
+STORE_ADVICE = ("Embed them into another --store, or remove the parts named to embed them again")
 COMMANDS = ("search", "fit", "classify", "report", "encoders")
 ERRORS = (StoreError, ModelFileError, AudioFileError, PretrainedWeightsError, EncoderError, OutputError, ValueError,
           FileNotFoundError)
@@ -125,6 +124,9 @@ def classify_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--threshold", type=float, default=None, help="as predict.py --threshold")
     p.add_argument("--raven", action="store_true", help="also write Raven tables (per recording and combined)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="a folder holding another run (other settings, other recordings): replace it; without it such "
+                        "a folder is refused and the outputs of recordings not in this store are kept")
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -179,7 +181,7 @@ def run_embed(args, log: logging.Logger) -> int:
         layout.check_unique(files, stores=True)
         mine, tag, _ = share(files, args.shard, processes)
         sinks = [StoreSink(store)]
-        check_owners(mine, layout, sinks, journal_owners(args.store, JOURNAL), STORE_ADVICE)
+        check_owners(files, layout, sinks, journal_owners(args.store, JOURNAL), STORE_ADVICE)
         journal = SeasonJournal(args.store, tag, JOURNAL)
         journal.write("planned", recordings=mine)
         started = time.time()
@@ -218,7 +220,7 @@ def run_fit(args, log: logging.Logger) -> int:
 
 def run_classify(args, log: logging.Logger) -> int:
     failed = classify.classify_store(Store.existing(args.store), args.model_path, args.output_dir, args.threshold,
-                                     args.raven)
+                                     args.raven, args.overwrite)
     return 1 if failed else 0
 
 

@@ -37,7 +37,7 @@ from prediction.decisions import DecisionRule, PostProcessing
 from prediction.options import PredictConfig, build_parser, model_paths, parse  # noqa: F401  (build_parser: its old place)
 from prediction.precision import Disagreement
 from prediction.folder import prepare_folder
-from prediction.records import RunFile, check_names
+from prediction.records import RunFile, check_names, resolved_path
 from prediction.run import (AudioSource, Decisions, Layout, Progress, check_owners, journal_owners, run_recordings,
                             write_combined)
 from prediction.season import JOURNAL_PREFIX, SeasonJournal, report_lines, share
@@ -175,11 +175,13 @@ def make_sinks(config: PredictConfig, info: RunInfo, predictor: Predictor, share
 def run_file(config: PredictConfig, files: List[str], info: RunInfo, layout: Layout) -> RunFile:
     """``predict_run.json``: what the run decided with, so that the folder is read back as
     it was written (``--merge``, the review, ``score.py``)."""
-    return RunFile(input_file=config.input_file, recordings=tuple(files), outputs=tuple(layout.key(p) for p in files),
+    return RunFile(input_file=resolved_path(config.input_file), recordings=tuple(files),
+                   outputs=tuple(layout.key(p) for p in files),
                    threshold=info.rule.threshold, thresholds=info.rule.thresholds, temperature=info.rule.temperature,
                    post=info.post, channels=config.channels, timestamp_format=config.timestamp_format,
                    classes=info.class_map.to_dict(), data_opts=info.data_opts, raven=config.raven,
-                   models=tuple(info.model_paths), detector=config.detector_path,
+                   models=tuple(resolved_path(p) for p in info.model_paths),
+                   detector=resolved_path(config.detector_path),
                    detector_threshold=config.detector_threshold if config.detector_path else None,
                    unknown=config.unknown, sequence_len=info.sequence_len, hop=info.hop)
 
@@ -205,8 +207,9 @@ def predict_season(config: PredictConfig, log: logging.Logger, processes) -> int
     sinks = make_sinks(config, info, predictor, shared)
     if journal:
         if not config.overwrite:
-            check_owners(mine, layout, sinks, journal_owners(config.output_dir, JOURNAL_PREFIX))
-        run = prepare_folder(config.output_dir, run_file(config, files, info, layout), config.overwrite, log)
+            check_owners(files, layout, sinks, journal_owners(config.output_dir, JOURNAL_PREFIX))   # every process alike
+        run = prepare_folder(config.output_dir, run_file(config, files, info, layout), config.overwrite, log,
+                             main=processes.main)
         kept = len(run.recordings) > len(files)         # an earlier run's recordings stay: in the combined table too
         journal.write("planned", recordings=mine)
     check = Disagreement() if any(getattr(m.backend, "reduced", False) for m in predictor.members) else None

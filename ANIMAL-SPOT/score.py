@@ -175,7 +175,11 @@ def run(args, log: logging.Logger) -> int:
             for label, counts in part.per_class.items():
                 f = counts.figures()
                 curve.setdefault(label, []).append((threshold, f["precision"], f["recall"]))
-        pr_curve(curve, os.path.join(args.output_dir, "pr_curve.png"))
+        annotated = {e.label for events in annotations.values() for e in events if e.label.lower() != "noise"}
+        missing = pr_curve(curve, os.path.join(args.output_dir, "pr_curve.png"), sorted(annotated))
+        if missing:
+            log.info(f"pr_curve.png: {', '.join(missing)} not drawn (no detection at any threshold; named on the "
+                     "figure)")
     return 0
 
 

@@ -52,6 +52,11 @@ def file_stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path.rstrip("/")))[0].strip()
 
 
+def output_name(relative: str) -> str:
+    """A recording's output name from its path below the run's input: folder and file stem."""
+    return os.path.join(os.path.dirname(relative), file_stem(relative))
+
+
 def relative_name(input_file: str, path: str) -> str:
     """A recording's path below ``--input_file`` (its own name for a single file or a list)."""
     if is_remote(path) or is_remote(input_file):

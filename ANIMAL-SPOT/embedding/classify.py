@@ -15,8 +15,9 @@ from models.model_file import load_model
 from prediction.core import WindowBatch
 from prediction.decisions import DecisionRule
 from prediction.folder import prepare_folder
-from prediction.records import RunFile
-from prediction.run import Decisions, Layout, Opened, output_name, run_recordings
+from prediction.records import RunFile, resolved_path
+from data.sources import output_name
+from prediction.run import Decisions, Layout, Opened, run_recordings
 from prediction.sinks import LogSink, RunInfo
 from prediction.tables import CombinedRavenSink, RavenSink
 from utils.atomic import make_folder
@@ -63,7 +64,7 @@ def check_head(loaded, store: Store, path: str) -> None:
 
 
 def classify_store(store: Store, model_path: str, output_dir: str, threshold: Optional[float] = None,
-                   raven: bool = False) -> List[str]:
+                   raven: bool = False, overwrite: bool = False) -> List[str]:
     """A head applied to every stored window, writing the logs (and Raven tables) that
     predict.py would write with that model file; returns the recordings that failed."""
     loaded = load_model(model_path)
@@ -74,12 +75,13 @@ def classify_store(store: Store, model_path: str, output_dir: str, threshold: Op
     sinks: List = [LogSink(info)] + ([RavenSink(info), CombinedRavenSink(info)] if raven else [])
     recordings = sorted(store.recordings())
     make_folder(output_dir)
-    run = RunFile(input_file=store.root, recordings=tuple(recordings),
+    run = RunFile(input_file=resolved_path(store.root), recordings=tuple(recordings),
                   outputs=tuple(output_name(r) for r in recordings), threshold=rule.threshold,
                   thresholds=rule.thresholds, temperature=rule.temperature, classes=loaded.class_map.to_dict(),
-                  data_opts=loaded.spec.data_opts, raven=raven, models=(model_path,), sequence_len=info.sequence_len,
+                  data_opts=loaded.spec.data_opts, raven=raven, models=(resolved_path(model_path),),
+                  sequence_len=info.sequence_len,
                   hop=info.hop, made_by="embed.py classify")
-    prepare_folder(output_dir, run, True, log)          # the folder is read back by the head's own rule
+    prepare_folder(output_dir, run, overwrite, log)       # the folder is read back by the head's own rule
     failed = run_recordings(recordings, StoredSource(store, loaded.model.classifier), Layout("", output_dir), sinks,
                             Decisions(rule, loaded.class_map), overwrite=True)
     for sink in sinks:

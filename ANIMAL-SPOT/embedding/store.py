@@ -92,8 +92,8 @@ class StoreDescription:
 
 @dataclass(frozen=True)
 class PartMeta:
-    """A part's metadata: the recording it holds (``source``, as given, its size and
-    fingerprint: ``prediction.records.RecordingId``), its length and geometry (samples and
+    """A part's metadata: the recording it holds (``source``, as given, its length in frames
+    and fingerprint: ``prediction.records.RecordingId``), its length and geometry (samples and
     hop at the model's rate ``sr``, the file's own ``rate`` and channels)."""
 
     source: str = ""
@@ -104,7 +104,7 @@ class PartMeta:
     rate: int = 0
     channels: int = 1
     sr: int = 0
-    size: Optional[int] = None
+    frames: Optional[int] = None
     fingerprint: Optional[str] = None
 
     @classmethod
@@ -112,11 +112,11 @@ class PartMeta:
         identity = recording.identity or RecordingId(recording.path)
         source = recording.path if "://" in recording.path else os.path.abspath(recording.path)
         return cls(source, recording.path, recording.seconds, recording.n_samples, recording.step,
-                   recording.sample_rate, recording.channels, recording.sr, identity.size, identity.fingerprint)
+                   recording.sample_rate, recording.channels, recording.sr, identity.frames, identity.fingerprint)
 
     @property
     def identity(self) -> RecordingId:
-        return RecordingId(self.source, self.size, self.fingerprint)
+        return RecordingId(self.source, self.frames, self.fingerprint)
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -346,6 +346,9 @@ class StoreSink(Sink):
 
     def complete(self, recording) -> bool:
         return self.store.has(recording.relative)
+
+    def where(self, recording) -> str:
+        return self.store.part_path(recording.relative)
 
     def owner(self, recording) -> Optional[RecordingId]:
         """The recording the stored part was embedded from (its ``source``, size and fingerprint)."""

@@ -235,21 +235,33 @@ def csv_text(scores: Scores) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pr_curve(points: Dict[str, List[Tuple[float, float, float]]], path: str) -> None:
-    """Precision over recall per class (``points``: class -> [(threshold, precision, recall)])."""
+def pr_curve(points: Dict[str, List[Tuple[float, float, float]]], path: str,
+             classes: Sequence[str] = ()) -> List[str]:
+    """Precision over recall per class (``points``: class -> [(threshold, precision,
+    recall)]); every class of ``points`` and ``classes`` is drawn or named on the figure as
+    not drawn (no detection at any threshold: precision is undefined). Returns those."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6, 5))
+    figure = Figure(figsize=(6, 5.4))
     axis = figure.add_subplot()
-    for label, curve in sorted(points.items()):
-        kept = [(r, p) for _, p, r in curve if p is not None and r is not None]
+    missing = []
+    for label in sorted(set(points) | set(classes)):
+        kept = [(r, p) for _, p, r in points.get(label, []) if p is not None and r is not None]
         if kept:
             axis.plot([r for r, _ in kept], [p for _, p in kept], marker=".", label=label)
+        else:
+            missing.append(label)
     axis.set_xlabel("recall")
     axis.set_ylabel("precision")
     axis.set_xlim(0, 1.02)
     axis.set_ylim(0, 1.02)
     axis.set_title("Event-level precision-recall over thresholds")
-    axis.legend(loc="lower left", fontsize=8)
+    if len(missing) < len(set(points) | set(classes)):
+        axis.legend(loc="lower left", fontsize=8)
+    if missing:
+        figure.text(0.02, 0.01, "not drawn (no detection at any threshold): " + ", ".join(missing), fontsize=8,
+                    color="firebrick", wrap=True)
+        figure.subplots_adjust(bottom=0.16)
     with atomic_write(path, "wb") as handle:
         figure.savefig(handle, format="png", dpi=100)
+    return missing

@@ -14,13 +14,14 @@ a recording's events are decided from its logs with the run's rule and event set
 threshold). A table stands for a recording only where there is no log.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from data.sources import file_stem
+from data.sources import file_stem, output_name, relative_name
 from evaluation.log_format import logged_recording
 from evaluation.raven import RESULT_SUFFIX, Event, TableError, label_column, read_rows, read_table, recording_name
 from prediction.decisions import DecisionRule, PostProcessing, log_events
@@ -197,52 +198,74 @@ def one_recording(first: str, second: str) -> bool:
 
 
 # ------------------------------------------------------------------ a rerun's folder
-def output_files(root: str, key: str) -> List[str]:
+def output_files(root: str, key: str, labels: Sequence[str] = (), keep: Sequence[str] = ()) -> List[str]:
     """The files a run writes for the recording ``key`` (its logs, channel logs, tables,
-    other formats and ``--visualize`` PDFs), as far as they are in the folder."""
+    other formats and the ``--visualize`` PDFs of ``labels``), as far as they are in the
+    folder; never the files of the output names ``keep`` (a current ``rec_ch1`` beside a
+    gone ``rec``)."""
     folder, stem = os.path.join(root, os.path.dirname(key)), os.path.basename(key)
     if not os.path.isdir(folder):
         return []
     own = {LogSink.name(stem), LogSink.name(stem) + RESULT_SUFFIX} | {stem + sink.suffix for sink in OUTPUT_TABLES}
-    channel = re.compile(re.escape(stem) + r"_ch\d+" + re.escape(LogSink.suffix) + "$")
-    pdf = re.compile(r"^net_input_spec_\d+_.*_" + re.escape(stem) + r"\.pdf$")
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                  if name in own or channel.match(name) or pdf.match(name))
+    channel = re.compile(re.escape(stem) + r"_ch(\d+)" + re.escape(LogSink.suffix) + "$")
+    kept = {os.path.basename(k) for k in keep if os.path.dirname(k) == os.path.dirname(key)}
+    pdf = re.compile(r"^net_input_spec_\d+_(" + "|".join(re.escape(label) for label in labels) + ")_"
+                     + re.escape(stem) + r"\.pdf$") if labels else None
+
+    def mine(name: str) -> bool:
+        found = channel.match(name)
+        if found:
+            return f"{stem}_ch{found.group(1)}" not in kept
+        return name in own or bool(pdf and pdf.match(name))
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder) if mine(name))
 
 
-def prepare_folder(output_dir: str, run: RunFile, overwrite: bool, log) -> RunFile:
+def run_keys(run: RunFile) -> Dict[str, str]:
+    """recording -> its output name (an older run file without them: from its input and name)."""
+    return run.output_names() or {path: output_name(relative_name(run.input_file or "", path))
+                                  for path in run.recordings}
+
+
+def prepare_folder(output_dir: str, run: RunFile, overwrite: bool, log, main: bool = True) -> RunFile:
     """A run's folder holds one run's decisions and says which recordings it holds:
     * other decision settings (or another ``--input_file``) than the folder's run are
       refused unless ``overwrite``;
-    * recordings of the earlier run that are not in this one: with ``overwrite`` their
-      outputs are removed (the folder then holds exactly this run); else they are kept,
-      named in the log, and stay in the run file (the review, ``score.py`` and
-      ``--report`` read the run file's recordings and nothing else).
+    * recordings of the earlier run whose output names are not this run's: with
+      ``overwrite`` their outputs are removed (the folder then holds exactly this run);
+      else those with outputs are kept, named in the log, and stay in the run file (the
+      review, ``score.py`` and ``--report`` read the run file's recordings only).
+    ``main``: the process that removes files (the others of a job only read).
     Returns the run file as written."""
     earlier = RunFile.read(output_dir) if RunFile.exists(output_dir) else None
     if earlier is None:
-        run.write(output_dir)
+        if main:
+            run.write(output_dir)
         return run
     changed = run.changes(earlier)
     if changed and not overwrite:
         raise ValueError(f"--output_dir {output_dir} holds a run with other settings ({', '.join(changed)}); "
                          "--overwrite redoes every recording with these (and removes the outputs of recordings not "
                          "in this run), or choose another --output_dir")
-    now = set(run.recordings)
-    names = earlier.output_names() or {}
-    gone = [path for path in earlier.recordings if path not in now]
+    names, current = run_keys(earlier), set(run_keys(run).values())
+    labels = sorted((earlier.classes or {}).keys())
+    gone = [path for path in earlier.recordings if names[path] not in current]
     if gone and overwrite:
-        removed = [f for path in gone if path in names for f in output_files(output_dir, names[path])]
-        for path in removed:
-            os.remove(path)
+        removed = 0
+        for path in gone if main else []:
+            for found in output_files(output_dir, names[path], labels, tuple(current)):
+                with contextlib.suppress(FileNotFoundError):        # a shard of the same job removed it first
+                    os.remove(found)
+                    removed += 1
         log.info(f"--overwrite: removed the outputs of {len(gone)} recording(s) of the earlier run that are not in "
-                 f"this one ({len(removed)} file(s)): " + ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
+                 f"this one ({removed} file(s)): " + ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
     elif gone:
-        both = run.output_names() is not None and earlier.output_names() is not None
-        run = dataclasses.replace(run, recordings=tuple(gone) + run.recordings,
-                                  outputs=tuple(names[p] for p in gone) + run.outputs if both else None)
-        log.warning(f"--output_dir {output_dir} keeps the outputs of {len(gone)} recording(s) of an earlier run that "
-                    "are not in this one (the folder's tables, review and report still count them; --overwrite "
-                    "removes them): " + ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
-    run.write(output_dir)
+        kept = [path for path in gone if output_files(output_dir, names[path], labels, tuple(current))]
+        if kept:
+            run = dataclasses.replace(run, recordings=tuple(kept) + run.recordings,
+                                      outputs=tuple(names[p] for p in kept) + tuple(run_keys(run).values()))
+            log.warning(f"--output_dir {output_dir} keeps the outputs of {len(kept)} recording(s) of an earlier run "
+                        "that are not in this one (the folder's tables, review and report still count them; "
+                        "--overwrite removes them): " + ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
+    if main:
+        run.write(output_dir)
     return run

@@ -2,9 +2,10 @@
 only through its record, so the keys live in one place (the files keep the keys they
 always had).
 
-* ``RecordingId``: which recording a set of outputs belongs to (its path as given, size,
-  and a fingerprint of its first and last 64 KiB). Two recorders writing the same
-  time-stamped names at two sites have the same output names, not the same fingerprint.
+* ``RecordingId``: which recording a set of outputs belongs to (its path as given, its
+  length and a fingerprint of its first and last 16384 frames of audio). Two recorders
+  writing the same time-stamped names at two sites have the same output names, not the
+  same fingerprint.
 * ``RunFile``: ``predict_run.json``, what a run decided with. ``changes()`` says which
   decision settings differ from an earlier run's, so a folder never mixes two.
 """
@@ -16,45 +17,53 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
+import soundfile as sf
+
 from data.remote import is_remote
 from prediction.decisions import DecisionRule, PostProcessing
 from utils.atomic import atomic_write_text
 from utils.classmap import ClassMap
 
 RUN_FILE = "predict_run.json"
-FINGERPRINT_BYTES = 65536
+FINGERPRINT_FRAMES = 16384
 
 
 # ------------------------------------------------------------------------ recordings
 @dataclass(frozen=True)
 class RecordingId:
-    """A recording's identity: ``source`` (the path as given, or the URL), ``size`` in
-    bytes and ``fingerprint`` (SHA-256 of its size, first and last 64 KiB); the last two
-    are None for a URL (nothing is read twice over the network) and in older journals."""
+    """A recording's identity: ``source`` (the path as given, or the URL), ``frames`` (its
+    length in samples) and ``fingerprint`` (SHA-256 of its length, rate, channels and its
+    first and last 16384 frames of audio: a tag added to the file later changes nothing);
+    the last two are None for a URL (nothing is read twice over the network) and in older
+    journals."""
 
     source: str
-    size: Optional[int] = None
+    frames: Optional[int] = None
     fingerprint: Optional[str] = None
 
     @classmethod
     def of(cls, path: str) -> "RecordingId":
         if is_remote(path) or not os.path.isfile(path):
             return cls(path)
-        size = os.path.getsize(path)
-        digest = hashlib.sha256(str(size).encode())
-        with open(path, "rb") as handle:
-            digest.update(handle.read(FINGERPRINT_BYTES))
-            if size > 2 * FINGERPRINT_BYTES:
-                handle.seek(size - FINGERPRINT_BYTES)
-            digest.update(handle.read(FINGERPRINT_BYTES))
-        return cls(path, size, digest.hexdigest()[:32])
+        digest = hashlib.sha256()
+        try:
+            with sf.SoundFile(path) as audio:
+                frames = audio.frames
+                digest.update(f"{frames}|{audio.samplerate}|{audio.channels}".encode())
+                digest.update(audio.read(FINGERPRINT_FRAMES, dtype="float32").tobytes())
+                audio.seek(max(frames - FINGERPRINT_FRAMES, 0))
+                digest.update(audio.read(FINGERPRINT_FRAMES, dtype="float32").tobytes())
+        except (RuntimeError, sf.LibsndfileError, OSError):
+            return cls(path)                          # unreadable: it fails on its own, in the run
+        return cls(path, int(frames), digest.hexdigest()[:32])
 
     def same(self, other: "RecordingId") -> bool:
         """The same recording: equal fingerprints where both are known (a moved or
-        remounted season is still itself), else the same resolved path."""
+        remounted season is still itself), else the same path (resolved, or as given)."""
         if self.fingerprint and other.fingerprint:
-            return self.fingerprint == other.fingerprint and self.size == other.size
-        return resolved_path(self.source) == resolved_path(other.source)
+            return self.fingerprint == other.fingerprint and self.frames == other.frames
+        return resolved_path(self.source) == resolved_path(other.source) or \
+            os.path.normpath(self.source) == os.path.normpath(other.source)
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -63,13 +72,15 @@ class RecordingId:
     def from_dict(cls, values: Optional[Dict]) -> Optional["RecordingId"]:
         if not isinstance(values, dict) or not values.get("source"):
             return None
-        return cls(str(values["source"]), values.get("size"), values.get("fingerprint"))
+        return cls(str(values["source"]), values.get("frames"), values.get("fingerprint"))
 
 
 def resolved_path(path: Optional[str]) -> Optional[str]:
-    """A local path resolved (links, ``.``, the working folder); a URL as given."""
-    if path is None or is_remote(path):
-        return path
+    """A local path resolved (links, ``.``, the working folder); a URL without a trailing ``/``."""
+    if path is None:
+        return None
+    if is_remote(path):
+        return path.rstrip("/")
     return os.path.realpath(path)
 
 

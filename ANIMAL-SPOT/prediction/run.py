@@ -20,13 +20,13 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from data.audio_io import AudioFileError, SignalReader
-from data.sources import file_stem, relative_name
+from data.sources import file_stem, output_name, relative_name
 from data.timestamps import start_time
 from prediction.core import Predictor, WindowBatch
 from prediction.decisions import Decider, DecisionRule, PostProcessing, table_events
 from prediction.folder import PredictionFolder
 from prediction.precision import Disagreement
-from prediction.records import RecordingId, RunFile
+from prediction.records import RecordingId, RunFile, resolved_path
 from prediction.season import SeasonJournal, read_journals
 from prediction.sinks import Recording, Sink
 from prediction.tables import CombinedRavenSink, combined_table
@@ -83,11 +83,6 @@ class AudioSource:
                       reader.sr, streams, reader.close)
 
 
-def output_name(relative: str) -> str:
-    """A recording's output name from its path below the run's input: folder and file stem."""
-    return os.path.join(os.path.dirname(relative), file_stem(relative))
-
-
 @dataclass(frozen=True)
 class Layout:
     """Where a run's outputs go: ``output_dir`` (None: the console only) mirroring the
@@ -124,9 +119,10 @@ class Layout:
         clashes = []
         for key, (path, *_) in owners.items():
             named = CHANNEL_NAME.match(key)
-            if named and named.group(1) in owners:
+            if named and named.group(1) in owners and str(int(named.group(2))) == named.group(2):
                 other = owners[named.group(1)][0]
-                if channel_count(other) >= int(named.group(2)):
+                count = channel_count(other)
+                if count >= 2 and count >= int(named.group(2)):         # a mono file writes no channel logs
                     clashes.append([f"{other} (channel {named.group(2)})", path])
         return clashes
 
@@ -226,8 +222,7 @@ def journal_owners(folder: str, prefix: str) -> dict:
     return owners
 
 
-PREDICT_ADVICE = ("Predict them into another --output_dir (or give their common folder as --input_file, so that sites "
-                  "stay apart), or --overwrite to replace those outputs")
+PREDICT_ADVICE = "Predict them into another --output_dir, or --overwrite to replace those outputs"
 
 
 def check_owners(paths: Sequence[str], layout: Layout, sinks: Sequence[Sink], owners: dict,
@@ -235,19 +230,27 @@ def check_owners(paths: Sequence[str], layout: Layout, sinks: Sequence[Sink], ow
     """Outputs in the folder under a recording's name that another recording wrote (two
     sites' ``rec.wav``, a file replaced in place) are neither skipped as complete nor
     overwritten: refused, naming both, before anything is written. ``owners``: the
-    journals' record of who wrote what (``journal_owners``); else what the outputs say."""
+    journals' record of who wrote what (``journal_owners``); else what the outputs say.
+    Every process of a job checks every recording, so all refuse alike."""
     clashes = []
     for path in paths:
         try:
             recording = layout.recording(path)
-        except OutsideError:
-            continue                                    # refused on its own, in the run
-        claimed = [found for found in (sink.owner(recording) for sink in sinks) if found is not None]
-        if not claimed:
+            claimed = [(sink.where(recording), found) for sink in sinks for found in [sink.owner(recording)]
+                       if found is not None]
+            if not claimed:
+                continue
+            where, named = claimed[0]
+            stored = owners.get(recording.relative, named)
+            current = RecordingId.of(path)
+        except (OutsideError, OSError, ValueError):
+            continue                                    # such a recording fails on its own, in the run
+        if stored.same(current):
             continue
-        stored = owners.get(recording.relative, claimed[0])
-        if not RecordingId.of(path).same(stored):
-            clashes.append(f"{path} (the outputs there are of {stored.source})")
+        if resolved_path(stored.source) == resolved_path(path):
+            clashes.append(f"{path} changed since {where} was written for it (another file of the same name)")
+        else:
+            clashes.append(f"{path}: {where} holds the outputs of {stored.source}")
     if clashes:
         raise ValueError(f"{len(clashes)} recording(s) would meet the outputs of another recording of the same name: "
                          + "; ".join(clashes[:5]) + ". " + advice)

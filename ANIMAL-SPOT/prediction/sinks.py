@@ -116,6 +116,10 @@ class Sink:
         for, as far as they say (None: no such outputs, or they do not say)."""
         return None
 
+    def where(self, recording: Recording) -> str:
+        """Where those outputs are (for a message)."""
+        return ", ".join(self.outputs(recording)) or "the folder"
+
 
 # ------------------------------------------------------------------- the original's
 class LogSink(Sink):
@@ -194,16 +198,21 @@ class LogSink(Sink):
         channels = range(1, recording.channels + 1) if self.each and recording.channels > 1 else [None]
         return [os.path.join(recording.folder, self.log_name(recording, c)) for c in channels]
 
-    def owner(self, recording) -> Optional[RecordingId]:
-        """The recording the log's first line names (one log, or a channel set's first)."""
-        if not recording.folder:
-            return None
-        for name in (self.name(recording.stem), self.name(recording.stem, 1)):
-            path = os.path.join(recording.folder, name)
-            if os.path.isfile(path):
-                named = logged_recording(path)
-                return RecordingId(named) if named else None
+    def existing_log(self, recording) -> Optional[str]:
+        """The recording's log (one log, or a channel set's first) where there is one."""
+        for name in (self.name(recording.stem), self.name(recording.stem, 1)) if recording.folder else ():
+            if os.path.isfile(os.path.join(recording.folder, name)):
+                return os.path.join(recording.folder, name)
         return None
+
+    def owner(self, recording) -> Optional[RecordingId]:
+        """The recording the log's first line names."""
+        path = self.existing_log(recording)
+        named = logged_recording(path) if path else None
+        return RecordingId(named) if named else None
+
+    def where(self, recording) -> str:
+        return self.existing_log(recording) or super().where(recording)
 
     def complete(self, recording) -> bool:
         """Every log is there and holds every window."""

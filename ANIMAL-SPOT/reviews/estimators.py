@@ -98,14 +98,21 @@ def posterior_totals(strata: Sequence[Stratum], draws: int = DRAWS, seed: int = 
     return out
 
 
-def _estimate(values: np.ndarray) -> Tuple[Optional[float], Tuple[Optional[float], Optional[float]]]:
+def answered(strata: Sequence[Stratum]) -> bool:
+    """Whether every stratum with units has an answer (before that, no estimate is shown)."""
+    return all(s.reviewed > 0 for s in strata if s.size > 0)
+
+
+def _estimate(values: np.ndarray, shown: bool = True
+              ) -> Tuple[Optional[float], Tuple[Optional[float], Optional[float]]]:
     """The posterior median and its 95 % interval, from the same draws (so the interval
-    always holds the estimate)."""
+    always holds the estimate); no estimate while ``shown`` is False (a stratum without
+    an answer: the prior alone)."""
     values = values[np.isfinite(values)]
     if not len(values):
         return None, NONE2
     low, middle, high = np.percentile(values, [2.5, 50, 97.5])
-    return float(middle), (float(low), float(high))
+    return (float(middle) if shown else None), (float(low), float(high))
 
 
 def precision(above: Sequence[Stratum], draws: int = DRAWS, seed: int = SEED):
@@ -113,7 +120,7 @@ def precision(above: Sequence[Stratum], draws: int = DRAWS, seed: int = SEED):
     size = sum(s.size for s in above)
     if size == 0:
         return None, NONE2
-    return _estimate(posterior_totals(above, draws, seed).sum(axis=1) / size)
+    return _estimate(posterior_totals(above, draws, seed).sum(axis=1) / size, answered(above))
 
 
 def recall(above: Sequence[Stratum], below: Sequence[Stratum], draws: int = DRAWS, seed: int = SEED):
@@ -124,7 +131,7 @@ def recall(above: Sequence[Stratum], below: Sequence[Stratum], draws: int = DRAW
     draws_all = posterior_totals(list(above) + list(below), draws, seed)
     t_above, t_below = draws_all[:, :len(above)].sum(axis=1), draws_all[:, len(above):].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return _estimate(t_above / (t_above + t_below))
+        return _estimate(t_above / (t_above + t_below), answered(list(above) + list(below)))
 
 
 def call_density(strata: Sequence[Stratum], hours: float, draws: int = DRAWS, seed: int = SEED,
@@ -139,7 +146,7 @@ def call_density(strata: Sequence[Stratum], hours: float, draws: int = DRAWS, se
         sizes = np.asarray([s.recordings.get(recording, 0) for s in strata], dtype=np.float64)
     totals = posterior_totals(strata, draws, seed)
     full = np.asarray([max(s.size, 1) for s in strata], dtype=np.float64)
-    return _estimate((totals / full * sizes).sum(axis=1) / hours)
+    return _estimate((totals / full * sizes).sum(axis=1) / hours, answered(strata))
 
 
 def too_few_reviews(strata: Sequence[Stratum], least: int = MIN_REVIEWS) -> bool:

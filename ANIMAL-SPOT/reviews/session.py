@@ -66,6 +66,10 @@ class ReviewSession:
                 raise ReviewError(f"{self.journal.path}: this review was started with {was}; with other settings "
                                   f"({', '.join('--' + k for k in changed)}) its answers would fall outside the plan "
                                   f"they were drawn by. Reopen it with {was}, or start a new review in another --out")
+        lost = [e for e in answers if e.get("how", "random") == "random" and e["item"] not in self.units]
+        if lost:
+            log.warning(f"{self.journal.path}: {len(lost)} answer(s) are of units no longer in --predictions (the "
+                        "predictions or their event settings changed since): they are not counted")
         drawn = [e for e in answers if e.get("how", "random") == "random" and "plan" not in e]
         stray = [e for e in drawn if e["item"] in self.units and (self.units[e["item"]].inclusion is None or
                                                                   self.units[e["item"]].stratum != e.get("stratum"))]

@@ -52,7 +52,7 @@ def test_the_store_describes_itself_and_refuses_other_settings(season, tmp_path)
     assert store.description.hop == 0.1 and store.description.window == 0.2
     assert store.description.dim == 512 and len(store.description.model["sha256"]) == 64
     meta = next(store.parts()).meta                   # a part says what it holds, at which rate
-    assert meta.sr == 16000 and meta.n_samples == 12 * 16000 and meta.size and len(meta.fingerprint) == 32
+    assert meta.sr == 16000 and meta.n_samples == 12 * 16000 and meta.frames == 12 * 16000 and len(meta.fingerprint) == 32
     parts = {p.recording: p for p in store.parts()}
     assert set(parts) == {"a.wav", "b.wav"} and parts["a.wav"].vectors.dtype == np.float16
     assert len(parts["a.wav"].starts) == 119 and parts["a.wav"].starts[1] == 0.1     # predict.py's windows

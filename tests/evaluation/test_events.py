@@ -170,3 +170,13 @@ def test_clips_from_raven(tmp_path):
     (anno / "lost.Table.1.selections.txt").write_text(HEADER + "1\tSpectrogram 1\t1\t1\t2\t0\t1\tK1\n")
     failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and "lost" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_the_precision_recall_picture_names_the_classes_it_cannot_draw(tmp_path):
+    from evaluation.events import pr_curve
+
+    points = {"K1": [(0.5, 0.9, 0.6), (0.9, 1.0, 0.3)], "K2": [(0.5, 0.5, 0.2), (0.9, None, 0.0)],
+              "K3": [(0.5, None, 0.0), (0.9, None, 0.0)]}
+    missing = pr_curve(points, str(tmp_path / "pr.png"), ["K1", "K2", "K3", "K4", "K5"])
+    assert missing == ["K3", "K4", "K5"]                # no detection at any threshold, or not predicted at all
+    assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -169,3 +169,58 @@ def test_the_run_file_record_reads_what_older_versions_wrote(tmp_path):
     (tmp_path / "predict_run.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="predict_run.json: not a run file"):
         RunFile.read(str(tmp_path))
+
+
+def test_the_same_season_named_another_way_is_the_same_run(model, tmp_path, monkeypatch, capsys):
+    season = tmp_path / "season"
+    for i, name in enumerate("ab"):
+        make_recording(str(season / f"{name}.wav"), 1.0, 16000, [("upsweep", 0.3)], seed=i)
+    monkeypatch.chdir(tmp_path)
+    assert predict.main(argv(model, "season", "out")) == 0
+    table = (tmp_path / "out" / "combined.Table.1.selections.txt").read_text()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    for given, where in (("./season", tmp_path), (str(season), other), (str(season) + "/", other)):
+        monkeypatch.chdir(where)
+        capsys.readouterr()
+        assert predict.main(argv(model, given, tmp_path / "out")) == 0
+        said_now = said(capsys)
+        assert "keeps the outputs" not in said_now and "skipped" in said_now
+        assert [e for e, _ in journal_events(tmp_path / "out")][-2:] == ["skipped", "skipped"]
+        assert len(json.loads((tmp_path / "out" / "predict_run.json").read_text())["recordings"]) == 2
+        assert (tmp_path / "out" / "combined.Table.1.selections.txt").read_text() == table
+
+
+def test_reruns_keep_what_has_outputs_and_follow_the_advice_to_a_clean_folder(model, tmp_path, capsys):
+    season = tmp_path / "season"
+    make_recording(str(season / "site1" / "rec.wav"), 1.0, 16000, [("upsweep", 0.3)], seed=1)
+    (season / "site1" / "broken.wav").write_bytes(b"RIFF not audio")
+    out = tmp_path / "out"
+    assert predict.main(argv(model, season / "site1", out)) == 1                  # broken.wav fails
+    (season / "site1" / "broken.wav").unlink()
+    capsys.readouterr()
+    assert predict.main(argv(model, season / "site1", out)) == 0
+    assert "keeps the outputs" not in said(capsys)                                # it had none to keep
+    make_recording(str(season / "site2" / "rec.wav"), 1.0, 16000, [("downsweep", 0.3)], seed=2)
+    assert predict.main(argv(model, season, out)) == 1                           # another input: refused
+    assert predict.main(argv(model, season, out, "--overwrite")) == 0
+    assert sorted(PredictionFolder(str(out)).outputs()) == ["site1/rec", "site2/rec"]
+    assert not list(out.glob("rec*")) and not list(out.glob("broken*"))           # nothing orphaned at the top
+
+
+def test_two_mono_files_named_rec_and_rec_ch1_are_no_clash(model, tmp_path):
+    season = tmp_path / "season"
+    for name in ("rec", "rec_ch1"):
+        make_recording(str(season / f"{name}.wav"), 1.0, 16000, [("upsweep", 0.3)], seed=3)
+    assert predict.main(argv(model, season, tmp_path / "out", "--channels", "each")) == 0
+    assert sorted(PredictionFolder(str(tmp_path / "out")).outputs()) == ["rec", "rec_ch1"]
+
+
+def test_a_tag_added_to_a_recording_later_keeps_it_the_same_recording(model, tmp_path):
+    season = tmp_path / "season"
+    make_recording(str(season / "rec.wav"), 1.0, 16000, [("upsweep", 0.3)], seed=1)
+    assert predict.main(argv(model, season, tmp_path / "out")) == 0
+    with open(season / "rec.wav", "ab") as handle:                 # a LIST chunk appended by a tagging tool
+        handle.write(b"LIST\x0c\x00\x00\x00INFOICMT\x00\x00\x00\x00")
+    assert predict.main(argv(model, season, tmp_path / "out")) == 0
+    assert [e for e, _ in journal_events(tmp_path / "out")] == ["done", "skipped"]

@@ -85,6 +85,8 @@ def test_estimates_on_a_review_by_hand():
     for estimate, (lo, hi) in (precision(above), recall(above, below), call_density(above + below, hours=2.0)):
         assert lo <= estimate <= hi                                # the posterior's median and percentiles
     assert stratified_total([Stratum("a", 5, 0, 0)]) is None      # a stratum without a review: no estimate yet
+    assert precision([Stratum("a", 100)])[0] is None and recall(above, [Stratum("c", 10, 0, 0, above=False)])[0] \
+        is None and call_density([Stratum("a", 100)], 1.0)[0] is None
     lo, hi = precision([Stratum("a", 10, 10, 7)])[1]
     assert lo == hi == pytest.approx(0.7)                          # a fully reviewed stratum is known exactly
 
