@@ -77,11 +77,14 @@ class ActiveLearner:
     def __init__(self, session, store: Store):
         self.session, self.store = session, store
         self.since = 0
-        self.text = f"active learning: the first head is fitted after {BATCH} answers"
+        self.text = "active learning: no head fitted yet"
         self.lock = threading.Lock()
 
     def status(self) -> str:
-        return self.text
+        """The last fit's account, and what comes next (it changes with every answer)."""
+        if self.lock.locked():
+            return f"{self.text} · fitting a new head on the latest answers ..."
+        return f"{self.text} · next head after {BATCH - self.since} more answer(s)"
 
     def answered(self) -> None:
         self.since += 1

@@ -229,6 +229,9 @@ def test_more_like_this_and_active_learning_queue_items_the_estimators_do_not_co
     page.learner.refit(wait=True)                                 # (the page does this in the background)
     active = [session.units[i] for i in session.extra if session.units[i].how == "active"]
     assert active and "head fitted on" in page.learner.status(), page.learner.status()
+    assert page.learner.status().endswith("next head after 10 more answer(s)")
+    page.learner.answered()                                       # the status line moves with every answer
+    assert page.learner.status().endswith("next head after 9 more answer(s)")
     journal = [json.loads(line) for line in open(tmp_path / "review" / "review_journal.jsonl")]
     assert {e["how"] for e in journal if e["type"] == "queued"} == {"search", "active"}
     summary = session.summary()

@@ -33,6 +33,7 @@ def page(tmp_path):
                                              "--per_class", "3", "--bins", "1", "--seed", "2", "--port", "0",
                                              "--context", "0.2"])
     opened = review.open_review(args)
+    opened.learner = Counting()                        # the status line of an active learner
     server, address = review.serve_in_thread(opened)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -45,6 +46,19 @@ def page(tmp_path):
     yield driver, address, opened, tmp_path
     driver.quit()
     server.shutdown()
+
+
+class Counting:
+    """Stands for an active learner: its status changes with every answer."""
+
+    def __init__(self):
+        self.count = 0
+
+    def answered(self):
+        self.count += 1
+
+    def status(self):
+        return f"learner: {self.count} answer(s) seen"
 
 
 def current_item(driver):
@@ -74,6 +88,16 @@ def test_a_review_in_the_browser(page):
     assert HOSTILE in progress.text and not progress.find_elements("tag name", "img")   # text, not HTML
     assert driver.execute_script("return window.pwned") is None
     assert wait_for(lambda: driver.execute_script("return document.getElementById('spectrogram').naturalWidth")) > 0
+    for width, height in ((360, 760), (1600, 1000)):                     # a phone and a wide screen
+        driver.set_window_size(width, height)
+        wait_for(lambda: driver.execute_script("return window.innerWidth") <= width)
+        inside = driver.execute_script(
+            "const w = window.innerWidth; const out = [];"
+            "for (const e of document.querySelectorAll('button:not([hidden]), #spectrogram, #progress, #audio, header'))"
+            "  if (e.offsetParent !== null && e.getBoundingClientRect().right > w + 1) out.push(e.id || e.tagName);"
+            "return [document.documentElement.scrollWidth <= w, out];")
+        assert inside == [True, []], (width, inside)                        # nothing sticks out sideways
+        driver.save_screenshot(str(folder / f"page_{width}.png"))
     played = driver.execute_async_script(
         "const done = arguments[arguments.length - 1]; const audio = document.getElementById('audio');"
         "audio.onended = () => done(['ended', audio.duration]); audio.onerror = () => done(['error', 0]);"
@@ -95,6 +119,8 @@ def test_a_review_in_the_browser(page):
             ActionChains(driver).send_keys(verdict.split(":")[1]).send_keys("\ue007").perform()
         answers[item] = verdict
         wait_for(lambda: current_item(driver) != item or driver.find_element("id", "done").is_displayed())
+        wait_for(lambda: driver.find_element("id", "learner").text == f"learner: {review.learner.count} answer(s) "
+                 "seen" and review.learner.count >= len(answers))          # the status line follows every answer
         if len(answers) == 2 and not reloaded:           # closing the tab mid-review loses nothing
             driver.refresh()
             reloaded = True

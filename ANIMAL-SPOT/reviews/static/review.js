@@ -6,6 +6,7 @@ sessionStorage.setItem("review-client", client);
 let current = null;
 let expansion = 1;
 let busy = false;
+let learnerPoll = null;
 
 async function api(path, body) {
   const options = body === undefined ? {} :
@@ -43,6 +44,8 @@ async function loadClasses() {
   if (data.learner) {
     $("learner").hidden = false;
     $("learner").textContent = data.learner;
+    clearTimeout(learnerPoll);                             // a head is being fitted: look again until it is
+    if (data.learner.includes("fitting")) learnerPoll = setTimeout(() => loadClasses().catch(() => {}), 1500);
   }
 }
 
