@@ -1,12 +1,10 @@
-"""ANIMAL-SPOT with pluggable backbones, installed as the package ``animal_spot``
-(``pyproject.toml``). The project's modules import each other by their own names (``main``,
-``predict``, ``data.audio_io``, ...), as with ``python ANIMAL-SPOT/main.py``: importing the
-package puts its folder on ``sys.path``. ``animal_spot.commands`` is the ``animal-spot``
-command."""
+"""ANIMAL-SPOT with pluggable backbones: the package ``animal_spot`` (``pip install .``; from a
+checkout, ``python ANIMAL-SPOT/<command>.py`` runs a command of it). Its modules import
+their neighbours relative to the package; the original's module names (``utils.metrics``,
+``data.audiodataset``, ``trainer``, ...) still work where ``ANIMAL-SPOT/`` is on ``sys.path``
+(``as_package``). ``animal_spot.commands`` is the ``animal-spot`` command."""
 
-import os
-import sys
+from . import as_package
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+__version__ = "2026.12.0"
+as_package.install()

@@ -21,15 +21,16 @@ import os
 import sys
 from typing import List, Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:                     # python ANIMAL-SPOT/<command>.py: a module of the package all the same
+    import as_package
+    __package__ = as_package.adopt_script(globals())
 
-from data import clips
-from data.audio_io import AudioFileError
-from data.split import add_to_partition
-from evaluation.raven import TableError
-from utils import cli
-from utils.atomic import OutputError
+from .data import clips
+from .data.audio_io import AudioFileError
+from .data.split import add_to_partition
+from .evaluation.raven import TableError
+from .utils import cli
+from .utils.atomic import OutputError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,13 +13,12 @@ script, with the same flags::
 """
 
 import importlib
-import os
 import sys
 from typing import List, Optional
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)            # the project's modules are imported by their own names (main, data, ...)
+if not __package__:                     # python ANIMAL-SPOT/commands.py
+    import as_package
+    __package__ = as_package.adopt_script(globals())
 
 COMMANDS = {"train": ("main", "train a detector or classifier"),
             "predict": ("predict", "run models over recordings: logs, Raven tables, other formats"),
@@ -33,7 +32,7 @@ COMMANDS = {"train": ("main", "train a detector or classifier"),
 
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    return "usage: animal-spot <command> [options]\n\ncommands:\n" + "\n".join(
+    return "usage: animal-spot <command> [options]   (animal-spot --version)\n\ncommands:\n" + "\n".join(
         f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()) + \
         "\n\n'animal-spot <command> --help' lists a command's options."
 
@@ -43,10 +42,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+        print(f"animal-spot {__version__}")
+        return 0
     if argv[0] not in COMMANDS:
         print(f"animal-spot: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    module = importlib.import_module(f".{COMMANDS[argv[0]][0]}", __package__)
     sys.argv = [f"animal-spot {argv[0]}"] + argv[1:]
     return module.main(argv[1:])
 

@@ -23,14 +23,15 @@ import sys
 import time
 import urllib.request
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:                     # python ANIMAL-SPOT/<command>.py: a module of the package all the same
+    import as_package
+    __package__ = as_package.adopt_script(globals())
 
-import main as train_main
-from evaluation.raven import Event, read_table
-from evaluation.events import score, table_lines
-from utils.atomic import OutputError, make_folder
-from utils.synthetic import make_call_set, make_recording
+from . import main as train_main
+from .evaluation.raven import Event, read_table
+from .evaluation.events import score, table_lines
+from .utils.atomic import OutputError, make_folder
+from .utils.synthetic import make_call_set, make_recording
 
 CLASSES = {"K1": 40, "K2": 40, "K3": 40, "K14": 12, "noise": 40}   # K14 is the rare call type
 SHAPES = {"K1": "upsweep", "K2": "downsweep", "K3": "pulses", "K14": "harmonic", "noise": "noise"}
@@ -188,8 +189,8 @@ def fine_tuning(flags):
 
 def review_loop(out: str, epochs: int) -> int:
     """Predict -> review -> summary -> clips -> retrain -> predict (see the module's step 5)."""
-    import clips as clip_command
-    import review
+    from . import clips as clip_command
+    from . import review
 
     step("The review loop: a scripted reviewer answers the review page, the verified calls retrain the ResNet")
     model = os.path.join(out, "resnet18", "model", "ANIMAL-SPOT.pk")

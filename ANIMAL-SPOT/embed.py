@@ -29,26 +29,27 @@ import sys
 import time
 from typing import List, Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:                     # python ANIMAL-SPOT/<command>.py: a module of the package all the same
+    import as_package
+    __package__ = as_package.adopt_script(globals())
 
-from data.audio_io import AudioFileError
-from data.sources import recording_list
-from embedding import classify, encoders, heads, search
-from embedding.encoders import TEMPLATE, Choice
-from embedding.store import Store, StoreError, StoreSink
-from models import foundation
-from models.foundation import EncoderError
-from models.model_file import ModelFileError
-from models.tv_encoder import PretrainedWeightsError
-from prediction.core import Predictor
-from prediction.decisions import DecisionRule
-from prediction.records import check_names
-from prediction.run import AudioSource, Decisions, Layout, check_owners, journal_owners, run_recordings
-from prediction.season import SeasonJournal, report_lines, share
-from reviews.journal import journal_selections
-from utils import cli, runtime
-from utils.atomic import OutputError
+from .data.audio_io import AudioFileError
+from .data.sources import recording_list
+from .embedding import classify, encoders, heads, search
+from .embedding.encoders import TEMPLATE, Choice
+from .embedding.store import Store, StoreError, StoreSink
+from .models import foundation
+from .models.foundation import EncoderError
+from .models.model_file import ModelFileError
+from .models.tv_encoder import PretrainedWeightsError
+from .prediction.core import Predictor
+from .prediction.decisions import DecisionRule
+from .prediction.records import check_names
+from .prediction.run import AudioSource, Decisions, Layout, check_owners, journal_owners, run_recordings
+from .prediction.season import SeasonJournal, report_lines, share
+from .reviews.journal import journal_selections
+from .utils import cli, runtime
+from .utils.atomic import OutputError
 
 log = logging.getLogger("EMBED")
 JOURNAL = "embed_journal."

@@ -9,21 +9,21 @@ runs it with onnxruntime on the same windows.
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from typing import List, Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:                     # python ANIMAL-SPOT/<command>.py: a module of the package all the same
+    import as_package
+    __package__ = as_package.adopt_script(globals())
 
 import torch
 import torch.nn as nn
 
-from data.features import FeatureOptions
-from models.model_file import ModelFileError, load_model
-from utils.atomic import OutputError, atomic_write
-from utils import cli
+from .data.features import FeatureOptions
+from .models.model_file import ModelFileError, load_model
+from .utils.atomic import OutputError, atomic_write
+from .utils import cli
 
 OPSET = 17
 SPEC_KEYS = ("encoder_opts", "classifier_opts", "data_opts", "classes", "train_opts", "thresholds", "temperature",

@@ -15,32 +15,33 @@ import time
 import traceback
 from typing import List, Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:                     # python ANIMAL-SPOT/<command>.py: a module of the package all the same
+    import as_package
+    __package__ = as_package.adopt_script(globals())
 
 import copy
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-import crossval
-import factories
-import training_data
-from data.audio_io import AudioFileError
-from data.features import FeatureOptions, seq_frames
-from data.filenames import FileNameError
-from models import backbones
-from models.checkpoint_compat import CheckpointError, adapt_checkpoint, is_seed_checkpoint
-from models.model_file import ModelFileError, ModelSpec, classifier_options, load_model
-from models.tv_encoder import PretrainedWeightsError
-from trainer import Trainer, TrainingError, model_prefix
-from training_data import TrainingData
-from training_options import RunConfig, build_parser, parse  # noqa: F401  (their old place)
-from training_results import finish
-from utils import cli, runtime
-from utils.atomic import OutputError
-from utils.checkpoints import CheckpointFileError, CheckpointHandler
-from utils.logging import extra_log_file, to_file
+from .training import crossval
+from .training import factories
+from .training import data as training_data
+from .data.audio_io import AudioFileError
+from .data.features import FeatureOptions, seq_frames
+from .data.filenames import FileNameError
+from .models import backbones
+from .models.checkpoint_compat import CheckpointError, adapt_checkpoint, is_seed_checkpoint
+from .models.model_file import ModelFileError, ModelSpec, classifier_options, load_model
+from .models.tv_encoder import PretrainedWeightsError
+from .training.trainer import Trainer, TrainingError, model_prefix
+from .training.data import TrainingData
+from .training.options import RunConfig, build_parser, parse  # noqa: F401  (their old place)
+from .training.results import finish
+from .utils import cli, runtime
+from .utils.atomic import OutputError
+from .utils.checkpoints import CheckpointFileError, CheckpointHandler
+from .utils.logging import extra_log_file, to_file
 
 KNOWN_ERRORS = (ValueError, FileNotFoundError, AudioFileError, ModelFileError, CheckpointFileError, CheckpointError,
                 TrainingError, PretrainedWeightsError, OutputError, FileNameError)

@@ -24,28 +24,29 @@ import os
 import sys
 from typing import List, Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:                     # python ANIMAL-SPOT/<command>.py: a module of the package all the same
+    import as_package
+    __package__ = as_package.adopt_script(globals())
 
-from data.audio_io import AudioFileError
-from data.sources import configure, recording_list
-from evaluation.log_format import LogFormatError
-from models.model_card import render
-from models.model_file import ModelFileError, load_model
-from prediction.core import Predictor, PredictionModel
-from prediction.decisions import DecisionRule, PostProcessing
-from prediction.options import PredictConfig, build_parser, model_paths, parse  # noqa: F401  (build_parser: its old place)
-from prediction.precision import Disagreement
-from prediction.folder import prepare_folder
-from prediction.records import RunFile, check_names, resolved_path
-from prediction.run import (AudioSource, Decisions, Layout, Progress, check_owners, journal_owners, run_recordings,
+from .data.audio_io import AudioFileError
+from .data.sources import configure, recording_list
+from .evaluation.log_format import LogFormatError
+from .models.model_card import render
+from .models.model_file import ModelFileError, load_model
+from .prediction.core import Predictor, PredictionModel
+from .prediction.decisions import DecisionRule, PostProcessing
+from .prediction.options import PredictConfig, build_parser, model_paths, parse  # noqa: F401  (build_parser: its old place)
+from .prediction.precision import Disagreement
+from .prediction.folder import prepare_folder
+from .prediction.records import RunFile, check_names, resolved_path
+from .prediction.run import (AudioSource, Decisions, Layout, Progress, check_owners, journal_owners, run_recordings,
                             write_combined)
-from prediction.season import JOURNAL_PREFIX, SeasonJournal, report_lines, share
-from prediction.sinks import EventCount, LatentSink, LogSink, PdfSink, RunInfo
-from prediction.tables import FORMATS, CombinedRavenSink, RavenSink
-from utils import cli, runtime
-from utils.atomic import OutputError, make_folder
-from utils.logging import to_file
+from .prediction.season import JOURNAL_PREFIX, SeasonJournal, report_lines, share
+from .prediction.sinks import EventCount, LatentSink, LogSink, PdfSink, RunInfo
+from .prediction.tables import FORMATS, CombinedRavenSink, RavenSink
+from .utils import cli, runtime
+from .utils.atomic import OutputError, make_folder
+from .utils.logging import to_file
 
 KNOWN_ERRORS = (ModelFileError, AudioFileError, FileNotFoundError, ValueError, OutputError, LogFormatError, OSError)
 

@@ -22,23 +22,24 @@ import sys
 import threading
 from typing import List, Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:                     # python ANIMAL-SPOT/<command>.py: a module of the package all the same
+    import as_package
+    __package__ = as_package.adopt_script(globals())
 
 from werkzeug.serving import make_server
 
-from data.audio_io import AudioFileError
-from data.features import FeatureOptions
-from data.snippets import expansion_for
-from embedding.active import ActiveLearner, more_like_this
-from embedding.store import Store, StoreError
-from models.model_file import ModelFileError, load_model
-from reviews.app import Review, create_app
-from reviews.media import Media
-from reviews.session import JOURNAL, ReviewSession
-from reviews.units import ReviewError, load_units
-from utils import cli
-from utils.atomic import make_folder
+from .data.audio_io import AudioFileError
+from .data.features import FeatureOptions
+from .data.snippets import expansion_for
+from .embedding.active import ActiveLearner, more_like_this
+from .embedding.store import Store, StoreError
+from .models.model_file import ModelFileError, load_model
+from .reviews.app import Review, create_app
+from .reviews.media import Media
+from .reviews.session import JOURNAL, ReviewSession
+from .reviews.units import ReviewError, load_units
+from .utils import cli
+from .utils.atomic import make_folder
 
 log = logging.getLogger("REVIEW")
 

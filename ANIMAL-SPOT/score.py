@@ -32,18 +32,19 @@ import logging
 import os
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:                     # python ANIMAL-SPOT/<command>.py: a module of the package all the same
+    import as_package
+    __package__ = as_package.adopt_script(globals())
 
-from evaluation.events import Matching, csv_text, pr_curve, score, table_lines
-from evaluation.log_format import LogFormatError, parse_log
-from evaluation.raven import TableError, read_annotations
-from models.model_file import ModelFileError
-from prediction.decisions import DecisionRule, PostProcessing, model_rule
-from prediction.folder import PredictionFolder
-from utils import cli
-from utils.atomic import OutputError, atomic_write_text, make_folder
-from utils.config import ConfigError, read_config
+from .evaluation.events import Matching, csv_text, pr_curve, score, table_lines
+from .evaluation.log_format import LogFormatError, parse_log
+from .evaluation.raven import TableError, read_annotations
+from .models.model_file import ModelFileError
+from .prediction.decisions import DecisionRule, PostProcessing, model_rule
+from .prediction.folder import PredictionFolder
+from .utils import cli
+from .utils.atomic import OutputError, atomic_write_text, make_folder
+from .utils.config import ConfigError, read_config
 
 PR_THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
 GRID = {"merge_gap": [0.0, 0.5, 1.0], "min_duration": [0.0, 0.25], "smooth": [1, 3, 5]}

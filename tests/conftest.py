@@ -9,7 +9,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "ANIMAL-SPOT")
 if SRC not in sys.path:
-    sys.path.insert(0, SRC)
+    sys.path.insert(0, SRC)          # the original's way: the tests import modules by their old names too
+import as_package  # noqa: E402
+
+as_package.register()                # the checkout's package animal_spot, with the old names as its aliases
 
 if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("OMP_NUM_THREADS"):
     os.environ["OMP_NUM_THREADS"] = "1"     # one core per worker, in its subprocesses too (the same rounding)

@@ -15,8 +15,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from data.remote import RemoteError, open_recording
-from utils.paths import files_below
+from .remote import RemoteError, open_recording
+from ..utils.paths import files_below
 
 # resampy's "kaiser_best" filter as resampy (0.2 and later) ships it: a Kaiser-windowed
 # sinc with 50 zero crossings on each side, cut-off at 0.9173 of the lower Nyquist

@@ -19,17 +19,17 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 import torch.utils.data
 
-from data import transforms
-from data.audio_io import AudioFileError, load_audio  # noqa: F401  (public names)
-from data.augment import (BackgroundOverlay, RandomAddNoise, RandomAmplitude, RandomPitchShift, RandomTimeStretch,
+from . import transforms
+from .audio_io import AudioFileError, load_audio  # noqa: F401  (public names)
+from .augment import (BackgroundOverlay, RandomAddNoise, RandomAmplitude, RandomPitchShift, RandomTimeStretch,
                           SpecAugment, chain)
-from utils.seeding import item_rng
-from data.cache import CachedSpectrogram
-from data.features import FeatureOptions, pad_or_crop
-from data.filenames import YEAR_MAX, YEAR_MIN, class_name, find_audio_files, tape_key
-from data.recording import StridedAudioDataset  # noqa: F401  (public name)
-from data.split import create_split, load_split, split_exists
-from utils.classmap import ClassMap
+from ..utils.seeding import item_rng
+from .cache import CachedSpectrogram
+from .features import FeatureOptions, pad_or_crop
+from .filenames import YEAR_MAX, YEAR_MIN, class_name, find_audio_files, tape_key
+from .recording import StridedAudioDataset  # noqa: F401  (public name)
+from .split import create_split, load_split, split_exists
+from ..utils.classmap import ClassMap
 
 log = logging.getLogger("ANIMAL-SPOT")
 

@@ -13,7 +13,7 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 
-from data.features import resize
+from .features import resize
 
 
 class RandomAmplitude:

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import soundfile as sf
 
-from data.filenames import class_name
+from .filenames import class_name
 
 DIFFERENT = 0.1          # band ends (medians per class) further apart than this share of fmax differ
 

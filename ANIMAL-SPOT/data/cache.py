@@ -12,9 +12,9 @@ from typing import Optional
 
 import torch
 
-from data.audio_io import AudioFileError, load_audio
-from data.features import FeatureOptions
-from utils.atomic import OutputError, atomic_torch_save
+from .audio_io import AudioFileError, load_audio
+from .features import FeatureOptions
+from ..utils.atomic import OutputError, atomic_torch_save
 
 
 def cache_file_name(cache_dir: str, audio_path: str) -> str:

@@ -25,10 +25,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from data.audio_io import read_audio, recording_files
-from evaluation.raven import (Event, TableError, events_by_recording, find_tables, read_rows, read_table,
+from .audio_io import read_audio, recording_files
+from ..evaluation.raven import (Event, TableError, events_by_recording, find_tables, read_rows, read_table,
                               recording_name)
-from utils.atomic import atomic_write
+from ..utils.atomic import atomic_write
 
 log = logging.getLogger("ANIMAL-SPOT")
 SEPARATORS = re.compile(r"[-_\s/\\.]")

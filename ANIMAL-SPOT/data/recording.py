@@ -15,8 +15,8 @@ from typing import Dict, Iterator, Optional, Tuple
 import torch
 import torch.utils.data
 
-from data.audio_io import SignalReader, load_audio
-from data.features import FeatureOptions, frame_power, min_max_normalize, pre_emphasis
+from .audio_io import SignalReader, load_audio
+from .features import FeatureOptions, frame_power, min_max_normalize, pre_emphasis
 
 
 @dataclass(frozen=True)

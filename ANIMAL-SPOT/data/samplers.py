@@ -11,7 +11,7 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 import torch.utils.data
 
-from utils.seeding import epoch_seed
+from ..utils.seeding import epoch_seed
 
 
 class ShuffleSampler(torch.utils.data.Sampler):

@@ -20,8 +20,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from data.audio_io import AudioFileError, resample, to_mono
-from data.features import FeatureOptions
+from .audio_io import AudioFileError, resample, to_mono
+from .features import FeatureOptions
 
 MIN_PLAYBACK_RATE = 3000          # browsers refuse to play slower sample rates
 IMAGE_HEIGHT = 256

@@ -10,8 +10,8 @@ cannot read (HLS, AAC) are out of scope.
 import os
 from typing import List
 
-from data.audio_io import RECORDING_EXTENSIONS, has_extension, recording_files
-from data.remote import configure, filesystem, is_remote, url_of  # noqa: F401  (configure: predict.py's)
+from .audio_io import RECORDING_EXTENSIONS, has_extension, recording_files
+from .remote import configure, filesystem, is_remote, url_of  # noqa: F401  (configure: predict.py's)
 
 LIST_EXTENSIONS = (".txt", ".lst")
 

@@ -18,8 +18,8 @@ import random
 from collections import OrderedDict, defaultdict
 from typing import Callable, Dict, List, Optional, Sequence
 
-from data.filenames import class_name, tape_key
-from utils.atomic import atomic_write
+from .filenames import class_name, tape_key
+from ..utils.atomic import atomic_write
 
 log = logging.getLogger("ANIMAL-SPOT")
 

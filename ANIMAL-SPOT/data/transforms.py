@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from data.audio_io import AudioFileError, read_audio, resample, to_mono  # noqa: F401  (public names)
-from data.features import (N_MFCC, _window, dct_matrix, linear_bin_range, mel_filterbank,
+from .audio_io import AudioFileError, read_audio, resample, to_mono  # noqa: F401  (public names)
+from .features import (N_MFCC, _window, dct_matrix, linear_bin_range, mel_filterbank,
                            min_max_normalize, pad_or_crop)
 
 

@@ -20,11 +20,11 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from embedding import heads
-from embedding.classify import StoredSource
-from embedding.search import search, stored_stretch
-from embedding.store import Store
-from evaluation.metrics import PassMetrics
+from . import heads
+from .classify import StoredSource
+from .search import search, stored_stretch
+from .store import Store
+from ..evaluation.metrics import PassMetrics
 
 log = logging.getLogger("REVIEW")
 BATCH = 10

@@ -9,18 +9,18 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 
-from embedding.search import as_tensor
-from embedding.store import Store, StoreError
-from models.model_file import load_model
-from prediction.core import WindowBatch
-from prediction.decisions import DecisionRule
-from prediction.folder import prepare_folder
-from prediction.records import RunFile, resolved_path
-from data.sources import output_name
-from prediction.run import Decisions, Layout, Opened, run_recordings
-from prediction.sinks import LogSink, RunInfo
-from prediction.tables import CombinedRavenSink, RavenSink
-from utils.atomic import make_folder
+from .search import as_tensor
+from .store import Store, StoreError
+from ..models.model_file import load_model
+from ..prediction.core import WindowBatch
+from ..prediction.decisions import DecisionRule
+from ..prediction.folder import prepare_folder
+from ..prediction.records import RunFile, resolved_path
+from ..data.sources import output_name
+from ..prediction.run import Decisions, Layout, Opened, run_recordings
+from ..prediction.sinks import LogSink, RunInfo
+from ..prediction.tables import CombinedRavenSink, RavenSink
+from ..utils.atomic import make_folder
 
 log = logging.getLogger("EMBED")
 BATCH = 4096

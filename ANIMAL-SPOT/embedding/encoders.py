@@ -18,14 +18,14 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from data.features import FeatureOptions
-from data.recording import AudioOptions
-from embedding.store import Store, StoreDescription, StoreError
-from models import backbones, foundation
-from models.model_file import LoadedModel, ModelSpec, classifier_options, load_model
-from prediction.backends import PredictionModel, TorchBackend
-from utils.paths import file_sha256
-from utils.runtime import Precision
+from ..data.features import FeatureOptions
+from ..data.recording import AudioOptions
+from .store import Store, StoreDescription, StoreError
+from ..models import backbones, foundation
+from ..models.model_file import LoadedModel, ModelSpec, classifier_options, load_model
+from ..prediction.backends import PredictionModel, TorchBackend
+from ..utils.paths import file_sha256
+from ..utils.runtime import Precision
 
 log = logging.getLogger("EMBED")
 TEMPLATE = {"sr": 44100, "n_fft": 1024, "hop_length": 172, "n_freq_bins": 256, "fmin": 500, "fmax": 10000,

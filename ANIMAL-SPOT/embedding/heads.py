@@ -34,17 +34,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from data.filenames import class_name, find_audio_files
-from embedding.search import embed_audio
-from embedding.encoders import store_model
-from embedding.store import Store
-from evaluation.calibration import calibrate, fit_unknown
-from evaluation.metrics import PassMetrics
-from evaluation.raven import find_tables, read_table
-from models.classifier import Classifier
-from models.model_file import ModelSpec, provenance, save_model
-from utils.atomic import atomic_write_text
-from utils.classmap import ClassMap
+from ..data.filenames import class_name, find_audio_files
+from .search import embed_audio
+from .encoders import store_model
+from .store import Store
+from ..evaluation.calibration import calibrate, fit_unknown
+from ..evaluation.metrics import PassMetrics
+from ..evaluation.raven import find_tables, read_table
+from ..models.classifier import Classifier
+from ..models.model_file import ModelSpec, provenance, save_model
+from ..utils.atomic import atomic_write_text
+from ..utils.classmap import ClassMap
 
 log = logging.getLogger("EMBED")
 NOISE = "noise"

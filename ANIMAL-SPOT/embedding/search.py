@@ -21,12 +21,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from data.snippets import read_snippet
-from embedding.encoders import store_predictor_model
-from embedding.store import Store, StoreError
-from evaluation.raven import HEADER_COLUMNS, read_rows, tsv
-from prediction.core import Predictor
-from utils.atomic import atomic_write_text
+from ..data.snippets import read_snippet
+from .encoders import store_predictor_model
+from .store import Store, StoreError
+from ..evaluation.raven import HEADER_COLUMNS, read_rows, tsv
+from ..prediction.core import Predictor
+from ..utils.atomic import atomic_write_text
 
 CHUNK = 65536
 

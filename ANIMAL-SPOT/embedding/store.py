@@ -38,9 +38,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from prediction.records import RecordingId
-from prediction.sinks import Recording, Sink
-from utils.atomic import OutputError, atomic_write, atomic_write_text
+from ..prediction.records import RecordingId
+from ..prediction.sinks import Recording, Sink
+from ..utils.atomic import OutputError, atomic_write, atomic_write_text
 
 FORMAT, VERSION = "animal-spot-embeddings", 1
 DESCRIPTION, PARTS = "store.json", "parts"

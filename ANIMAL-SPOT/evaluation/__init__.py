@@ -6,3 +6,7 @@ intervals), ``calibration`` (temperature, thresholds, the "unknown" score), ``ra
 and ``log_format`` (the prediction log, written and read). Plain functions on arrays
 where possible; the training log and ``EVALUATION/`` are thin layers over them. The
 estimators of a stratified review live in the review room (``reviews.estimators``)."""
+
+if "." not in __name__:                 # imported by its old name (ANIMAL-SPOT/ on sys.path): the package's room
+    import as_package
+    as_package.adopt(__name__)

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from utils.classmap import binary_count
+from ..utils.classmap import binary_count
 
 log = logging.getLogger("ANIMAL-SPOT")
 DEFAULT_THRESHOLD = 0.5

@@ -22,8 +22,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from evaluation.raven import Event
-from utils.atomic import atomic_write
+from .raven import Event
+from ..utils.atomic import atomic_write
 
 log = logging.getLogger("ANIMAL-SPOT")
 DUPLICATE_OVERLAP = 0.9

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from utils.classmap import ClassMap
+from ..utils.classmap import ClassMap
 
 
 class LogFormatError(ValueError):

@@ -25,8 +25,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from evaluation import intervals
-from utils.classmap import binary_count
+from . import intervals
+from ..utils.classmap import binary_count
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0

@@ -9,7 +9,7 @@ from typing import List, Tuple
 
 import torch
 
-from evaluation.metrics import PassMetrics, ratio
+from .metrics import PassMetrics, ratio
 
 
 class PerClassAccuracy(PassMetrics):

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from utils.paths import files_below
+from ..utils.paths import files_below
 
 BEGIN, END, FILE, OFFSET, SELECTION, SCORE, CHANNEL = "begin time (s)", "end time (s)", "begin file", \
     "file offset (s)", "selection", "score", "channel"

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from models import convnext_encoder, foundation, residual_encoder, timm_encoder, tv_encoder
+from . import convnext_encoder, foundation, residual_encoder, timm_encoder, tv_encoder
 
 log = logging.getLogger("ANIMAL-SPOT")
 

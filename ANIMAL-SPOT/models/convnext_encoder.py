@@ -12,8 +12,8 @@ from typing import Optional
 
 import torch.nn as nn
 
-from models.tv_encoder import PretrainedWeightsError, load_imagenet, one_channel_stem  # noqa: F401  (its public place)
-from models.tv_encoder import imagenet_state_dict as tv_imagenet_state_dict
+from .tv_encoder import PretrainedWeightsError, load_imagenet, one_channel_stem  # noqa: F401  (its public place)
+from .tv_encoder import imagenet_state_dict as tv_imagenet_state_dict
 
 VARIANTS = {
     # name: (torchvision builder, output channels)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.paths import file_sha256
+from ..utils.paths import file_sha256
 
 INSTALL = "pip install -r requirements-foundation.txt"
 

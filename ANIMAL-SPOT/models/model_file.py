@@ -29,11 +29,11 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from models import backbones
-from models.classifier import Classifier, DefaultClassifierOpts
-from utils.atomic import atomic_torch_save, atomic_write
-from utils.checkpoints import load_failure
-from utils.classmap import DEFAULT_BINARY, ClassMap
+from . import backbones
+from .classifier import Classifier, DefaultClassifierOpts
+from ..utils.atomic import atomic_torch_save, atomic_write
+from ..utils.checkpoints import load_failure
+from ..utils.classmap import DEFAULT_BINARY, ClassMap
 
 FORMAT_VERSION = 2
 ORIGINAL_KEYS = ("encoderOpts", "classifierOpts", "dataOpts", "encoderState", "classifierState", "classes")

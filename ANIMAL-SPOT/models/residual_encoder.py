@@ -2,7 +2,7 @@
 
 import torch.nn as nn
 
-from models.residual_base import BasicBlock, Bottleneck, make_stage
+from .residual_base import BasicBlock, Bottleneck, make_stage
 
 DefaultEncoderOpts = {"input_channels": 1, "conv_kernel_size": 7, "max_pool": 1, "resnet_size": 18}
 

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from models.tv_encoder import PretrainedWeightsError
+from .tv_encoder import PretrainedWeightsError
 
 log = logging.getLogger("ANIMAL-SPOT")
 PREFIX = "timm:"

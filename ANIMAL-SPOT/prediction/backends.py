@@ -20,12 +20,12 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from data.features import FeatureOptions
-from data.recording import AudioOptions
-from models.model_file import LoadedModel, ModelFileError, ModelSpec, load_model
-from prediction.precision import Trial
-from utils.classmap import ClassMap
-from utils.runtime import MEMORY_FORMATS, Forward, Precision
+from ..data.features import FeatureOptions
+from ..data.recording import AudioOptions
+from ..models.model_file import LoadedModel, ModelFileError, ModelSpec, load_model
+from .precision import Trial
+from ..utils.classmap import ClassMap
+from ..utils.runtime import MEMORY_FORMATS, Forward, Precision
 
 log = logging.getLogger("PREDICT")
 

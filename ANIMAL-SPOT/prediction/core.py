@@ -8,7 +8,7 @@ Each model computes its own spectrograms of the same windows, with its own data 
 
 Python use::
 
-    from prediction.core import Predictor
+    from .core import Predictor
     predictor = Predictor.from_files(["ANIMAL-SPOT.pk"], sequence_len=0.5, hop=0.25)
     probs, starts, ends = predictor.predict_file("recording.wav")   # NumPy arrays
 
@@ -27,13 +27,13 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from data.audio_io import SignalReader
-from data.recording import AudioOptions, AudioWindows, RecordingWindows, WindowGeometry
-from evaluation.calibration import is_unknown
-from models.model_file import ModelFileError, ModelSpec
-from prediction.backends import PredictionModel
-from prediction.precision import CHECK_EVERY
-from utils.classmap import ClassMap
+from ..data.audio_io import SignalReader
+from ..data.recording import AudioOptions, AudioWindows, RecordingWindows, WindowGeometry
+from ..evaluation.calibration import is_unknown
+from ..models.model_file import ModelFileError, ModelSpec
+from .backends import PredictionModel
+from .precision import CHECK_EVERY
+from ..utils.classmap import ClassMap
 
 log = logging.getLogger("PREDICT")
 DEFAULT_SEQUENCE_LEN = 2.0      # seconds, the original's default

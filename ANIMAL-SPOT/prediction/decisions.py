@@ -23,12 +23,12 @@ from typing import Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from evaluation.calibration import calibrated_from_probabilities
-from evaluation.log_format import PredictionLog, log_windows, parse_log, prediction_logs
-from evaluation.raven import Event, selection_table
-from models.model_file import load_model
-from utils.atomic import atomic_write_text
-from utils.classmap import ClassMap
+from ..evaluation.calibration import calibrated_from_probabilities
+from ..evaluation.log_format import PredictionLog, log_windows, parse_log, prediction_logs
+from ..evaluation.raven import Event, selection_table
+from ..models.model_file import load_model
+from ..utils.atomic import atomic_write_text
+from ..utils.classmap import ClassMap
 
 UNKNOWN = -1                 # the label index of an "unknown" detection
 UNKNOWN_NAME = "unknown"

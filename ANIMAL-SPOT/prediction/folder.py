@@ -21,13 +21,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from data.sources import file_stem, output_name, relative_name
-from evaluation.log_format import logged_recording
-from evaluation.raven import RESULT_SUFFIX, Event, TableError, label_column, read_rows, read_table, recording_name
-from prediction.decisions import DecisionRule, PostProcessing, log_events
-from prediction.records import RunFile
-from prediction.sinks import LogSink
-from prediction.tables import FORMATS, RavenSink
+from ..data.sources import file_stem, output_name, relative_name
+from ..evaluation.log_format import logged_recording
+from ..evaluation.raven import RESULT_SUFFIX, Event, TableError, label_column, read_rows, read_table, recording_name
+from .decisions import DecisionRule, PostProcessing, log_events
+from .records import RunFile
+from .sinks import LogSink
+from .tables import FORMATS, RavenSink
 
 CHANNEL_LOG = re.compile(r"^(.*)_ch(\d+)$")
 OUTPUT_TABLES = [RavenSink] + list(FORMATS.values())

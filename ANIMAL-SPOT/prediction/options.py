@@ -4,8 +4,8 @@ per flag, named as the flag: ``--hop`` -> ``config.hop``), as training's ``RunCo
 import argparse
 from typing import List, Optional, Sequence
 
-from prediction.tables import FORMATS
-from utils import run_config
+from .tables import FORMATS
+from ..utils import run_config
 
 
 def _positive(kind):

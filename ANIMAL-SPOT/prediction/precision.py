@@ -20,10 +20,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from evaluation.intervals import wilson
-from prediction.decisions import DecisionRule
-from utils.classmap import ClassMap
-from utils.runtime import MEMORY_FORMATS, Precision
+from ..evaluation.intervals import wilson
+from .decisions import DecisionRule
+from ..utils.classmap import ClassMap
+from ..utils.runtime import MEMORY_FORMATS, Precision
 
 log = logging.getLogger("PREDICT")
 ROUNDS = 2

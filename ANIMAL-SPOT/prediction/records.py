@@ -19,10 +19,10 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import soundfile as sf
 
-from data.remote import is_remote
-from prediction.decisions import DecisionRule, PostProcessing
-from utils.atomic import atomic_write_text
-from utils.classmap import ClassMap
+from ..data.remote import is_remote
+from .decisions import DecisionRule, PostProcessing
+from ..utils.atomic import atomic_write_text
+from ..utils.classmap import ClassMap
 
 RUN_FILE = "predict_run.json"
 FINGERPRINT_FRAMES = 16384

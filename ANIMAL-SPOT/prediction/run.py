@@ -19,20 +19,20 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from data.audio_io import AudioFileError, SignalReader
-from data.sources import file_stem, output_name, relative_name
-from data.timestamps import start_time
-from prediction.core import Predictor, WindowBatch
-from prediction.decisions import Decider, DecisionRule, PostProcessing, table_events
-from prediction.folder import PredictionFolder
-from prediction.precision import Disagreement
-from prediction.records import RecordingId, RunFile, resolved_path
-from prediction.season import SeasonJournal, read_journals
-from prediction.sinks import Recording, Sink
-from prediction.tables import CombinedRavenSink, combined_table
-from utils.atomic import atomic_write_text
-from utils.classmap import ClassMap
-from utils.paths import OutsideError, below
+from ..data.audio_io import AudioFileError, SignalReader
+from ..data.sources import file_stem, output_name, relative_name
+from ..data.timestamps import start_time
+from .core import Predictor, WindowBatch
+from .decisions import Decider, DecisionRule, PostProcessing, table_events
+from .folder import PredictionFolder
+from .precision import Disagreement
+from .records import RecordingId, RunFile, resolved_path
+from .season import SeasonJournal, read_journals
+from .sinks import Recording, Sink
+from .tables import CombinedRavenSink, combined_table
+from ..utils.atomic import atomic_write_text
+from ..utils.classmap import ClassMap
+from ..utils.paths import OutsideError, below
 
 log = logging.getLogger("PREDICT")
 CHANNEL_NAME = re.compile(r"^(.*)_ch(\d+)$")

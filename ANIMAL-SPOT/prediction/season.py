@@ -23,9 +23,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import soundfile as sf
 
-from data.remote import filesystem, is_remote
-from data.timestamps import start_time  # noqa: F401  (its old place)
-from prediction.records import RUN_FILE, RunFile  # noqa: F401  (RUN_FILE: its old place)
+from ..data.remote import filesystem, is_remote
+from ..data.timestamps import start_time  # noqa: F401  (its old place)
+from .records import RUN_FILE, RunFile  # noqa: F401  (RUN_FILE: its old place)
 
 JOURNAL_PREFIX = "predict_journal."
 

@@ -30,13 +30,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from evaluation.log_format import LogFormatError, LogWriter, PredictionLog, logged_recording, parse_log
-from evaluation.raven import Event
-from prediction.decisions import DecisionRule, PostProcessing, Window
-from prediction.records import RecordingId
-from utils.atomic import OutputError, atomic_write
-from utils.classmap import ClassMap
-from utils.logging import FORMAT, close_logger
+from ..evaluation.log_format import LogFormatError, LogWriter, PredictionLog, logged_recording, parse_log
+from ..evaluation.raven import Event
+from .decisions import DecisionRule, PostProcessing, Window
+from .records import RecordingId
+from ..utils.atomic import OutputError, atomic_write
+from ..utils.classmap import ClassMap
+from ..utils.logging import FORMAT, close_logger
 
 
 @dataclass

@@ -21,10 +21,10 @@ from typing import Dict, List, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evaluation.raven import HEADER_COLUMNS, Event, format_score, read_table, table_rows, tsv
-from prediction.decisions import table_events
-from prediction.sinks import Recording, RunInfo, Sink
-from utils.atomic import atomic_write, atomic_write_text
+from ..evaluation.raven import HEADER_COLUMNS, Event, format_score, read_table, table_rows, tsv
+from .decisions import table_events
+from .sinks import Recording, RunInfo, Sink
+from ..utils.atomic import atomic_write, atomic_write_text
 
 
 def date_time(recording: Recording, seconds: float) -> str:

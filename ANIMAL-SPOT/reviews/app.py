@@ -24,9 +24,9 @@ from typing import Callable, List, Optional, Set
 
 from flask import Flask, Response, abort, jsonify, render_template, request, send_file
 
-from reviews.media import Media
-from reviews.session import ReviewSession
-from utils.paths import served_file
+from .media import Media
+from .session import ReviewSession
+from ..utils.paths import served_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC, TEMPLATES = os.path.join(HERE, "static"), os.path.join(HERE, "templates")

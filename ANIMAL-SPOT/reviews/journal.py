@@ -16,7 +16,7 @@ import os
 import time
 from typing import Dict, List, Optional, Tuple
 
-from reviews.units import ReviewError
+from .units import ReviewError
 
 DECISIONS = ("correct", "wrong", "other", "unsure", "skip")
 USABLE = ("correct", "wrong", "other")

@@ -7,8 +7,8 @@ import threading
 from collections import OrderedDict
 from typing import Optional
 
-from data.features import FeatureOptions
-from data.snippets import read_snippet, spectrogram_png, wav_bytes
+from ..data.features import FeatureOptions
+from ..data.snippets import read_snippet, spectrogram_png, wav_bytes
 
 CACHED = 64
 

@@ -16,8 +16,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from reviews.estimators import Stratum
-from reviews.units import Unit
+from .estimators import Stratum
+from .units import Unit
 
 
 def score_strata(scores: Sequence[float], bins: int) -> List[np.ndarray]:

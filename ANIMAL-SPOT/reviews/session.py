@@ -15,13 +15,13 @@ import time
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from reviews.journal import Journal, called, decision_entry, final_answers
-from reviews.sampling import build_plan
-from reviews.summary import season_summary
-from reviews.tables import table_text
-from reviews.units import Loaded, ReviewError, Unit, find_recording, unit_id
-from utils.atomic import atomic_write_text
-from utils.paths import below
+from .journal import Journal, called, decision_entry, final_answers
+from .sampling import build_plan
+from .summary import season_summary
+from .tables import table_text
+from .units import Loaded, ReviewError, Unit, find_recording, unit_id
+from ..utils.atomic import atomic_write_text
+from ..utils.paths import below
 
 log = logging.getLogger("REVIEW")
 JOURNAL, SUMMARY, TABLES = "review_journal.jsonl", "review_summary.json", "tables"

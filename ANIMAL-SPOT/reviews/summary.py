@@ -10,10 +10,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from reviews import estimators as est
-from reviews.journal import USABLE, called
-from reviews.sampling import ClassPlan
-from reviews.units import Unit
+from . import estimators as est
+from .journal import USABLE, called
+from .sampling import ClassPlan
+from .units import Unit
 
 ESTIMATORS = ("stratified; estimates (medians) and 95 % intervals from the finite-population posterior (Jeffreys "
               "prior); only randomly sampled units count")

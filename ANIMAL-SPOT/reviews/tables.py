@@ -6,9 +6,9 @@ training clips."""
 
 from typing import Dict, Sequence, Tuple
 
-from evaluation.raven import HEADER_COLUMNS, format_score, tsv
-from reviews.journal import VERIFIED, called
-from reviews.units import Unit
+from ..evaluation.raven import HEADER_COLUMNS, format_score, tsv
+from .journal import VERIFIED, called
+from .units import Unit
 
 COLUMNS = HEADER_COLUMNS + ["Score", "Verified", "Reviewed label"]
 

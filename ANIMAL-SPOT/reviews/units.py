@@ -23,11 +23,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from evaluation.log_format import LogFormatError, log_windows, parse_log
-from evaluation.raven import TableError, label_column, read_rows
-from prediction.decisions import NOISE, log_events
-from prediction.folder import Outputs, PredictionFolder
-from utils.paths import plain
+from ..evaluation.log_format import LogFormatError, log_windows, parse_log
+from ..evaluation.raven import TableError, label_column, read_rows
+from ..prediction.decisions import NOISE, log_events
+from ..prediction.folder import Outputs, PredictionFolder
+from ..utils.paths import plain
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".WAV", ".FLAC", ".Wav")
 

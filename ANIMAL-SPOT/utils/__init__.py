@@ -3,7 +3,10 @@
 Whole capabilities that once lived here moved to their rooms; their old names stay
 importable (the original's ``utils.metrics`` among them)."""
 
-from utils import compat
-
-compat.declare("utils", {"metrics": "evaluation.original_metrics", "calibration": "evaluation.calibration",
-                         "imbalance": "models.losses"})
+if "." not in __name__:                 # imported by its old name (ANIMAL-SPOT/ on sys.path): the package's room
+    import as_package
+    as_package.adopt(__name__)
+else:
+    from . import compat
+    compat.declare(__name__, {"metrics": "evaluation.original_metrics", "calibration": "evaluation.calibration",
+                             "imbalance": "models.losses"})

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from utils.atomic import atomic_torch_save
+from .atomic import atomic_torch_save
 
 log = logging.getLogger("ANIMAL-SPOT")
 CHECKPOINT_FORMAT = 2          # 2: parameters in the original's order, state after the epoch's steps

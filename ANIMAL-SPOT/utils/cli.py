@@ -18,8 +18,8 @@ import os
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from utils.atomic import OutputError
-from utils.logging import close_logger, setup_logger
+from .atomic import OutputError
+from .logging import close_logger, setup_logger
 
 
 class StoredOptionsError(ValueError):

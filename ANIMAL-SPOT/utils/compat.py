@@ -2,7 +2,7 @@
 
 Each package declares its moved modules once, in its ``__init__``::
 
-    compat.declare("utils", {"metrics": "evaluation.metrics"})
+    compat.declare(__name__, {"metrics": "evaluation.original_metrics"})
 
 and ``import utils.metrics`` then gives the ``evaluation.original_metrics`` module itself (the
 same object: classes, functions and ``isinstance`` checks are shared).
@@ -40,8 +40,10 @@ _FINDER = _Aliases()
 
 
 def declare(package: str, moved: Dict[str, str]) -> None:
-    """``package.<old>`` -> module ``moved[old]`` for every entry."""
+    """``package.<old>`` -> module ``moved[old]`` (named below the root package, as
+    ``evaluation.raven`` for ``animal_spot.evaluation.raven``) for every entry."""
+    root = package.split(".")[0] + "." if "." in package else ""
     for old, new in moved.items():
-        _FINDER.targets[f"{package}.{old}"] = new
+        _FINDER.targets[f"{package}.{old}"] = root + new
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Iterator, Optional
 
-from utils.atomic import OutputError
+from .atomic import OutputError
 
 FORMAT = logging.Formatter("%(asctime)s|%(levelname).1s|%(message)s", datefmt="%H:%M:%S")
 

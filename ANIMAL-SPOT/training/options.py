@@ -8,12 +8,12 @@ import argparse
 import os
 from typing import List, Optional
 
-from data.features import FREQ_COMPRESSIONS
-from evaluation.calibration import UNKNOWN_SCORES
-from evaluation.metrics import METRICS
-from models import backbones
-from models.losses import SCHEMES, SEED_SPELLINGS
-from utils import cli, run_config
+from ..data.features import FREQ_COMPRESSIONS
+from ..evaluation.calibration import UNKNOWN_SCORES
+from ..evaluation.metrics import METRICS
+from ..models import backbones
+from ..models.losses import SCHEMES, SEED_SPELLINGS
+from ..utils import cli, run_config
 
 SCHEDULERS = ("plateau", "onecycle", "cosine")
 

@@ -25,12 +25,12 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from data.filenames import class_name, tape_key
-from data.split import report_split
-from evaluation.intervals import mean_ci95
-from evaluation.metrics import METRICS, PassMetrics, pct
-from utils.atomic import atomic_write_text
-from utils.classmap import ClassMap
+from ..data.filenames import class_name, tape_key
+from ..data.split import report_split
+from ..evaluation.intervals import mean_ci95
+from ..evaluation.metrics import METRICS, PassMetrics, pct
+from ..utils.atomic import atomic_write_text
+from ..utils.classmap import ClassMap
 
 log = logging.getLogger("ANIMAL-SPOT")
 VAL_SHARE = 0.15

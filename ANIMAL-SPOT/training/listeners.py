@@ -16,10 +16,10 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from evaluation.metrics import METRICS
-from trainer import Batch, Listener, PassResult, TrainingError
-from utils import summary
-from utils.early_stopping import EarlyStoppingCriterion
+from ..evaluation.metrics import METRICS
+from .trainer import Batch, Listener, PassResult, TrainingError
+from ..utils import summary
+from ..utils.early_stopping import EarlyStoppingCriterion
 
 log = logging.getLogger("ANIMAL-SPOT")
 

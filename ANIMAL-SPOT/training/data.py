@@ -23,17 +23,17 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from data.audio_io import scan_audio
-from data.augment import SpecAugment
-from data.audiodataset import Dataset, EpochKeys, noise_files_in
-from data.features import FeatureOptions
-from data.filenames import class_name, discover_classes, filter_broken_audio, find_audio_files, tape_key, usable_files
-from data.samplers import BalancedSampler, ShardSampler, ShuffleSampler, class_counts, sampling_weights
-from data.bandwidth import band_warning, class_bands
-from data.split import PARTITIONS, get_split, remove_split, report_split, split_exists
-from utils.classmap import ClassMap, check_class_count
-from models.losses import class_weights, parse_boosts
-from utils.runtime import Processes
+from ..data.audio_io import scan_audio
+from ..data.augment import SpecAugment
+from ..data.audiodataset import Dataset, EpochKeys, noise_files_in
+from ..data.features import FeatureOptions
+from ..data.filenames import class_name, discover_classes, filter_broken_audio, find_audio_files, tape_key, usable_files
+from ..data.samplers import BalancedSampler, ShardSampler, ShuffleSampler, class_counts, sampling_weights
+from ..data.bandwidth import band_warning, class_bands
+from ..data.split import PARTITIONS, get_split, remove_split, report_split, split_exists
+from ..utils.classmap import ClassMap, check_class_count
+from ..models.losses import class_weights, parse_boosts
+from ..utils.runtime import Processes
 
 log = logging.getLogger("ANIMAL-SPOT")
 

@@ -10,18 +10,18 @@ import time
 
 import torch
 
-import factories
-import training_data
-from data.features import seq_frames
-from data.split import split_hash
-from evaluation.calibration import calibrate, detection_figures, fit_unknown, softmax, unknown_report
-from evaluation.metrics import pct
-from models import model_card
-from models.model_file import ModelSpec, provenance, save_jit_model, save_model
-from trainer import Trainer
-from training_data import TrainingData
-from utils import runtime
-from utils.atomic import atomic_write_text
+from . import factories
+from . import data as training_data
+from ..data.features import seq_frames
+from ..data.split import split_hash
+from ..evaluation.calibration import calibrate, detection_figures, fit_unknown, softmax, unknown_report
+from ..evaluation.metrics import pct
+from ..models import model_card
+from ..models.model_file import ModelSpec, provenance, save_jit_model, save_model
+from .trainer import Trainer
+from .data import TrainingData
+from ..utils import runtime
+from ..utils.atomic import atomic_write_text
 
 
 def train_options(config, processes: runtime.Processes, seed: int, precision: runtime.Precision) -> dict:

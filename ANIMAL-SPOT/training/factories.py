@@ -9,12 +9,12 @@ from typing import List, Optional
 
 import torch
 
-import listeners as L
-from models.losses import class_weights, make_loss, weights_table
-from trainer import Step, model_prefix
-from training_data import TrainingData
-from utils import runtime
-from utils.checkpoints import CheckpointHandler
+from . import listeners as L
+from ..models.losses import class_weights, make_loss, weights_table
+from .trainer import Step, model_prefix
+from .data import TrainingData
+from ..utils import runtime
+from ..utils.checkpoints import CheckpointHandler
 
 
 def effective_lr(config, processes: runtime.Processes) -> float:
