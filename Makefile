@@ -48,6 +48,7 @@ test-matrix: $(STAMP) browser
 
 demo: $(STAMP)
 	$(PY) ANIMAL-SPOT/demo.py --out demo_output
+	@echo "Every other command runs in the project's environment: source $(VENV)/bin/activate (once per shell), then animal-spot --version"
 
 bench: $(STAMP)
 	$(PY) bench/predict_bench.py

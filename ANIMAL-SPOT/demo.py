@@ -267,13 +267,16 @@ def main(argv=None) -> int:
     if train_models(out, args.epochs) is None or predict_and_score(out) != 0 or review_loop(out, 4) != 0:
         return 1
     step(f"Done in {time.time() - started:.0f} s")
+    if sys.prefix != sys.base_prefix:                    # the commands below need this environment in your shell
+        print(f"  first, in each new shell: source {os.path.join(os.path.relpath(sys.prefix), 'bin', 'activate')}"
+              "   (then: animal-spot --version)")
     print(f"  TensorBoard:     tensorboard --logdir {os.path.join(out, 'summaries')}")
     print(f"  models:          {out}/resnet18/model/ANIMAL-SPOT.pk, {out}/convnext/model/ANIMAL-SPOT.pk")
     print(f"  metrics:         {out}/resnet18/model/metrics.json")
     print(f"  training logs:   {out}/resnet18/logs/TRAIN.log, {out}/convnext/logs/TRAIN.log")
     print(f"  prediction:      {out}/prediction/ (log, Raven table)")
     print(f"  review:          {out}/review/ (journal, reviewed tables, summary); to review by hand:")
-    print(f"                   python ANIMAL-SPOT/review.py --predictions {out}/prediction --recordings "
+    print(f"                   animal-spot review --predictions {out}/prediction --recordings "
           f"{out}/recording --out {out}/my_review --model_path {out}/resnet18/model/ANIMAL-SPOT.pk")
     return 0
 
