@@ -85,6 +85,9 @@ def embed_parser() -> argparse.ArgumentParser:
                                                                   "(default: the file's metadata)")
     p.add_argument("--encoder_window", type=float, default=None, help="onnx:/torchscript: encoders: their window in "
                                                                         "seconds (default: the file's metadata)")
+    p.add_argument("--engine", default="auto", choices=("auto", "litert", "torch"),
+                   help="--backbone birdnet: LiteRT (the published model file, fastest on a CPU) or the PyTorch "
+                        "network converted from it (any device, --amp); auto: torch on a GPU, else litert")
     for key, value in TEMPLATE.items():
         p.add_argument(f"--{key}", type=type(value), default=None,
                        help=f"--backbone: {key} (default {value}, the training scripts' setting)")
@@ -163,8 +166,10 @@ def run_embed(args, log: logging.Logger) -> int:
     device = runtime.choose_device(not args.no_cuda, int(os.environ.get("LOCAL_RANK", "0")))
     precision = runtime.choose_precision(device, args.amp)
     spectrogram = {k: getattr(args, k) for k in TEMPLATE}
+    engine = args.engine if args.engine != "auto" else ("torch" if device.type == "cuda" else "litert")
     choice = Choice(args.model_path, args.backbone, args.pretrained_weights, args.sequence_len, spectrogram,
-                    {"sample_rate": args.encoder_sr, "window": args.encoder_window})
+                    {"sample_rate": args.encoder_sr, "window": args.encoder_window,
+                     "engine": engine if args.backbone == "birdnet" else None})
     model, description = encoders.choose(choice, device, precision, args.memory_format)
     predictor = Predictor([model], args.sequence_len, args.hop, args.batch_size, device=device,
                           prefetch=device.type != "cpu")

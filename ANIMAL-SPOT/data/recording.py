@@ -30,12 +30,18 @@ class WindowGeometry:
     sr: int
 
     @classmethod
-    def from_seconds(cls, sequence_len: float, hop: float, sr: int, n_samples: int) -> "WindowGeometry":
+    def from_seconds(cls, sequence_len: float, hop: float, sr: int, n_samples: int,
+                     last: Optional[float] = None) -> "WindowGeometry":
+        """Every whole window (the original's rule); with ``last`` (seconds), also the windows
+        that start before the end and hold at least ``last`` seconds of the recording, zero-padded
+        (BirdNET-Analyzer's rule, so the end of a recording is seen too)."""
         window = int(math.ceil(sequence_len * sr))
         step = int(math.ceil(hop * sr))
         if window < 1 or step < 1:
             raise ValueError(f"window ({sequence_len} s) and hop ({hop} s) must be positive")
         count = max(int(math.ceil((n_samples + 1 - window) / step)), 1)
+        if last is not None:
+            count = max(count, (n_samples - int(math.ceil(last * sr))) // step + 1)
         return cls(window, step, count, n_samples, sr)
 
     def span(self, index: int) -> Tuple[int, int]:
@@ -171,17 +177,29 @@ class AudioOptions:
         return cls(int(data_opts["sr"]), float(data_opts["window"]))
 
 
+LAST_WINDOW = 1.0      # seconds of a recording that a last, zero-padded raw-audio window must hold (BirdNET-Analyzer's)
+
+
+def last_window(options: "AudioOptions") -> float:
+    """Seconds of the recording that a last, padded window must hold (at most its length)."""
+    return min(LAST_WINDOW, options.window)
+
+
 class AudioWindows:
     """The windows of one recording as raw samples (a foundation encoder's input):
     ``(first window index, (B, window samples))`` batches, each batch read in one block,
-    the windows past the end zero-padded (a recording shorter than a window is one window,
-    padded). ``count`` and ``channel`` as for ``RecordingWindows``."""
+    the windows past the end zero-padded: as BirdNET-Analyzer, every window that starts
+    before the end and holds at least ``LAST_WINDOW`` seconds of the recording (a recording
+    shorter than a window is one window, padded). BirdNET-Analyzer pads with noise; zeros
+    here, so a window's vector never depends on a random draw. ``count`` and ``channel`` as
+    for ``RecordingWindows``."""
 
     def __init__(self, path: str, options: AudioOptions, hop: float, batch_size: int = 16,
                  reader: Optional[SignalReader] = None, count: Optional[int] = None, channel: Optional[int] = None):
         self.options, self.batch_size = options, batch_size
         self.reader = reader or SignalReader(path, options.sr, channel)
-        geometry = WindowGeometry.from_seconds(options.window, hop, options.sr, self.reader.n_samples)
+        geometry = WindowGeometry.from_seconds(options.window, hop, options.sr, self.reader.n_samples,
+                                               last_window(options))
         if count is not None:
             geometry = WindowGeometry(geometry.window, geometry.step, count, geometry.n_samples, geometry.sr)
         self.geometry = geometry

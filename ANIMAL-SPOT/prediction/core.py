@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..data.audio_io import SignalReader
-from ..data.recording import AudioOptions, AudioWindows, RecordingWindows, WindowGeometry
+from ..data.recording import AudioOptions, AudioWindows, RecordingWindows, WindowGeometry, last_window
 from ..evaluation.calibration import is_unknown
 from ..models.model_file import ModelFileError, ModelSpec
 from .backends import PredictionModel
@@ -136,7 +136,9 @@ class Predictor:
 
     # ------------------------------------------------------------------- windows
     def geometry(self, reader: SignalReader) -> WindowGeometry:
-        return WindowGeometry.from_seconds(self.sequence_len, self.hop, reader.sr, reader.n_samples)
+        options = self.models[0].options                                 # raw audio: the last window too
+        return WindowGeometry.from_seconds(self.sequence_len, self.hop, reader.sr, reader.n_samples,
+                                           last_window(options) if isinstance(options, AudioOptions) else None)
 
     def window_sets(self, path: str, reader: Optional[SignalReader] = None, channel: Optional[int] = None
                     ) -> List[RecordingWindows]:

@@ -46,7 +46,8 @@ def test_birdnet_embeds_windows_of_its_own_and_the_store_names_it(recordings, bi
     assert store.description.dim == 1024 and store.description.window == 3.0
     assert store.description.data_opts["sr"] == 48000
     parts = {p.recording: p for p in store.parts()}
-    assert len(parts["a.wav"].starts) == 26 and parts["a.wav"].ends[0] == 3.0          # ceil((28 s + 1 - 3 s) / 1 s)
+    assert len(parts["a.wav"].starts) == 28 and parts["a.wav"].ends[0] == 3.0          # starts 0-27 s: 1 s at least
+    assert parts["a.wav"].starts[-1] == 27.0 and parts["a.wav"].ends[-1] == pytest.approx(28.0, abs=1e-3)
     assert embed.main(["--backbone", "birdnet", "--input_file", str(recordings / "short"), "--store",
                        str(recordings / "short_store"), "--hop", "1.0"]) == 0
     (short,) = Store.existing(str(recordings / "short_store")).parts()
