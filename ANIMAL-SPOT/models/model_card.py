@@ -81,7 +81,8 @@ def render(spec, title: str = "ANIMAL-SPOT model") -> str:
         lines += ["## Split", "", f"{split['rule']}; split hash `{split.get('hash')}`.", ""]
     encoder = dict(spec.encoder_opts)
     if encoder.get("licence"):
-        lines += ["## Foundation encoder", "", f"A head on {encoder.get('version')} (`{spec.backbone}`"
+        what = "Trained from" if encoder.get("trainable") else "A head on"          # fine-tuned: weights in this file
+        lines += ["## Foundation encoder", "", f"{what} {encoder.get('version')} (`{spec.backbone}`"
                   + (f", package {encoder['package']} {encoder.get('package_version')}" if encoder.get("package") else "")
                   + f"), weights SHA-256 `{encoder.get('sha256')}`. Licence of the encoder's weights: "
                   f"**{encoder['licence']}**; it binds every use of this model.", ""]

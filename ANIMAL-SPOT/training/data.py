@@ -25,7 +25,9 @@ from torch.utils.data import DataLoader
 
 from ..data.audio_io import scan_audio
 from ..data.augment import SpecAugment
+from ..data.audioclips import AudioClipDataset
 from ..data.audiodataset import Dataset, EpochKeys, noise_files_in
+from ..data.recording import AudioOptions
 from ..data.features import FeatureOptions
 from ..data.filenames import class_name, discover_classes, filter_broken_audio, find_audio_files, tape_key, usable_files
 from ..data.samplers import BalancedSampler, ShardSampler, ShuffleSampler, class_counts, sampling_weights
@@ -151,6 +153,10 @@ def build(config, options: FeatureOptions, frames: int, split: Dict[str, List[st
     for partition in PARTITIONS:
         train = partition == "train"
         augment = config.augmentation and train
+        if isinstance(options, AudioOptions):                      # raw audio in (--backbone birdnet)
+            datasets[partition] = AudioClipDataset(split[partition], config.data_dir, class_map, options, augment,
+                                                   partition, seed, channel)
+            continue
         datasets[partition] = Dataset(split[partition], config.data_dir, config.cache_dir, class_map, seq_len=frames,
                                       augmentation=augment, noise_files=noise if augment else [],
                                       dataset_name=partition, options=options, seed=seed,
@@ -204,8 +210,12 @@ def plain_loader(config, data: TrainingData, per_class: int = 256, purpose: str 
     rng = random.Random(0)
     chosen = sorted(f for files in by_class.values() for f in (files if len(files) <= per_class
                                                                else rng.sample(sorted(files), per_class)))
-    dataset = Dataset(chosen, config.data_dir, config.cache_dir, data.class_map, seq_len=data.frames,
-                      dataset_name=f"train ({purpose})", options=data.options, channel=training_channel(config))
+    if isinstance(data.options, AudioOptions):
+        dataset = AudioClipDataset(chosen, config.data_dir, data.class_map, data.options,
+                                   dataset_name=f"train ({purpose})", channel=training_channel(config))
+    else:
+        dataset = Dataset(chosen, config.data_dir, config.cache_dir, data.class_map, seq_len=data.frames,
+                          dataset_name=f"train ({purpose})", options=data.options, channel=training_channel(config))
     return DataLoader(dataset, batch_size=config.batch_size, sampler=EpochKeys(ShardSampler(len(dataset))),
                       num_workers=0)        # one pass: starting worker processes would cost more than it saves
 

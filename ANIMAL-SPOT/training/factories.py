@@ -23,9 +23,18 @@ def effective_lr(config, processes: runtime.Processes) -> float:
 
 
 def optimizer(config, model: torch.nn.Module, processes: runtime.Processes) -> torch.optim.Optimizer:
-    """Adam as the original (beta2 0.999), with this project's weight decay."""
-    return torch.optim.Adam(model.parameters(), lr=effective_lr(config, processes), betas=(config.beta1, 0.999),
-                            weight_decay=config.weight_decay)
+    """Adam as the original (beta2 0.999), with this project's weight decay; the encoder
+    frozen (``--freeze_backbone``) or at its own learning rate (``--backbone_lr``)."""
+    lr = effective_lr(config, processes)
+    encoder = list(model.encoder.parameters())
+    if config.freeze_backbone:
+        for parameter in encoder:
+            parameter.requires_grad_(False)
+        groups = [{"params": list(model.classifier.parameters())}]
+    else:
+        own = config.backbone_lr * config.batch_size * processes.world if config.backbone_lr else lr
+        groups = [{"params": encoder, "lr": own}, {"params": list(model.classifier.parameters())}]
+    return torch.optim.Adam(groups, lr=lr, betas=(config.beta1, 0.999), weight_decay=config.weight_decay)
 
 
 def loss(config, data: TrainingData, log: logging.Logger) -> torch.nn.Module:

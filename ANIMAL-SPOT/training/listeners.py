@@ -236,8 +236,8 @@ class TensorBoardWriter(Listener):
         self.writer = SummaryWriter(log_dir=summary_run_dir(summary_dir, prefix))
 
     def on_batch_end(self, trainer, batch: Batch) -> None:
-        if batch.index != 0 or not trainer.processes.main:
-            return
+        if batch.index != 0 or not trainer.processes.main or batch.inputs.dim() != 4:
+            return                                         # raw audio (B, 1, samples) has no spectrogram to show
         names = trainer.class_map.names
         for item, true, pred in zip(batch.inputs, batch.targets.tolist(), batch.predictions.tolist()):
             verdict = "true" if true == pred else "false"

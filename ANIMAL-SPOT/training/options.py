@@ -108,6 +108,14 @@ def add_fork_options(p: argparse.ArgumentParser) -> None:
                    help="local ImageNet weights (torchvision state dict or timm checkpoint), for offline machines")
     g.add_argument("--transfer_from", type=str, default=None,
                    help="start from a trained ANIMAL-SPOT.pk (its encoder; its head too if the classes match)")
+    g.add_argument("--freeze_backbone", action="store_true",
+                   help="train the head only: the encoder's weights stay as they start (pretrained, or "
+                        "--transfer_from)")
+    g.add_argument("--backbone_lr", type=float, default=None,
+                   help="the encoder's own learning rate (multiplied by the batch size as --lr; default: --lr)")
+    g.add_argument("--audio_window", type=float, default=None, metavar="SECONDS",
+                   help="--backbone birdnet: the raw-audio window in seconds (BirdNET's own: 3; default: "
+                        "--sequence_len)")
     r = p.add_argument_group("rare classes (all off by default)")
     r.add_argument("--class_weights", type=_weighting, default="none",
                    help="cross-entropy class weights from the training counts: none, inverse, sqrt_inverse, "

@@ -16,6 +16,7 @@ from ..data.features import seq_frames
 from ..data.split import split_hash
 from ..evaluation.calibration import calibrate, detection_figures, fit_unknown, softmax, unknown_report
 from ..evaluation.metrics import pct
+from ..data.recording import AudioOptions
 from ..models import model_card
 from ..models.model_file import ModelSpec, provenance, save_jit_model, save_model
 from .trainer import Trainer
@@ -97,7 +98,8 @@ def save(config, model, spec: ModelSpec, data: TrainingData, path: str, log) -> 
     os.makedirs(config.model_dir, exist_ok=True)
     model = model.to(memory_format=torch.contiguous_format)
     if config.jit_save:
-        example = torch.rand(1, 1, data.frames, data.options.input_bins)
+        audio = isinstance(data.options, AudioOptions)
+        example = torch.rand(1, 1, data.frames) if audio else torch.rand(1, 1, data.frames, data.options.input_bins)
         save_jit_model(path, model, example, spec, data.options.jit_description(spec.classes, config.sequence_len))
         log.debug(f"Model successfully saved via torch jit: {path}")
     else:

@@ -1,0 +1,64 @@
+"""``main.py --backbone birdnet``: BirdNET trained by the ANIMAL-SPOT trainer on raw audio, its
+model file a normal one (predict.py, --describe with its licence), the backbone frozen or at
+its own learning rate, a head from embed.py fit as the start, and spectrogram-only flags
+refused with their reason."""
+
+import pytest
+import torch
+
+import embed
+import main as train_main
+import predict
+from conftest import small_run
+from models import birdnet
+from models.model_file import load_model
+from utils.synthetic import make_call_set, make_recording
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("birdnet_training")
+    make_call_set(str(root / "data"), {"K1": 6, "K2": 6, "noise": 6}, tapes_per_class=3, sr=16000, duration=0.5,
+                  seed=4)
+    make_recording(str(root / "rec" / "rec.wav"), 6.0, 22050, [("upsweep", 1.0), ("downsweep", 4.0)], seed=5)
+    return root
+
+
+def argv(clips, out, *extra):
+    return ["--backbone", "birdnet", "--data_dir", str(clips / "data"), "--model_dir", str(out / "m"), "--log_dir",
+            str(out / "l"), "--num_classes", "3", "--max_train_epochs", "1", "--audio_window", "1.5",
+            "--no_progress"] + small_run(200, 1, 0) + list(extra)
+
+
+def test_birdnet_trains_frozen_and_its_model_file_predicts(clips, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANIMAL_SPOT_CACHE", str(tmp_path / "cache"))
+    assert train_main.main(argv(clips, tmp_path, "--freeze_backbone")) == 0
+    loaded = load_model(str(tmp_path / "m" / "ANIMAL-SPOT.pk"))
+    assert loaded.spec.data_opts["input"] == "audio" and loaded.spec.data_opts["window"] == 1.5
+    published, _ = birdnet.weights()
+    trained = loaded.model.encoder.network.state_dict()
+    assert all(torch.equal(trained[k], published[k]) for k in trained)           # frozen: BirdNET's own weights
+    assert "classifier.weight" not in trained                                     # its species layer left out
+    assert predict.main(["--model_path", str(tmp_path / "m" / "ANIMAL-SPOT.pk"), "--input_file",
+                         str(clips / "rec"), "--output_dir", str(tmp_path / "p"), "--hop", "1", "--no_progress"]) == 0
+    assert (tmp_path / "p" / "rec_predict_output.log").read_text().count("pred=") == 6
+    capsys.readouterr()
+    assert predict.main(["--describe", str(tmp_path / "m" / "ANIMAL-SPOT.pk")]) == 0
+    card = capsys.readouterr().out
+    assert "Trained from BirdNET GLOBAL 6K V2.4" in card and "CC BY-NC-SA 4.0" in card
+
+
+def test_a_head_from_embed_fit_starts_a_fine_tuning_run_and_spectrogram_flags_are_refused(clips, tmp_path, capsys,
+                                                                                            monkeypatch):
+    monkeypatch.setenv("ANIMAL_SPOT_CACHE", str(tmp_path / "cache"))
+    assert embed.main(["--backbone", "birdnet", "--input_file", str(clips / "data"), "--store", str(tmp_path / "s"),
+                       "--hop", "3"]) == 0
+    assert embed.main(["fit", "--store", str(tmp_path / "s"), "--labels", str(clips / "data"), "--out",
+                       str(tmp_path / "head.pk"), "--epochs", "30"]) == 0
+    capsys.readouterr()
+    assert train_main.main(argv(clips, tmp_path, "--transfer_from", str(tmp_path / "head.pk"), "--backbone_lr",
+                                "1e-6")) == 0
+    assert "a head fitted on birdnet's embedding" in (tmp_path / "l" / "TRAIN.log").read_text()
+    for flag in (["--spec_augment"], ["--min_max_norm"]):
+        assert train_main.main(argv(clips, tmp_path / "refused", *flag)) == 1
+        assert "takes raw audio, so these act on nothing" in capsys.readouterr().err
