@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from .data.features import FeatureOptions
+from .data.recording import AudioOptions
 from .models.model_file import ModelFileError, load_model
 from .utils.atomic import OutputError, atomic_write
 from .utils import cli
@@ -42,12 +43,20 @@ class WithSoftmax(nn.Module):
 def export_onnx(model_path: str, out: str, frames: Optional[int] = None) -> str:
     loaded = load_model(model_path)
     spec = loaded.spec
-    if spec.data_opts.get("input") == "audio":
+    audio = AudioOptions.describes(spec.data_opts)
+    if audio and not spec.encoder_opts.get("trainable"):
         raise ValueError(f"{model_path}: a head on the foundation encoder {spec.backbone} runs the encoder's own "
                          "runtime and is not exported to ONNX; predict.py runs it")
-    options = FeatureOptions.from_data_opts(spec.data_opts, spec.min_max_norm)
-    frames = frames or int(spec.train_opts.get("seq_frames") or 128)
-    example = torch.rand(2, 1, frames, options.input_bins)
+    if audio:                                              # raw audio in (a trained BirdNET): (batch, samples)
+        options = AudioOptions.from_data_opts(spec.data_opts)
+        example = torch.rand(2, frames or int(round(options.window * options.sr)))
+    else:
+        options = FeatureOptions.from_data_opts(spec.data_opts, spec.min_max_norm)
+        frames = frames or int(spec.train_opts.get("seq_frames") or 128)
+        example = torch.rand(2, 1, frames, options.input_bins)
+    for module in loaded.model.modules():
+        if hasattr(module, "onnx_ready"):            # a network with an operation ONNX lacks computes it otherwise
+            module.onnx_ready()
     network = WithSoftmax(loaded.model.eval())
     import onnx
 
@@ -56,7 +65,8 @@ def export_onnx(model_path: str, out: str, frames: Optional[int] = None) -> str:
         warnings.filterwarnings("ignore", category=UserWarning)
         torch.onnx.export(network, (example,), handle, dynamo=False, opset_version=OPSET,
                           input_names=["input"], output_names=["probabilities"],
-                          dynamic_axes={"input": {0: "batch", 2: "time"}, "probabilities": {0: "batch"}})
+                          dynamic_axes={"input": {0: "batch", example.dim() - 2 + (not audio): "time"},
+                                        "probabilities": {0: "batch"}})
     graph = onnx.load(out)
     meta = {key: json.dumps(getattr(spec, key)) for key in SPEC_KEYS}
     meta["animal_spot_keys"] = json.dumps(list(SPEC_KEYS))

@@ -23,6 +23,7 @@ schema, and cached in the user's cache folder under the file's SHA-256 (``weight
 never committed, never downloaded. They carry the model's licence, CC BY-NC-SA 4.0.
 """
 
+import math
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -60,10 +61,22 @@ class MelBranch(nn.Module):
         self.register_buffer("window", torch.hann_window(length, periodic=True))
         self.register_buffer("mel", torch.zeros(MEL_BANDS, length // 2 + 1))
         self.exponent = nn.Parameter(torch.tensor(0.25))
+        self.matrix_dft = False             # ONNX has no real FFT: the same sums as one float64 matrix product
+
+    def real_spectrum(self, frames: torch.Tensor) -> torch.Tensor:
+        """The real part of each frame's FFT (float64)."""
+        if not self.matrix_dft:
+            return torch.fft.rfft(frames, dim=-1).real
+        n = torch.arange(self.length, dtype=torch.float64, device=frames.device)
+        k = torch.arange(self.length // 2 + 1, dtype=torch.float64, device=frames.device)
+        return torch.matmul(frames, torch.cos(2 * math.pi * torch.outer(n, k) / self.length))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        frames = audio.unfold(1, self.length, self.step) * self.window                 # (B, frames, length)
-        real = torch.fft.rfft(frames.double(), dim=-1).real.to(audio.dtype)
+        count = (audio.shape[1] - self.length) // self.step + 1                        # frames without padding
+        taps = torch.arange(count, device=audio.device).unsqueeze(1) * self.step + \
+            torch.arange(self.length, device=audio.device)
+        frames = audio[:, taps] * self.window                                           # (B, frames, length)
+        real = self.real_spectrum(frames.double()).to(audio.dtype)
         power = torch.matmul(real, self.mel.t()).square()                              # (B, frames, 96)
         positive = power > 0                         # 0 ** 0.2 is 0, with no infinite gradient in training
         bands = torch.where(positive, power.clamp_min(1e-30) ** self.exponent, torch.zeros_like(power))
@@ -304,3 +317,8 @@ class BirdNetBackbone(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.network.features(audio.reshape(audio.shape[0], -1))
+
+    def onnx_ready(self) -> None:
+        """Before an ONNX export: the FFTs as float64 matrix products (ONNX's exporter has none)."""
+        for branch in self.network.front_end.branches:
+            branch.matrix_dft = True

@@ -26,14 +26,15 @@ def optimizer(config, model: torch.nn.Module, processes: runtime.Processes) -> t
     """Adam as the original (beta2 0.999), with this project's weight decay; the encoder
     frozen (``--freeze_backbone``) or at its own learning rate (``--backbone_lr``)."""
     lr = effective_lr(config, processes)
-    encoder = list(model.encoder.parameters())
+    groups = [{"params": list(model.parameters())}]           # the original's one group (checkpoints keep it)
     if config.freeze_backbone:
-        for parameter in encoder:
+        for parameter in model.encoder.parameters():
             parameter.requires_grad_(False)
         groups = [{"params": list(model.classifier.parameters())}]
-    else:
-        own = config.backbone_lr * config.batch_size * processes.world if config.backbone_lr else lr
-        groups = [{"params": encoder, "lr": own}, {"params": list(model.classifier.parameters())}]
+    elif config.backbone_lr:
+        groups = [{"params": list(model.encoder.parameters()),
+                   "lr": config.backbone_lr * config.batch_size * processes.world},
+                  {"params": list(model.classifier.parameters())}]
     return torch.optim.Adam(groups, lr=lr, betas=(config.beta1, 0.999), weight_decay=config.weight_decay)
 
 

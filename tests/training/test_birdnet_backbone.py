@@ -7,9 +7,11 @@ import pytest
 import torch
 
 import embed
+import export
 import main as train_main
 import predict
 from conftest import small_run
+from evaluation.log_format import parse_log
 from models import birdnet
 from models.model_file import load_model
 from utils.synthetic import make_call_set, make_recording
@@ -42,6 +44,13 @@ def test_birdnet_trains_frozen_and_its_model_file_predicts(clips, tmp_path, caps
     assert predict.main(["--model_path", str(tmp_path / "m" / "ANIMAL-SPOT.pk"), "--input_file",
                          str(clips / "rec"), "--output_dir", str(tmp_path / "p"), "--hop", "1", "--no_progress"]) == 0
     assert (tmp_path / "p" / "rec_predict_output.log").read_text().count("pred=") == 6
+    assert export.main(["--model_path", str(tmp_path / "m" / "ANIMAL-SPOT.pk"), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    assert predict.main(["--model_path", str(tmp_path / "m.onnx"), "--input_file", str(clips / "rec"), "--output_dir",
+                         str(tmp_path / "onnx"), "--hop", "1", "--no_progress"]) == 0
+    ours, theirs = (parse_log(str(tmp_path / folder / "rec_predict_output.log")) for folder in ("p", "onnx"))
+    worst = max(abs(p - q) for a, b in zip(ours.windows.values(), theirs.windows.values()) for p, q in
+                zip(a.probs, b.probs))
+    assert len(ours.windows) == len(theirs.windows) == 6 and worst <= 1e-5       # float32 sums in another order
     capsys.readouterr()
     assert predict.main(["--describe", str(tmp_path / "m" / "ANIMAL-SPOT.pk")]) == 0
     card = capsys.readouterr().out
