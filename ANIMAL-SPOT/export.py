@@ -65,7 +65,7 @@ def export_onnx(model_path: str, out: str, frames: Optional[int] = None) -> str:
         warnings.filterwarnings("ignore", category=UserWarning)
         torch.onnx.export(network, (example,), handle, dynamo=False, opset_version=OPSET,
                           input_names=["input"], output_names=["probabilities"],
-                          dynamic_axes={"input": {0: "batch", example.dim() - 2 + (not audio): "time"},
+                          dynamic_axes={"input": {0: "batch", 1 if audio else 2: "time"},
                                         "probabilities": {0: "batch"}})
     graph = onnx.load(out)
     meta = {key: json.dumps(getattr(spec, key)) for key in SPEC_KEYS}
