@@ -12,7 +12,8 @@ keeps the ways it was always used working from a checkout:
   package's own modules (the same objects as ``animal_spot.utils.metrics`` ...; moved
   modules under their old names: ``trainer`` is ``animal_spot.training.trainer``). Without
   this folder on ``sys.path`` these names are left alone, so a user's own ``utils.py`` is
-  never shadowed by an installed copy.
+  never shadowed by an installed copy (nor by this folder where it comes later on
+  ``sys.path``: the first entry that holds a name wins, as always).
 """
 
 import importlib
@@ -49,24 +50,31 @@ def adopt_script(namespace: dict) -> str:
     """A command's module run as a script (``__main__``) or imported by its old name: a
     module of the package all the same; returns its ``__package__``."""
     register()
-    if namespace["__name__"] == "__main__":
-        if sys.path and os.path.realpath(sys.path[0] or os.getcwd()) == HERE:
-            del sys.path[0]                  # the script's folder: its rooms are not top-level names
-    else:                                    # ``import main`` with this folder on sys.path
+    if namespace["__name__"] not in ("__main__", "__mp_main__"):     # ``import main`` with this folder on sys.path
+        # (the script's folder stays on sys.path: a spawned loader worker re-runs the script and finds it there)
         stem = os.path.splitext(os.path.basename(namespace["__file__"]))[0]
         namespace["__spec__"] = importlib.util.spec_from_file_location(f"{PACKAGE}.{stem}", namespace["__file__"])
     return PACKAGE
 
 
 def adopt(name: str) -> None:
-    """A room imported by its old top-level name (``utils``): it becomes the package's room."""
+    """A room or module imported by its old top-level name (``utils``, ``trainer``): the
+    package's own module takes its place (the import statement returns that one)."""
     register()
-    sys.modules[name] = importlib.import_module(f"{PACKAGE}.{name}")
+    sys.modules[name] = importlib.import_module(f"{PACKAGE}.{MOVED.get(name, name)}")
 
 
-def on_path() -> bool:
-    """Whether this folder is on ``sys.path`` (the original's way of importing it)."""
-    return any(os.path.realpath(entry or os.getcwd()) == HERE for entry in list(sys.path))
+def provides(name: str) -> bool:
+    """Whether ``import name`` would reach this folder: it is on ``sys.path`` and no entry
+    before it holds a module of that name (a user's own ``utils.py`` comes first)."""
+    for entry in list(sys.path):
+        folder = os.path.realpath(entry or os.getcwd())
+        if folder == HERE:
+            return True
+        if os.path.isfile(os.path.join(folder, name + ".py")) or \
+                os.path.isfile(os.path.join(folder, name, "__init__.py")):
+            return False
+    return False
 
 
 class OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -83,7 +91,7 @@ class OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             parent = sys.modules.get(top)
             if parent is None or not getattr(parent, "__name__", "").startswith(PACKAGE + "."):
                 return None
-        elif not on_path():
+        elif not provides(top):
             return None
         return importlib.util.spec_from_loader(fullname, self)
 

@@ -34,6 +34,7 @@ if not __package__:                     # python ANIMAL-SPOT/<command>.py: a mod
     __package__ = as_package.adopt_script(globals())
 
 from .data.audio_io import AudioFileError
+from .data.recording import AudioOptions, last_window
 from .data.sources import recording_list
 from .embedding import classify, encoders, heads, search
 from .embedding.encoders import TEMPLATE, Choice
@@ -173,7 +174,9 @@ def run_embed(args, log: logging.Logger) -> int:
     model, description = encoders.choose(choice, device, precision, args.memory_format)
     predictor = Predictor([model], args.sequence_len, args.hop, args.batch_size, device=device,
                           prefetch=device.type != "cpu")
-    description = dataclasses.replace(description, window=float(predictor.sequence_len), hop=float(args.hop))
+    options = model.options
+    description = dataclasses.replace(description, window=float(predictor.sequence_len), hop=float(args.hop),
+                                      last_window=last_window(options) if isinstance(options, AudioOptions) else None)
     files = recording_list(args.input_file)
     check_names(files)
     processes = runtime.start_processes(not args.no_cuda)

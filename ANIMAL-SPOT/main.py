@@ -89,6 +89,7 @@ def input_length(config, options) -> int:
     return seq_frames(config.sequence_len, options.sr, options.hop_length)
 
 
+MIN_AUDIO_WINDOW = 1.0      # seconds: BirdNET's stages and 3x3 head need this much (0.75 s fails)
 # flags that act on spectrograms: refused, with their reason, for a raw-audio network
 SPECTROGRAM_ONLY = {"spec_augment": "masks spectrogram bands", "background_dir": "overlays spectrograms",
                     "background_from_noise_class": "overlays spectrograms", "min_max_norm": "normalises spectrograms"}
@@ -103,6 +104,10 @@ def check_options(config) -> None:
                          "(embed.py --backbone ...; embed.py fit); main.py trains spectrogram networks and "
                          f"{', '.join(foundation.TRAINABLE)}")
     if backbone.audio:
+        window = config.audio_window or config.sequence_len / 1000
+        if window < MIN_AUDIO_WINDOW:
+            raise ValueError(f"--backbone {config.backbone}: a window of {window:g} s is too short for its network "
+                             f"(at least {MIN_AUDIO_WINDOW:g} s; its own window: --audio_window 3)")
         given = [f"--{flag} ({why})" for flag, why in SPECTROGRAM_ONLY.items() if getattr(config, flag, None)]
         if config.noise_dir and os.path.isdir(config.noise_dir) and config.augmentation:
             given.append("--noise_dir (mixed into spectrograms; --augmentation adds white noise to raw audio)")

@@ -1,8 +1,9 @@
 """The original's module name ``trainer`` (``from trainer import Trainer`` with ANIMAL-SPOT/
-on ``sys.path``): the trainer lives in the training room, ``training/trainer.py``."""
+on ``sys.path``): the trainer lives in the training room, ``training/trainer.py``, and this
+name is that module itself."""
 
-if not __package__:                     # imported by its old name: a module of the package all the same
+if "." not in __name__:                 # imported by its old name: the training room's module takes its place
     import as_package
-    __package__ = as_package.adopt_script(globals())
-
-from .training.trainer import Trainer, TrainingError, model_prefix  # noqa: E402,F401  (the public names)
+    as_package.adopt(__name__)
+else:
+    from .training.trainer import Trainer, TrainingError, model_prefix  # noqa: F401  (the public names)

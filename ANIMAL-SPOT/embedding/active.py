@@ -78,18 +78,19 @@ class ActiveLearner:
         self.session, self.store = session, store
         self.since = 0
         self.text = "active learning: no head fitted yet"
+        self.due = False
         self.lock = threading.Lock()
 
     def status(self) -> str:
         """The last fit's account, and what comes next (it changes with every answer)."""
-        if self.lock.locked():
+        if self.lock.locked() or self.due:
             return f"{self.text} · fitting a new head on the latest answers ..."
         return f"{self.text} · next head after {BATCH - self.since} more answer(s)"
 
     def answered(self) -> None:
         self.since += 1
         if self.since >= BATCH:
-            self.since = 0
+            self.since, self.due = 0, True             # "fitting" from now on, before the thread takes the lock
             threading.Thread(target=self.refit, daemon=True).start()
 
     def refit(self, wait: bool = False) -> None:
@@ -97,6 +98,7 @@ class ActiveLearner:
         if not self.lock.acquire(blocking=wait):
             return                                   # a refit is running; the next batch will refit again
         try:
+            self.due = False
             self._refit()
         except Exception as error:                   # the page goes on without new items
             self.text = f"active learning: the head could not be fitted ({error})"

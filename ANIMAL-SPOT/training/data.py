@@ -227,8 +227,8 @@ def all_files(data: TrainingData) -> List[str]:
 def check_bandwidth(data: TrainingData, log: logging.Logger) -> None:
     """One warning where a class's recorder shows in its spectrograms (``data.bandwidth``)."""
     options = data.options
-    if not hasattr(options, "fmax"):
-        return                            # raw-audio inputs: no spectrogram band
+    if isinstance(options, AudioOptions):
+        return                            # raw audio in: no --fmax to advise (BirdNET's front end has its own band)
     working = next(iter(data.datasets.values())).working_dir or ""
     bands = class_bands(all_files(data), working, options.fmax)
     warning = band_warning(bands, options.fmin, options.fmax, options.sr)
@@ -257,7 +257,7 @@ def card_summary(data: TrainingData) -> Dict:
         classes[name]["tapes"] = len(tapes[name] - {None})
     summary = {"classes": classes, "sample_rates": dict(sorted(rates.items()))}
     options = data.options
-    if hasattr(options, "fmax"):
+    if not isinstance(options, AudioOptions):
         working = next(iter(data.datasets.values())).working_dir or ""
         bands = class_bands(all_files(data), working, options.fmax)
         summary["bands"] = {"fmax": options.fmax, "sr": options.sr,

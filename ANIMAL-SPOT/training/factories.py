@@ -30,11 +30,12 @@ def optimizer(config, model: torch.nn.Module, processes: runtime.Processes) -> t
     if config.freeze_backbone:
         for parameter in model.encoder.parameters():
             parameter.requires_grad_(False)
+        model.encoder.frozen = True                  # and in eval mode in every phase (trainer.frozen)
         groups = [{"params": list(model.classifier.parameters())}]
-    elif config.backbone_lr:
-        groups = [{"params": list(model.encoder.parameters()),
-                   "lr": config.backbone_lr * config.batch_size * processes.world},
-                  {"params": list(model.classifier.parameters())}]
+    elif config.backbone_lr:                         # the head's group first: the epoch line shows its rate
+        groups = [{"params": list(model.classifier.parameters())},
+                  {"params": list(model.encoder.parameters()),
+                   "lr": config.backbone_lr * config.batch_size * processes.world}]
     return torch.optim.Adam(groups, lr=lr, betas=(config.beta1, 0.999), weight_decay=config.weight_decay)
 
 
@@ -58,7 +59,7 @@ def monitor(config) -> L.Monitor:
 def scheduler(config, optim: torch.optim.Optimizer, data: TrainingData, processes: runtime.Processes,
               watched: L.Monitor) -> L.Listener:
     if config.scheduler == "onecycle":
-        return L.OneCycleScheduler(optim, effective_lr(config, processes),
+        return L.OneCycleScheduler(optim, [group["lr"] for group in optim.param_groups],    # each group its own peak
                                    config.max_train_epochs * len(data.loaders["train"]))
     if config.scheduler == "cosine":
         return L.CosineScheduler(optim, config.max_train_epochs)

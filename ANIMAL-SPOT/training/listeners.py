@@ -136,9 +136,9 @@ class PlateauScheduler(Scheduler):
 
 
 class OneCycleScheduler(Scheduler):
-    """One-cycle LR (peak = the effective LR), stepped after every training batch."""
+    """One-cycle LR (peak = the effective LR, per parameter group), stepped after every training batch."""
 
-    def __init__(self, optimizer, peak_lr: float, total_steps: int):
+    def __init__(self, optimizer, peak_lr, total_steps: int):
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak_lr,
                                                              total_steps=max(1, total_steps))
 

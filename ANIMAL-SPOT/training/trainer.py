@@ -129,6 +129,7 @@ class Trainer:
         """One pass over ``loader``; ``phase`` is train, val or test."""
         training = phase == "train"
         self.network.train(training)
+        frozen(self.model)
         if training:
             torch.manual_seed(epoch_seed(self.seed, epoch, "torch"))     # dropout / stochastic depth
         sampler = getattr(loader, "sampler", None)
@@ -172,7 +173,7 @@ class Trainer:
         if self.skipped:
             log.warning(f"{phase}|{epoch}|{self.skipped} batch(es) with a non-finite loss were not used for a step"
                         + (f" ({self.step.precision.name}; try without --amp)" if self.step.precision.dtype else ""))
-        lr = self.optimizer.param_groups[0]["lr"] if training else None
+        lr = self.optimizer.param_groups[0]["lr"] if training else None      # the head's (its group comes first)
         result = PassResult(phase, epoch, mean_loss, metrics, time.time() - start, load_time, lr, batches)
         if not training:
             result.logits, result.labels, result.features = self._gathered(kept_logits, kept_labels, kept_features)
@@ -299,6 +300,14 @@ class Trainer:
         return restore_checkpoint(self, checkpoint)
 
 
+def frozen(model: nn.Module) -> None:
+    """A frozen encoder (``--freeze_backbone``) stays in eval mode: its BatchNorm statistics and
+    dropout as they start, in every phase."""
+    encoder = getattr(model, "encoder", None)
+    if getattr(encoder, "frozen", False):
+        encoder.eval()
+
+
 @torch.no_grad()
 def recompute_batchnorm(model: nn.Module, loader, forward: Forward) -> None:
     """BatchNorm's statistics of the current weights, measured afresh on ``loader``
@@ -308,7 +317,8 @@ def recompute_batchnorm(model: nn.Module, loader, forward: Forward) -> None:
     training batches can predict one class in eval mode. Here every BatchNorm layer
     (alone in train mode, so dropout stays off) averages the batch means and
     variances of one pass; the weights and the training steps are not touched."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    kept = {id(m) for m in model.encoder.modules()} if getattr(model.encoder, "frozen", False) else set()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in kept]
     if loader is None or not norms:
         return
     momenta = [m.momentum for m in norms]

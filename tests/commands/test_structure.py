@@ -104,6 +104,13 @@ spec.loader.exec_module(module)                      # the package imported as a
 import animal_spot.predict
 import utils
 assert utils.MINE
+sys.modules.pop("utils")
+sys.path.append({SRC!r})                             # the package's folder too, but after the user's
+import utils
+assert utils.MINE                                    # the first entry that holds a name wins
+import trainer
+import animal_spot.training.trainer as real
+assert trainer is real                               # the original's name is the module itself
 print("mine")
 """
     result = subprocess.run([sys.executable, "-c", installed], cwd=tmp_path / "mine", capture_output=True, text=True,

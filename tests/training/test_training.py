@@ -186,3 +186,25 @@ def test_debug_keeps_the_module_tree_in_the_log_not_on_the_console(tmp_path, cal
     console = capfd.readouterr().err
     assert "BasicBlock" not in console and "|D|" in console                # debug lines, without the network
     assert "BasicBlock" in (tmp_path / "log" / "TRAIN.log").read_text()
+
+
+def test_a_frozen_backbone_keeps_every_weight_and_statistic_and_onecycle_keeps_each_groups_rate(tmp_path, call_set,
+                                                                                                 trained):
+    import types
+
+    from models.model_file import load_model
+    from training import factories, listeners
+
+    source = trained / "m" / "ANIMAL-SPOT.pk"
+    assert train(tmp_path, call_set, ["--transfer_from", str(source), "--freeze_backbone", "--max_train_epochs", "1",
+                                      "--no_progress"]) == 0
+    before, after = (load_model(str(p)).model.encoder.state_dict() for p in (source, tmp_path / "model" /
+                                                                               "ANIMAL-SPOT.pk"))
+    assert all(torch.equal(before[k], after[k]) for k in before)          # BatchNorm's running statistics too
+    model = load_model(str(source)).model
+    config = types.SimpleNamespace(lr=1e-4, batch_size=8, beta1=0.5, weight_decay=0.0, freeze_backbone=False,
+                                   backbone_lr=1e-6)
+    processes = types.SimpleNamespace(world=1)
+    optimizer = factories.optimizer(config, model, processes)
+    listeners.OneCycleScheduler(optimizer, [g["lr"] for g in optimizer.param_groups], 10)
+    assert [g["max_lr"] for g in optimizer.param_groups] == pytest.approx([8e-4, 8e-6])     # head first, then network
