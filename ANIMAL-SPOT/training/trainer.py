@@ -317,7 +317,8 @@ def recompute_batchnorm(model: nn.Module, loader, forward: Forward) -> None:
     training batches can predict one class in eval mode. Here every BatchNorm layer
     (alone in train mode, so dropout stays off) averages the batch means and
     variances of one pass; the weights and the training steps are not touched."""
-    kept = {id(m) for m in model.encoder.modules()} if getattr(model.encoder, "frozen", False) else set()
+    encoder = getattr(model, "encoder", None)                # a frozen encoder keeps its statistics
+    kept = {id(m) for m in encoder.modules()} if getattr(encoder, "frozen", False) else set()
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in kept]
     if loader is None or not norms:
         return
