@@ -65,8 +65,8 @@ def test_a_head_from_embed_fit_starts_a_fine_tuning_run_and_spectrogram_flags_ar
     assert embed.main(["fit", "--store", str(tmp_path / "s"), "--labels", str(clips / "data"), "--out",
                        str(tmp_path / "head.pk"), "--epochs", "30"]) == 0
     capsys.readouterr()
-    assert train_main.main(argv(clips, tmp_path, "--transfer_from", str(tmp_path / "head.pk"), "--backbone_lr",
-                                "1e-6")) == 0
+    assert train_main.main(argv(clips, tmp_path, "--transfer_from", str(tmp_path / "head.pk"),
+                                "--freeze_backbone")) == 0
     assert "a head fitted on birdnet's embedding" in (tmp_path / "l" / "TRAIN.log").read_text()
     for flag, reason in ((["--spec_augment"], "takes raw audio, so these act on nothing"),
                          (["--min_max_norm"], "takes raw audio, so these act on nothing"),
