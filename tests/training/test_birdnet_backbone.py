@@ -20,7 +20,7 @@ from utils.synthetic import make_call_set, make_recording
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("birdnet_training")
-    make_call_set(str(root / "data"), {"K1": 6, "K2": 6, "noise": 6}, tapes_per_class=3, sr=16000, duration=0.5,
+    make_call_set(str(root / "data"), {"K1": 4, "K2": 4, "noise": 4}, tapes_per_class=3, sr=16000, duration=0.5,
                   seed=4)
     make_recording(str(root / "rec" / "rec.wav"), 6.0, 22050, [("upsweep", 1.0), ("downsweep", 4.0)], seed=5)
     return root

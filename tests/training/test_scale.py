@@ -156,21 +156,17 @@ SPAWN = "import multiprocessing\nmultiprocessing.set_start_method('spawn', force
 
 
 def test_loader_workers_work_under_spawn(tmp_path, call_set):
-    recording = str(tmp_path / "rec.wav")
-    make_recording(recording, 2.0, 16000, [("upsweep", 0.5)])
-    train = args_for(call_set, tmp_path, "--max_train_epochs", "1", "--seed", "1", "--augmentation", workers="2")
-    predict_argv = ["--model_path", str(tmp_path / "m" / "ANIMAL-SPOT.pk"), "--input_file", recording,
-                    "--output_dir", str(tmp_path / "p"), "--num_workers", "2", "--no_progress"]
-    site = tmp_path / "site"                     # every process of these runs starts its workers by spawn
+    """``python ANIMAL-SPOT/main.py`` with loader workers started by spawn (macOS, Windows;
+    forkserver from Python 3.14): each worker re-runs the script and must find the package.
+    (predict.py's loader on the CPU is a thread: nothing to spawn there.)"""
+    train = args_for(call_set, tmp_path, "--max_train_epochs", "1", "--seed", "1", "--augmentation", workers="1")
+    site = tmp_path / "site"                     # every process of this run starts its workers by spawn
     site.mkdir()
     (site / "sitecustomize.py").write_text(SPAWN)
-    env = dict(os.environ, PYTHONPATH=str(site))
-    for script, argv in (("main.py", train), ("predict.py", predict_argv)):   # as users run them: the scripts
-        result = subprocess.run([sys.executable, os.path.join(SRC, script)] + argv, capture_output=True, text=True,
-                                timeout=600, env=env)
-        assert result.returncode == 0, result.stderr[-3000:]
+    result = subprocess.run([sys.executable, os.path.join(SRC, "main.py")] + train, capture_output=True, text=True,
+                            timeout=600, env=dict(os.environ, PYTHONPATH=str(site)))      # as users run it
+    assert result.returncode == 0, result.stderr[-3000:]
     assert "|train|0|" in (tmp_path / "l" / "TRAIN.log").read_text()
-    assert "time=" in (tmp_path / "p" / "rec_predict_output.log").read_text()
 
 
 def free_port() -> int:
