@@ -52,6 +52,19 @@ def _interval(pair) -> str:
     return "" if not pair or pair[0] is None else f" [{100 * pair[0]:.1f}-{100 * pair[1]:.1f}]"
 
 
+def band_lines(bands: Optional[Dict]) -> List[str]:
+    """The per-class sample-rate table (``data.bandwidth``) and its warning, where recorded."""
+    if not bands:
+        return []
+    lines = [f"Native sample rates per class (a clip recorded at rate r holds nothing above r/2; the spectrogram "
+             f"reaches {bands['fmax']:g} Hz):", "",
+             "| class | sample rates (Hz: clips) | clips whose band ends below fmax |", "| --- | --- | --- |"]
+    lines += [f"| {n} | {', '.join(f'{r}: {c}' for r, c in b['sample_rates'].items())} | {b['below_fmax']} of "
+              f"{b['clips']} |" for n, b in bands["classes"].items()]
+    return lines + ["", f"**Warning:** {bands['warning']}" if bands.get("warning") else
+                    "Every class's spectrograms span the same band.", ""]
+
+
 def render(spec, title: str = "ANIMAL-SPOT model") -> str:
     """The model card as Markdown, from a ``ModelSpec`` alone."""
     card = spec.card or {}
@@ -67,15 +80,7 @@ def render(spec, title: str = "ANIMAL-SPOT model") -> str:
                   for n, c in data["classes"].items()]
         rates = ", ".join(f"{rate} Hz: {count}" for rate, count in data["sample_rates"].items())
         lines += ["", f"Sample rates of the clips: {rates}.", ""]
-        bands = data.get("bands")
-        if bands:
-            lines += [f"Native sample rates per class (a clip recorded at rate r holds nothing above r/2; the "
-                      f"spectrogram reaches {bands['fmax']:g} Hz):", "",
-                      "| class | sample rates (Hz: clips) | clips whose band ends below fmax |", "| --- | --- | --- |"]
-            lines += [f"| {n} | {', '.join(f'{r}: {c}' for r, c in b['sample_rates'].items())} | "
-                      f"{b['below_fmax']} of {b['clips']} |" for n, b in bands["classes"].items()]
-            lines += ["", f"**Warning:** {bands['warning']}" if bands.get("warning") else
-                      "Every class's spectrograms span the same band.", ""]
+        lines += band_lines(data.get("bands"))
     split = card.get("split")
     if split:
         lines += ["## Split", "", f"{split['rule']}; split hash `{split.get('hash')}`.", ""]

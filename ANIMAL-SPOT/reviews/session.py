@@ -45,38 +45,12 @@ class ReviewSession:
         self.lock = threading.RLock()
         self.journal = Journal(os.path.join(out, JOURNAL))
         entries = self.journal.read()
-        self.keep_plan(entries, {"per_class": per_class, "bins": bins, "seed": seed})
+        self.plan_settings = {"per_class": per_class, "bins": bins, "seed": seed}
+        check_plan(self.journal.path, entries, self.units, self.plan_settings)
         for entry in entries:
             self._apply(entry)
         for problem in self.journal.problems:
             log.warning(problem)
-
-    def keep_plan(self, entries: List[dict], settings: dict) -> None:
-        """A journal's answers count only under the plan they were drawn by (their strata and
-        inclusion probabilities): each answer names its plan's settings, and a review
-        reopened with others is refused. Answers from before they did are accepted where
-        each sampled one is a unit of this plan's sample, in the same stratum."""
-        self.plan_settings = settings
-        answers = list(final_answers(entries).values())
-        earlier = next((e["plan"] for e in answers if isinstance(e.get("plan"), dict)), None)
-        if earlier is not None:
-            changed = [key for key in settings if earlier.get(key) != settings[key]]
-            if changed:
-                was = " ".join(f"--{k} {earlier.get(k)}" for k in settings)
-                raise ReviewError(f"{self.journal.path}: this review was started with {was}; with other settings "
-                                  f"({', '.join('--' + k for k in changed)}) its answers would fall outside the plan "
-                                  f"they were drawn by. Reopen it with {was}, or start a new review in another --out")
-        lost = [e for e in answers if e.get("how", "random") == "random" and e["item"] not in self.units]
-        if lost:
-            log.warning(f"{self.journal.path}: {len(lost)} answer(s) are of units no longer in --predictions (the "
-                        "predictions or their event settings changed since): they are not counted")
-        drawn = [e for e in answers if e.get("how", "random") == "random" and "plan" not in e]
-        stray = [e for e in drawn if e["item"] in self.units and (self.units[e["item"]].inclusion is None or
-                                                                  self.units[e["item"]].stratum != e.get("stratum"))]
-        if stray:
-            raise ReviewError(f"{self.journal.path}: {len(stray)} of its answers were drawn by another plan than "
-                              + " ".join(f"--{k} {v}" for k, v in settings.items())
-                              + "; reopen it with the --seed, --bins and --per_class it was started with")
 
     # ---------------------------------------------------------------- answers
     def _apply(self, entry: dict) -> None:
@@ -218,6 +192,32 @@ class ReviewSession:
         summary = self.summary()
         atomic_write_text(os.path.join(self.out, SUMMARY), json.dumps(summary, indent=1))
         return summary
+
+
+def check_plan(path: str, entries: List[dict], units: Dict[str, Unit], settings: dict) -> None:
+    """A journal's answers count only under the plan they were drawn by (their strata and
+    inclusion probabilities): each answer names its plan's settings, and a review reopened
+    with others is refused. Answers from before they did are accepted where each sampled
+    one is a unit of this plan's sample, in the same stratum."""
+    answers = list(final_answers(entries).values())
+    earlier = next((e["plan"] for e in answers if isinstance(e.get("plan"), dict)), None)
+    if earlier is not None:
+        changed = [key for key in settings if earlier.get(key) != settings[key]]
+        if changed:
+            was = " ".join(f"--{k} {earlier.get(k)}" for k in settings)
+            raise ReviewError(f"{path}: this review was started with {was}; with other settings "
+                              f"({', '.join('--' + k for k in changed)}) its answers would fall outside the plan they "
+                              f"were drawn by. Reopen it with {was}, or start a new review in another --out")
+    lost = [e for e in answers if e.get("how", "random") == "random" and e["item"] not in units]
+    if lost:
+        log.warning(f"{path}: {len(lost)} answer(s) are of units no longer in --predictions (the predictions or their "
+                    "event settings changed since): they are not counted")
+    stray = [e for e in answers if e.get("how", "random") == "random" and "plan" not in e and e["item"] in units
+             and (units[e["item"]].inclusion is None or units[e["item"]].stratum != e.get("stratum"))]
+    if stray:
+        raise ReviewError(f"{path}: {len(stray)} of its answers were drawn by another plan than "
+                          + " ".join(f"--{k} {v}" for k, v in settings.items())
+                          + "; reopen it with the --seed, --bins and --per_class it was started with")
 
 
 def queued_entry(item: dict, how: str, recordings: Optional[str]) -> Optional[dict]:

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import SRC
 from evaluation.log_format import LogWriter
+from prediction.decisions import PostProcessing
 from reviews import estimators as est
 from reviews.estimators import (Stratum, call_density, naive_share, precision, recall, stratified_total,
                                 too_few_reviews)
@@ -562,3 +563,27 @@ def test_recordings_reached_through_links_are_found(season, tmp_path_factory):
     os.symlink(disk2 / "site2", season / "recordings" / "site2")          # a season spread over two disks
     loaded = load_units(str(season / "predictions"), str(season / "recordings"))
     assert sorted(loaded.seconds) == sorted(PLACED) and loaded.seconds["site2/b"] == 10.0
+
+
+def test_a_review_reopened_with_another_plan_is_refused_and_its_units_are_the_tables_events(season):
+    out = str(season / "out")
+    loaded = load_units(str(season / "predictions"), str(season / "recordings"))
+    session = ReviewSession(loaded, out, per_class=6, bins=2, seed=1)
+    for _ in range(3):
+        session.decide(session.next().id, "correct")
+    for changed in ({"seed": 2}, {"bins": 3}, {"per_class": 4}):                  # would drop answers silently
+        settings = dict({"per_class": 6, "bins": 2, "seed": 1}, **changed)
+        with pytest.raises(ReviewError, match="started with --per_class 6 --bins 2 --seed 1"):
+            ReviewSession(load_units(str(season / "predictions"), str(season / "recordings")), out, **settings)
+    again = ReviewSession(load_units(str(season / "predictions"), str(season / "recordings")), out, per_class=6,
+                          bins=2, seed=1)
+    assert len(again.answers) == 3
+    from prediction.folder import PredictionFolder
+    from prediction.records import RunFile
+
+    folder = PredictionFolder(str(season / "predictions"))
+    events = sum(len([e for e in folder.events(o) if e.label != "noise"]) for o in folder.outputs().values())
+    assert sum(u.above for u in loaded.units) == events                           # the tables' events, one each
+    RunFile(post=PostProcessing(min_duration=30.0)).write(str(season / "predictions"))   # the run's own setting
+    strict = load_units(str(season / "predictions"), str(season / "recordings"))
+    assert sum(u.above for u in strict.units) == 0 < len(strict.units)             # no event: no detection to review
