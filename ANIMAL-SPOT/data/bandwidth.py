@@ -58,8 +58,13 @@ def class_bands(files: Sequence[str], data_dir: str, fmax: float) -> Dict[str, C
         except Exception:                 # unreadable files are named and set aside elsewhere
             continue
         rates.setdefault(class_name(relative), Counter())[rate] += 1
+    return bands_of(rates, fmax)
+
+
+def bands_of(rates: Dict[str, Counter], fmax: float) -> Dict[str, ClassBand]:
+    """Per class its ``ClassBand`` from its clips' native rates (rate -> clips)."""
     return {name: ClassBand(name, dict(counts), sum(c for r, c in counts.items() if r / 2 < fmax))
-            for name, counts in sorted(rates.items())}
+            for name, counts in sorted(rates.items()) if counts}
 
 
 def band_warning(bands: Dict[str, ClassBand], fmin: float, fmax: float, sr: int) -> Optional[str]:

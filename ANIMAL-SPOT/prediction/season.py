@@ -174,8 +174,3 @@ def report_lines(output_dir: str, prefix: str = JOURNAL_PREFIX) -> Tuple[List[st
     lines += [f"note: {p}" for p in problems]
     return lines, not failed and not missing
 
-
-# ----------------------------------------------------------------------- run file
-def read_run(output_dir: str) -> RunFile:
-    """The folder's ``predict_run.json`` (``prediction.records.RunFile``)."""
-    return RunFile.read(output_dir)

@@ -31,7 +31,7 @@ from ..data.recording import AudioOptions
 from ..data.features import FeatureOptions
 from ..data.filenames import class_name, discover_classes, filter_broken_audio, find_audio_files, tape_key, usable_files
 from ..data.samplers import BalancedSampler, ShardSampler, ShuffleSampler, class_counts, sampling_weights
-from ..data.bandwidth import band_warning, class_bands
+from ..data.bandwidth import band_warning, bands_of, class_bands
 from ..data.split import PARTITIONS, get_split, remove_split, report_split, split_exists
 from ..utils.classmap import ClassMap, check_class_count
 from ..models.losses import class_weights, parse_boosts
@@ -242,6 +242,7 @@ def card_summary(data: TrainingData) -> Dict:
     classes: Dict[str, Dict] = {name: {"train": 0, "val": 0, "test": 0, "tapes": 0} for name in data.class_map.names}
     tapes: Dict[str, set] = {name: set() for name in classes}
     rates: Counter = Counter()
+    per_class: Dict[str, Counter] = {name: Counter() for name in classes}       # each header read once
     for partition, dataset in data.datasets.items():
         for relative in dataset.file_names:
             name = class_name(relative)
@@ -250,16 +251,18 @@ def card_summary(data: TrainingData) -> Dict:
             classes[name][partition] += 1
             tapes[name].add(tape_key(relative))
             try:
-                rates[str(sf.info(os.path.join(dataset.working_dir or "", relative)).samplerate)] += 1
+                rate = int(sf.info(os.path.join(dataset.working_dir or "", relative)).samplerate)
             except Exception:             # unreadable files were set aside before training
                 rates["unreadable"] += 1
+                continue
+            rates[str(rate)] += 1
+            per_class[name][rate] += 1
     for name in classes:
         classes[name]["tapes"] = len(tapes[name] - {None})
     summary = {"classes": classes, "sample_rates": dict(sorted(rates.items()))}
     options = data.options
     if not isinstance(options, AudioOptions):
-        working = next(iter(data.datasets.values())).working_dir or ""
-        bands = class_bands(all_files(data), working, options.fmax)
+        bands = bands_of(per_class, options.fmax)
         summary["bands"] = {"fmax": options.fmax, "sr": options.sr,
                             "classes": {name: band.to_dict() for name, band in bands.items()},
                             "warning": band_warning(bands, options.fmin, options.fmax, options.sr)}
