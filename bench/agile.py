@@ -1,8 +1,9 @@
 """Few labels: foundation-encoder embeddings with a few-shot head against full training (a
 benchmark, not a test).
 
-    python bench/agile.py DATA_DIR [--out bench_output/agile] [--draws 5] [--shots 1 5 20] [--seeds 1]
-                          [--finetune_seeds N --finetune_epochs 8]
+    python bench/agile.py DATA_DIR [--out bench_output/agile] [--draws 5] [--shots 1 5 20] [--pool mean max]
+                          [--seeds 1 2 3] [--finetune_seeds 1 2 3 --finetune_arms plain schedule
+                           --finetune_shots 0 20 --finetune_epochs 8]
     python bench/agile.py --speed [--minutes 2]
 
 On a folder of labelled clips (the Watkins development set: 5 species), one split by tape
@@ -11,19 +12,23 @@ is written into DATA_DIR). For k labelled clips per species (``--shots``), drawn
 times at random from the training partition:
 
 * **BirdNET + linear head**: every clip embedded by BirdNET v2.4 (``embed.py --backbone
-  birdnet``; a clip's vector is the mean of its 3 s windows, a shorter clip is one padded
+  birdnet``; a clip's vector is the mean (``--pool max``: maximum) of its 3 s windows, a shorter clip is one padded
   window), a linear head fitted on the k x species vectors (``embedding.heads``: standardised
   features, weight decay chosen by cross-validation over tapes where there are enough);
 * **ResNet-18 + linear head**: the same with this project's ResNet-18 encoder, untrained
   (no ImageNet weights offline), on the spectrogram settings of the full training;
 * **BirdNET fine-tuned** (``--finetune_seeds``): ``main.py --backbone birdnet`` on every
-  training clip (3 s windows, Adam: head 1e-3, network 1e-4, best weights by balanced
-  accuracy), without and with ``--augmentation``;
+  training clip (``--finetune_shots 0``) or on k per species (the clips of the head's draw
+  seed - 1), 3 s windows, Adam: head 1e-3, network 1e-4, best weights by balanced accuracy;
+  arms (``--finetune_arms``): ``plain``, ``augmentation`` (waveform), ``spec_augment`` (masks
+  on the front end's output), ``schedule`` (the head alone for 4 epochs with the network
+  frozen, then the whole network from there: ``--freeze_backbone``, then ``--transfer_from``);
 * **full training**: ``main.py`` from scratch on every training clip, with the settings the
   README's Watkins figures use (ResNet-18, lr 2e-5 x batch 8, 10 epochs, 22.05 kHz, n_fft
   512, hop 128, 128 bins, 500 ms, ``--augmentation``, best weights by balanced accuracy).
 
-Every method is scored on the same test clips: balanced accuracy (and accuracy), as the
+Every method is scored on the same test clips: balanced accuracy, macro one-vs-rest ROC AUC
+and accuracy, as the
 mean over draws with a 95 % Student t interval (full training: over ``--seeds``, and the
 bootstrap interval of its test set), and the time each step takes.
 
@@ -53,7 +58,8 @@ from data.split import get_split  # noqa: E402
 from embedding import heads  # noqa: E402
 from embedding.store import Store  # noqa: E402
 from evaluation.intervals import mean_ci95  # noqa: E402
-from evaluation.metrics import balanced_accuracy_of, confusion_of  # noqa: E402
+from evaluation.calibration import softmax  # noqa: E402
+from evaluation.metrics import balanced_accuracy_of, confusion_of, macro_roc_auc  # noqa: E402
 from utils import runtime  # noqa: E402
 
 SPECTROGRAM = ["--sr", "22050", "--n_fft", "512", "--hop_length", "128", "--n_freq_bins", "128"]
@@ -79,9 +85,10 @@ def link_clips(data_dir: str, work: str):
     return get_split(work, files, random.Random(1))
 
 
-def clip_vectors(store: Store):
-    """recording (clip path) -> the mean of its windows' vectors."""
-    return {part.recording: np.asarray(part.vectors, np.float32).mean(axis=0) for part in store.parts()}
+def clip_vectors(store: Store, pool: str = "mean"):
+    """recording (clip path) -> the mean (or maximum) of its windows' vectors."""
+    reduce = np.mean if pool == "mean" else np.max
+    return {part.recording: reduce(np.asarray(part.vectors, np.float32), axis=0) for part in store.parts()}
 
 
 def few_shot(vectors, split, shots, draws, names):
@@ -101,9 +108,11 @@ def few_shot(vectors, split, shots, draws, names):
         decay, _ = heads.choose_weight_decay(examples, y, len(names), None, 300, draw, "avg")
         head = heads.fit_head(x, y, len(names), weight_decay=decay, seed=draw)
         seconds = time.time() - started
-        predicted = heads.logits_of(head, x_test).argmax(axis=1)
+        logits = heads.logits_of(head, x_test)
+        predicted = logits.argmax(axis=1)
         matrix = confusion_of(y_test, predicted, len(names))
         results.append({"balanced_accuracy": balanced_accuracy_of(matrix),
+                        "macro_roc_auc": macro_roc_auc(softmax(logits), y_test),
                         "accuracy": float((predicted == y_test).mean()), "fit_seconds": seconds, "decay": decay})
     return results
 
@@ -121,57 +130,114 @@ def run_agile(args) -> dict:
     print(f"split by tape: {', '.join(f'{p} {len(v)}' for p, v in split.items())} clips; classes {names}", flush=True)
     report = {"machine": runtime.machine_description(), "split": {p: len(v) for p, v in split.items()},
               "methods": {}}
-    for method, flags in ENCODERS.items():
+    for method, flags in ENCODERS.items() if args.shots else ():
         store = os.path.join(work, "store_" + flags[1])
         started = time.time()
         assert embed.main(["--input_file", data, "--store", store] + flags) == 0
         embed_seconds = time.time() - started
-        vectors = clip_vectors(Store.existing(store))
-        entry = {"embed_seconds": embed_seconds, "clips": len(vectors), "shots": {}}
-        for shots in args.shots:
-            runs = few_shot(vectors, split, shots, args.draws, names)
-            entry["shots"][shots] = runs
-            print(f"{method}, k={shots}: balanced accuracy {interval_text([r['balanced_accuracy'] for r in runs])} "
-                  f"%, accuracy {interval_text([r['accuracy'] for r in runs])} %, head fit "
-                  f"{statistics.mean(r['fit_seconds'] for r in runs):.2f} s (embedding all clips: "
-                  f"{embed_seconds:.0f} s)", flush=True)
+        entry = {"embed_seconds": embed_seconds, "shots": {}}
+        for pool in args.pool:
+            vectors = clip_vectors(Store.existing(store), pool)
+            for shots in args.shots:
+                runs = few_shot(vectors, split, shots, args.draws, names)
+                entry["shots"][f"{shots} {pool}"] = runs
+                print(f"{method}, k={shots}, {pool} of windows: balanced accuracy "
+                      f"{interval_text([r['balanced_accuracy'] for r in runs])} %, macro ROC AUC "
+                      f"{interval_text([r['macro_roc_auc'] for r in runs])} %, accuracy "
+                      f"{interval_text([r['accuracy'] for r in runs])} %, head fit "
+                      f"{statistics.mean(r['fit_seconds'] for r in runs):.2f} s (embedding all clips: "
+                      f"{embed_seconds:.0f} s)", flush=True)
         report["methods"][method] = entry
     full = []
-    for seed in range(1, args.seeds + 1):
+    for seed in args.seeds:
         model_dir = os.path.join(work, f"full_seed{seed}")
         started = time.time()
         assert train_main.main(["--data_dir", data, "--model_dir", model_dir, "--seed", str(seed), "--summary_dir",
                                 os.path.join(work, "tb"), "--no_progress"] + FULL) == 0
         with open(os.path.join(model_dir, "metrics.json")) as handle:
             test = json.load(handle)["test"]
-        full.append({"balanced_accuracy": test["balanced_accuracy"], "balanced_accuracy_ci95":
+        full.append({"balanced_accuracy": test["balanced_accuracy"], "macro_roc_auc": test["macro_roc_auc"],
+                     "balanced_accuracy_ci95":
                      test["balanced_accuracy_ci95"], "accuracy": test["accuracy"], "seconds": time.time() - started})
         print(f"full training, seed {seed}: balanced accuracy {100 * test['balanced_accuracy']:.1f} % (bootstrap "
               f"{100 * test['balanced_accuracy_ci95'][0]:.1f}-{100 * test['balanced_accuracy_ci95'][1]:.1f}), "
-              f"accuracy {100 * test['accuracy']:.1f} %, {full[-1]['seconds'] / 60:.1f} min", flush=True)
-    report["methods"]["full training"] = full
-    for augmented in (False, True):
-        runs = []
-        for seed in range(1, args.finetune_seeds + 1):
-            model_dir = os.path.join(work, f"birdnet_finetuned{'_aug' if augmented else ''}_seed{seed}")
-            started = time.time()
-            assert train_main.main(["--data_dir", data, "--model_dir", model_dir, "--seed", str(seed), "--no_progress",
-                                    "--summary_dir", os.path.join(work, "tb"), "--max_train_epochs",
-                                    str(args.finetune_epochs)] + FINETUNE + (["--augmentation"] if augmented else
-                                                                             [])) == 0
-            with open(os.path.join(model_dir, "metrics.json")) as handle:
-                test = json.load(handle)["test"]
-            runs.append({"balanced_accuracy": test["balanced_accuracy"], "accuracy": test["accuracy"],
-                         "seconds": time.time() - started})
-            low, high = test["balanced_accuracy_ci95"]
-            print(f"BirdNET fine-tuned on all clips{' with augmentation' if augmented else ''}, seed {seed}: balanced "
-                  f"accuracy {100 * test['balanced_accuracy']:.1f} % (interval {100 * low:.1f}-{100 * high:.1f}), "
-                  f"accuracy {100 * test['accuracy']:.1f} %, {runs[-1]['seconds'] / 60:.1f} min", flush=True)
-        if runs:
-            report["methods"][f"BirdNET fine-tuned{' (augmentation)' if augmented else ''}"] = runs
+              f"macro ROC AUC {100 * test['macro_roc_auc']:.1f} %, accuracy {100 * test['accuracy']:.1f} %, "
+              f"{full[-1]['seconds'] / 60:.1f} min", flush=True)
+    if full:
+        report["methods"]["full training"] = full
+    for shots in args.finetune_shots:
+        for arm in args.finetune_arms:
+            runs = []
+            for seed in args.finetune_seeds:
+                runs.append(fine_tune(args, work, data, split, names, arm, shots, seed))
+            if runs:
+                report["methods"][f"BirdNET fine-tuned ({arm}, {shots or 'all'} clips)"] = runs
+                print(f"BirdNET fine-tuned ({arm}, k={shots or 'all'}): balanced accuracy "
+                      f"{interval_text([r['balanced_accuracy'] for r in runs])} %, macro ROC AUC "
+                      f"{interval_text([r['macro_roc_auc'] for r in runs])} %", flush=True)
     with open(os.path.join(work, "agile.json"), "w") as handle:
         json.dump(report, handle, indent=1)
     return report
+
+
+FROZEN_EPOCHS = 4           # the schedule arm: the head alone this long, then the whole network
+ARMS = {"plain": [], "augmentation": ["--augmentation"], "spec_augment": ["--spec_augment"], "schedule": []}
+
+
+def write_split(folder: str, split) -> None:
+    """``split`` (partition -> data-relative paths) as the original's CSV and index files."""
+    for partition, files in split.items():
+        by_folder = {}
+        for relative in files:
+            by_folder.setdefault(os.path.dirname(relative), []).append(os.path.basename(relative))
+        with open(os.path.join(folder, partition), "w") as index:
+            for sub, names in sorted(by_folder.items()):
+                with open(os.path.join(folder, sub, partition + ".csv"), "w") as rows:
+                    rows.writelines(name + "\n" for name in names)
+                index.write(os.path.join(sub, partition + ".csv") + "\n")
+
+
+def shots_data(work: str, data: str, split, names, shots: int, seed: int) -> str:
+    """A data folder whose training partition is ``shots`` clips per species, drawn as the
+    linear head's draw ``seed - 1`` (the same clips), validation and test unchanged."""
+    folder = os.path.join(work, f"data_k{shots}_draw{seed}")
+    if os.path.isdir(folder):
+        return folder
+    rng = random.Random(1000 * shots + seed - 1)
+    by_class = {n: sorted(f for f in split["train"] if class_name(f) == n) for n in names}
+    chosen = {"train": [f for n in names for f in rng.sample(by_class[n], min(shots, len(by_class[n])))],
+              "val": split["val"], "test": split["test"]}
+    for relative in (f for files in chosen.values() for f in files):
+        os.makedirs(os.path.dirname(os.path.join(folder, relative)), exist_ok=True)
+        os.symlink(os.path.realpath(os.path.join(data, relative)), os.path.join(folder, relative))
+    write_split(folder, chosen)
+    return folder
+
+
+def fine_tune(args, work: str, data: str, split, names, arm: str, shots: int, seed: int) -> dict:
+    """One ``main.py --backbone birdnet`` run of ``arm`` on every training clip (shots 0) or
+    on ``shots`` per species; the schedule arm trains the head alone first."""
+    folder = shots_data(work, data, split, names, shots, seed) if shots else data
+    model_dir = os.path.join(work, f"birdnet_{arm}_k{shots or 'all'}_seed{seed}")
+    common = ["--data_dir", folder, "--seed", str(seed), "--no_progress", "--summary_dir", os.path.join(work, "tb")]
+    started = time.time()
+    if arm == "schedule":
+        frozen = model_dir + "_frozen"
+        assert train_main.main(common + ["--model_dir", frozen, "--max_train_epochs", str(FROZEN_EPOCHS),
+                                         "--freeze_backbone"] + FINETUNE) == 0
+        common += ["--transfer_from", os.path.join(frozen, "ANIMAL-SPOT.pk")]
+    assert train_main.main(common + ["--model_dir", model_dir, "--max_train_epochs", str(args.finetune_epochs)]
+                           + FINETUNE + ARMS[arm]) == 0
+    with open(os.path.join(model_dir, "metrics.json")) as handle:
+        test = json.load(handle)["test"]
+    run = {"balanced_accuracy": test["balanced_accuracy"], "accuracy": test["accuracy"],
+           "macro_roc_auc": test["macro_roc_auc"], "seconds": time.time() - started}
+    low, high = test["balanced_accuracy_ci95"]
+    print(f"BirdNET fine-tuned ({arm}, k={shots or 'all'}), seed {seed}: balanced accuracy "
+          f"{100 * test['balanced_accuracy']:.1f} % (interval {100 * low:.1f}-{100 * high:.1f}), macro ROC AUC "
+          f"{100 * test['macro_roc_auc']:.1f} %, accuracy {100 * test['accuracy']:.1f} %, "
+          f"{run['seconds'] / 60:.1f} min", flush=True)
+    return run
 
 
 def run_speed(args) -> None:
@@ -211,10 +277,14 @@ def main(argv=None) -> int:
     p.add_argument("data_dir", nargs="?")
     p.add_argument("--out", default="bench_output/agile")
     p.add_argument("--draws", type=int, default=5)
-    p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 20])
-    p.add_argument("--seeds", type=int, default=1, help="full trainings of ResNet-18 (0: none)")
-    p.add_argument("--finetune_seeds", type=int, default=0, help="BirdNET fine-tuned by main.py, with and without "
-                                                                  "--augmentation (0: none)")
+    p.add_argument("--shots", type=int, nargs="*", default=[1, 5, 20])
+    p.add_argument("--seeds", type=int, nargs="*", default=[1], help="seeds of full ResNet-18 trainings")
+    p.add_argument("--pool", nargs="+", default=["mean"], choices=("mean", "max"),
+                   help="how a clip's window vectors become the head's input")
+    p.add_argument("--finetune_seeds", type=int, nargs="*", default=[], help="seeds (and draws) of BirdNET "
+                                                                             "fine-tuned by main.py")
+    p.add_argument("--finetune_arms", nargs="+", default=["plain", "augmentation"], choices=tuple(ARMS))
+    p.add_argument("--finetune_shots", type=int, nargs="+", default=[0], help="clips per species (0: all)")
     p.add_argument("--finetune_epochs", type=int, default=8)
     p.add_argument("--speed", action="store_true")
     p.add_argument("--minutes", type=float, default=2.0)

@@ -24,6 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
 from . import intervals
 from ..utils.classmap import binary_count
@@ -47,6 +48,27 @@ def balanced_accuracy_of(matrix: np.ndarray) -> float:
     if not present.any():
         return float("nan")
     return float((np.diag(matrix)[present] / support[present]).mean())
+
+
+def roc_auc_of(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a positive scores above a negative (ties
+    count half; the Mann-Whitney statistic over average ranks). NaN without both kinds."""
+    positive = np.asarray(positive, bool)
+    pos, neg = int(positive.sum()), int((~positive).sum())
+    if not pos or not neg:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, np.float64))
+    return float((ranks[positive].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def macro_roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """One-vs-rest ROC AUC of each class present in ``labels`` (column c of
+    ``probabilities`` against the rest), averaged; NaN with fewer than two classes."""
+    labels = np.asarray(labels)
+    present = [c for c in range(probabilities.shape[1]) if (labels == c).any()]
+    if len(present) < 2:
+        return float("nan")
+    return float(np.mean([roc_auc_of(probabilities[:, c], labels == c) for c in present]))
 
 
 def confusion_of(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -289,21 +311,21 @@ class Collection:
             bounds = metric.interval(m) if with_intervals and metric.interval else None
             if metric.per_class:
                 for c, name in enumerate(class_names):
-                    per_class[name][key] = _json_number(value[c])
+                    per_class[name][key] = json_number(value[c])
                     if bounds is not None:
-                        per_class[name][f"{key}_ci95"] = [_json_number(v) for v in bounds[c]]
+                        per_class[name][f"{key}_ci95"] = [json_number(v) for v in bounds[c]]
                 continue
             target = out.setdefault(metric.group, {}) if metric.group else out
-            target[key] = _json_number(value)
+            target[key] = json_number(value)
             if bounds is not None:
-                target[f"{key}_ci95"] = [_json_number(v) for v in bounds]
+                target[f"{key}_ci95"] = [json_number(v) for v in bounds]
         out["samples"] = int(round(m.total))
         out["per_class"] = per_class
         out["confusion_matrix"] = m.matrix.round().astype(int).tolist()
         return out
 
 
-def _json_number(value):
+def json_number(value):
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
     value = float(value)

@@ -15,7 +15,7 @@ from . import data as training_data
 from ..data.features import seq_frames
 from ..data.split import split_hash
 from ..evaluation.calibration import calibrate, detection_figures, fit_unknown, softmax, unknown_report
-from ..evaluation.metrics import pct
+from ..evaluation.metrics import json_number, macro_roc_auc, pct
 from ..data.recording import AudioOptions
 from ..models import model_card
 from ..models.model_file import ModelSpec, provenance, save_jit_model, save_model
@@ -57,7 +57,8 @@ def finish(config, trainer: Trainer, data: TrainingData, spec: ModelSpec, test, 
                                unknown=unknown, provenance=provenance(split_hash=split_hash(data.split)))
     path = os.path.join(config.model_dir, "ANIMAL-SPOT.pk")
     metrics = {"model": path, "classes": class_map.names, "class_map": class_map.to_dict(),
-               "test": test.metrics.summary(class_map.names, intervals=True),
+               "test": {**test.metrics.summary(class_map.names, intervals=True),
+                        "macro_roc_auc": json_number(macro_roc_auc(softmax(test.logits), test.labels))},
                "best_val": {"epoch": best.epoch, "monitor": best.monitor.name, best.monitor.name: best.metric,
                             **(best.summary or {})} if best else None,
                "last_val": trainer.results["val"].metrics.summary(class_map.names) if "val" in trainer.results

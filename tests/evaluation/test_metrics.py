@@ -143,3 +143,21 @@ def test_early_stopping_counts_validations():
     clone = EarlyStoppingCriterion(patience=9)
     clone.load_state_dict(stop.state_dict())
     assert clone.patience == 2 and clone._count == 3
+
+
+def test_macro_roc_auc_is_the_share_of_correctly_ordered_pairs():
+    from evaluation.metrics import macro_roc_auc, roc_auc_of
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 60)
+    probs = np.round(rng.random((60, 3)) + 0.4 * np.eye(3)[labels], 1)     # rounded: many ties
+    per_class = []
+    for c in range(3):
+        pos, neg = probs[labels == c, c], probs[labels != c, c]
+        pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+        per_class.append(pairs / (len(pos) * len(neg)))
+        assert roc_auc_of(probs[:, c], labels == c) == pytest.approx(per_class[-1], abs=1e-12)
+    assert macro_roc_auc(probs, labels) == pytest.approx(np.mean(per_class), abs=1e-12)
+    assert 0.6 < macro_roc_auc(probs, labels) < 1.0                     # the signal shows, not perfectly
+    assert macro_roc_auc(np.eye(3)[labels], labels) == 1.0
+    assert macro_roc_auc(probs[labels == 0], labels[labels == 0]) != macro_roc_auc(probs[labels == 0],
+                                                                                   labels[labels == 0])  # NaN
