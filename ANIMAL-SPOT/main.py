@@ -28,6 +28,7 @@ from .training import crossval
 from .training import factories
 from .training import data as training_data
 from .data.audio_io import AudioFileError
+from .data.augment import FrontEndMasks
 from .data.features import FeatureOptions, seq_frames
 from .data.filenames import FileNameError
 from .data.recording import AudioOptions
@@ -91,7 +92,7 @@ def input_length(config, options) -> int:
 
 MIN_AUDIO_WINDOW = 1.0      # seconds: BirdNET's stages and 3x3 head need this much (0.75 s fails)
 # flags that act on spectrograms: refused, with their reason, for a raw-audio network
-SPECTROGRAM_ONLY = {"spec_augment": "masks spectrogram bands", "background_dir": "overlays spectrograms",
+SPECTROGRAM_ONLY = {"background_dir": "overlays spectrograms",
                     "background_from_noise_class": "overlays spectrograms", "min_max_norm": "normalises spectrograms"}
 
 
@@ -220,6 +221,8 @@ def train(config, split, class_map, log: logging.Logger, processes: runtime.Proc
                      class_map.to_dict())
     log.info("Setting up model")
     model, spec = initial_model(config, spec, resume, log)
+    if isinstance(options, AudioOptions) and config.spec_augment:       # on the image BirdNET makes of the audio
+        model.encoder.mask_front_end(FrontEndMasks(training_data.spec_masks(config), model))
     to_file(log, logging.DEBUG, f"Encoder: {model.encoder}")          # the module tree: TRAIN.log, not the console
     to_file(log, logging.DEBUG, f"Classifier: {model.classifier}")
     log.info(f"Init model on device '{device}'")

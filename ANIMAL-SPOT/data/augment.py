@@ -127,6 +127,33 @@ class SpecAugment:
         return x
 
 
+class FrontEndMasks:
+    """``SpecAugment``'s masks on the image a raw-audio network makes of its input (``--backbone
+    birdnet --spec_augment``): a forward hook on its front end (``(B, C, bands, frames)``
+    out), active while ``model`` trains (the whole model's mode: a frozen backbone stays in
+    eval mode, and its head still trains on masked images). Each item gets its own masks,
+    drawn from torch's random state (the trainer seeds it per epoch, as for dropout, so a
+    resumed run draws alike); masked cells take ``module.floor()``, the value silence gives
+    there."""
+
+    def __init__(self, masks: SpecAugment, model: torch.nn.Module):
+        self.masks, self.model = masks, model
+
+    def __call__(self, module: torch.nn.Module, inputs, image: torch.Tensor):
+        if not self.model.training:
+            return None                                     # eval, export, prediction: the image unchanged
+        batch, _, bands, frames = image.shape
+        masked = torch.zeros(batch, 1, bands, frames, dtype=torch.bool, device=image.device)
+        for item in range(batch):
+            for count, width, size, axis in ((self.masks.time_masks, self.masks.time_width, frames, -1),
+                                             (self.masks.freq_masks, self.masks.freq_width, bands, -2)):
+                for _ in range(count):
+                    w = min(int(torch.randint(0, width + 1, ())), size)
+                    start = int(torch.randint(0, size - w + 1, ()))
+                    masked[item].narrow(axis, start, w).fill_(True)
+        return torch.where(masked, module.floor().to(image.dtype), image)
+
+
 class BackgroundOverlay:
     """Mix a background recording's power spectrogram into the item at an SNR drawn
     uniformly from ``snr_db`` (low, high): a random stretch of the background as long as

@@ -94,6 +94,10 @@ class MelFrontEnd(nn.Module):
         self.scale = nn.Parameter(torch.ones(2))
         self.shift = nn.Parameter(torch.zeros(2))
 
+    def floor(self) -> torch.Tensor:
+        """The image's value where a band holds no power (``(1, 2, 1, 1)``): what a mask sets."""
+        return self.shift.view(1, 2, 1, 1)
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         audio = audio - audio.amin(dim=1, keepdim=True)
         audio = (audio / (audio.amax(dim=1, keepdim=True) + 1e-6) - 0.5) * 2
@@ -319,6 +323,11 @@ class BirdNetBackbone(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.network.features(audio.reshape(audio.shape[0], -1))
+
+    def mask_front_end(self, masks) -> None:
+        """``masks`` (``data.augment.FrontEndMasks``) on the front end's image in training
+        (``--spec_augment``); a hook, so nothing of it enters the model file."""
+        self.network.front_end.register_forward_hook(masks)
 
     def onnx_ready(self) -> None:
         """Before an ONNX export: the FFTs as float64 matrix products (ONNX's exporter has none)."""

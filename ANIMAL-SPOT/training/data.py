@@ -142,11 +142,17 @@ def background_files(config, split: Dict[str, List[str]], class_map: ClassMap) -
     return files
 
 
+def spec_masks(config) -> Optional[SpecAugment]:
+    """``--spec_augment``'s masks (on spectrograms, or on a raw-audio network's front end)."""
+    if not config.spec_augment:
+        return None
+    return SpecAugment(config.time_masks, config.time_mask_width, config.freq_masks, config.freq_mask_width)
+
+
 def build(config, options: FeatureOptions, frames: int, split: Dict[str, List[str]], class_map: ClassMap,
           seed: int, processes: Processes) -> TrainingData:
     noise = noise_files_in(config.noise_dir) if config.augmentation else []
-    masks = SpecAugment(config.time_masks, config.time_mask_width, config.freq_masks, config.freq_mask_width) \
-        if config.spec_augment else None
+    masks = spec_masks(config)
     background = background_files(config, split, class_map)
     channel = training_channel(config)
     datasets = {}

@@ -150,7 +150,8 @@ def add_fork_options(p: argparse.ArgumentParser) -> None:
 
 def add_robustness_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("augmentation (all off by default; the original's --augmentation unchanged)")
-    g.add_argument("--spec_augment", action="store_true", help="time and frequency masks on the network input")
+    g.add_argument("--spec_augment", action="store_true", help="time and frequency masks on the network input (--backbone birdnet: on its front end's "
+                        "image of 96 mel bands, frames of 5.8 ms)")
     g.add_argument("--time_masks", type=_range_type(int, 0, what="--time_masks"), default=2,
                    help="time masks per item (default 2)")
     g.add_argument("--time_mask_width", type=_range_type(int, 0, what="--time_mask_width"), default=10,

@@ -311,3 +311,33 @@ def test_a_broken_file_in_a_loader_worker_names_the_file(call_set):
     loader = torch.utils.data.DataLoader(_dataset(call_set, files, False), batch_size=2, num_workers=1)
     with pytest.raises(AudioFileError, match=files[1].split("/")[-1]):
         next(iter(loader))
+
+
+def test_front_end_masks_cover_bands_and_frames_in_training_only_and_repeat_with_the_seed():
+    from data.augment import FrontEndMasks, SpecAugment
+    from models.birdnet import BirdNetBackbone
+
+    model = BirdNetBackbone()                               # random weights: only the front end's image matters
+    model.mask_front_end(FrontEndMasks(SpecAugment(2, 30, 2, 20), model))
+    front = model.network.front_end
+    with torch.no_grad():                                   # bands that see the audio, and a floor of its own
+        for branch in front.branches:
+            branch.mel.uniform_()
+        front.shift.fill_(-1.0)
+    audio = torch.randn(4, 48000 * 3)
+    model.eval()
+    plain = front(audio)
+    assert torch.equal(front(audio), plain)                 # eval: the hook leaves the image alone
+    model.train()
+    torch.manual_seed(7)
+    masked = front(audio)
+    torch.manual_seed(7)
+    assert torch.equal(front(audio), masked)                # the same torch seed, the same masks
+    changed = masked != plain
+    floor = front.floor().expand_as(masked)
+    assert torch.equal(masked[changed], floor[changed])     # masked cells hold silence's value
+    per_item = [int(c.any(dim=0).all(dim=0).sum()) + int(c.any(dim=0).all(dim=1).sum()) for c in changed]
+    assert all(0 < n <= 2 * 30 + 2 * 20 for n in per_item)  # whole frames and whole bands, at most their widths
+    assert len({tuple(c.any(dim=0).all(dim=0).nonzero().flatten().tolist()) for c in changed}) > 1  # per item
+    masked.sum().backward()                                  # trainable through the unmasked cells
+    assert front.scale.grad is not None and float(front.scale.grad.abs().sum()) > 0

@@ -1,7 +1,7 @@
 """``main.py --backbone birdnet``: BirdNET trained by the ANIMAL-SPOT trainer on raw audio, its
 model file a normal one (predict.py, --describe with its licence), the backbone frozen or at
-its own learning rate, a head from embed.py fit as the start, and spectrogram-only flags
-refused with their reason."""
+its own learning rate, --spec_augment on its front end's image, a head from embed.py fit as
+the start, and spectrogram-only flags refused with their reason."""
 
 import pytest
 import torch
@@ -34,9 +34,10 @@ def argv(clips, out, *extra):
 
 def test_birdnet_trains_frozen_and_its_model_file_predicts(clips, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ANIMAL_SPOT_CACHE", str(tmp_path / "cache"))
-    assert train_main.main(argv(clips, tmp_path, "--freeze_backbone")) == 0
+    assert train_main.main(argv(clips, tmp_path, "--freeze_backbone", "--spec_augment")) == 0
     loaded = load_model(str(tmp_path / "m" / "ANIMAL-SPOT.pk"))
     assert loaded.spec.data_opts["input"] == "audio" and loaded.spec.data_opts["window"] == 1.5
+    assert loaded.spec.train_opts["spec_augment"] is True              # masks on the front end's image, in training
     published, _ = birdnet.weights()
     trained = loaded.model.encoder.network.state_dict()
     assert all(torch.equal(trained[k], published[k]) for k in trained)           # frozen: BirdNET's own weights
@@ -68,7 +69,7 @@ def test_a_head_from_embed_fit_starts_a_fine_tuning_run_and_spectrogram_flags_ar
     assert train_main.main(argv(clips, tmp_path, "--transfer_from", str(tmp_path / "head.pk"),
                                 "--freeze_backbone")) == 0
     assert "a head fitted on birdnet's embedding" in (tmp_path / "l" / "TRAIN.log").read_text()
-    for flag, reason in ((["--spec_augment"], "takes raw audio, so these act on nothing"),
+    for flag, reason in ((["--background_dir", str(clips / "rec")], "takes raw audio, so these act on nothing"),
                          (["--min_max_norm"], "takes raw audio, so these act on nothing"),
                          (["--audio_window", "0.5"], "too short for its network")):
         assert train_main.main(argv(clips, tmp_path / "refused", *flag)) == 1
