@@ -111,9 +111,10 @@ class MelFrontEnd(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         audio = audio - audio.amin(dim=1, keepdim=True)
         audio = (audio / (audio.amax(dim=1, keepdim=True) + 1e-6) - 0.5) * 2
-        bands = [branch(audio) for branch in self.branches]
-        frames = min(b.shape[-1] for b in bands)           # equal for BirdNET's 3 s; other windows: the shorter
-        image = torch.stack([b[..., :frames] for b in bands], dim=1)
+        first, second = [branch(audio) for branch in self.branches]
+        # equal for BirdNET's 3 s; other windows: the shorter (each cut to the other's length: traced, the
+        # cut follows the input's length, so an ONNX file takes other lengths too)
+        image = torch.stack([first[..., :second.shape[-1]], second[..., :first.shape[-1]]], dim=1)
         return image * self.scale.view(1, 2, 1, 1) + self.shift.view(1, 2, 1, 1)
 
 

@@ -52,6 +52,13 @@ def test_birdnet_trains_frozen_and_its_model_file_predicts(clips, tmp_path, caps
     worst = max(abs(p - q) for a, b in zip(ours.windows.values(), theirs.windows.values()) for p, q in
                 zip(a.probs, b.probs))
     assert len(ours.windows) == len(theirs.windows) == 6 and worst <= 1e-5       # float32 sums in another order
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    for seconds in (1.25, 2.5):                         # its time axis is dynamic: other lengths than the export's
+        audio = torch.randn(2, int(48000 * seconds)) * 0.1
+        with torch.no_grad():
+            expected = torch.softmax(loaded.model.eval()(audio.unsqueeze(1)), dim=1).numpy()
+        assert abs(session.run(None, {"input": audio.numpy()})[0] - expected).max() <= 1e-5
     capsys.readouterr()
     assert predict.main(["--describe", str(tmp_path / "m" / "ANIMAL-SPOT.pk")]) == 0
     card = capsys.readouterr().out
