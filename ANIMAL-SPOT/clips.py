@@ -80,8 +80,10 @@ def run(args, log: logging.Logger) -> int:
     classes = sorted({os.path.dirname(w) for w in written})
     log.info(f"{len(written)} clip(s) of {len(classes)} class(es) written to {args.out}: {', '.join(classes)}")
     if args.into_partition:
-        add_to_partition(args.out, written, args.into_partition)
-        log.info(f"{len(written)} clip(s) added to the {args.into_partition} partition of the split in {args.out}")
+        added = add_to_partition(args.out, written, args.into_partition)
+        listed = len(written) - len(added)
+        log.info(f"{len(added)} clip(s) added to the {args.into_partition} partition of the split in {args.out}"
+                 + (f" ({listed} listed there already)" if listed else ""))
     return 0
 
 

@@ -15,6 +15,7 @@ date such as ``20240612``), else from ``--year``, else the file's modification y
 """
 
 import csv
+import io
 import logging
 import os
 import random
@@ -65,24 +66,56 @@ def year_and_tape(path: str, year: Optional[str] = None, tape: Optional[str] = N
 
 
 def clip_name(cls: str, source: str, number: int, year: str, tape: str, begin: float, end: float) -> str:
-    return f"{cls}-{source}_{number:05d}_{year}_{tape}_{int(round(begin * 1000))}_{int(round(end * 1000))}.wav"
+    return f"{cls}-{source}_{number:05d}_{clip_rest(year, tape, begin, end)}"
 
 
-def write_clip(path: str, data: np.ndarray, rate: int) -> None:
-    with atomic_write(path, "wb", durable=False) as handle:
-        sf.write(handle, data, rate, format="WAV", subtype="PCM_16" if data.dtype != np.float32 else "FLOAT")
+def clip_rest(year: str, tape: str, begin: float, end: float) -> str:
+    """A clip's name after its number."""
+    return f"{year}_{tape}_{int(round(begin * 1000))}_{int(round(end * 1000))}.wav"
+
+
+def clip_bytes(data: np.ndarray, rate: int) -> bytes:
+    """The clip as a WAV file (16-bit, or 32-bit float where the recording is)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, data, rate, format="WAV", subtype="PCM_16" if data.dtype != np.float32 else "FLOAT")
+    return buffer.getvalue()
 
 
 class Writer:
-    """Writes clips below ``out`` with running numbers (the clip IDs); remembers what it wrote."""
+    """Writes clips below ``out`` with running numbers (the clip IDs); remembers what it wrote.
+    A clip ``out`` holds already (the same class, source, year, tape and times, the same
+    bytes, under any number) keeps its name and is not written again, and new clips number
+    on after the highest there: a rerun, or one with more recordings, adds only what is new."""
 
     def __init__(self, out: str, source: str):
-        self.out, self.source, self.written, self.number = out, source, [], 0
+        self.out, self.source, self.written = out, source, []
+        self.number = 0
+        self.known: Dict[str, Dict[str, List[str]]] = {}        # class -> name without its number -> names
+
+    def existing(self, cls: str) -> Dict[str, List[str]]:
+        if cls not in self.known:
+            pattern = re.compile(rf"^{re.escape(cls)}-{re.escape(self.source)}_(\d+)_(.+)$")
+            folder = os.path.join(self.out, cls)
+            found: Dict[str, List[str]] = {}
+            for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+                match = pattern.match(name)
+                if match:
+                    found.setdefault(match.group(2), []).append(name)
+                    self.number = max(self.number, int(match.group(1)))
+            self.known[cls] = found
+        return self.known[cls]
 
     def add(self, cls: str, data: np.ndarray, rate: int, year: str, tape: str, begin: float, end: float) -> None:
+        content = clip_bytes(data, rate)
+        for name in self.existing(cls).get(clip_rest(year, tape, begin, end), []):
+            with open(os.path.join(self.out, cls, name), "rb") as handle:
+                if handle.read() == content:
+                    self.written.append(os.path.join(cls, name))
+                    return
         self.number += 1
         name = clip_name(cls, self.source, self.number, year, tape, begin, end)
-        write_clip(os.path.join(self.out, cls, name), data, rate)
+        with atomic_write(os.path.join(self.out, cls, name), "wb", durable=False) as handle:
+            handle.write(content)
         self.written.append(os.path.join(cls, name))
 
 

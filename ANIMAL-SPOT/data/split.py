@@ -199,16 +199,20 @@ def report_split(split: Dict[str, List[str]], classes: Sequence[str]) -> None:
         )
 
 
-def add_to_partition(data_dir: str, files: Sequence[str], partition: str) -> None:
+def add_to_partition(data_dir: str, files: Sequence[str], partition: str) -> List[str]:
     """Append ``files`` (data_dir-relative) to ``partition`` of the split in ``data_dir``:
-    each folder's ``<partition>.csv`` and the index file (validation and test stay as they were)."""
+    each folder's ``<partition>.csv`` and the index file (validation and test stay as they were).
+    A file the split lists already, in any partition, is not added again (a rerun writes the
+    same clips); returns the files added."""
     if partition not in PARTITIONS or not split_exists(data_dir):
         raise ValueError(f"--into_partition {partition}: {data_dir} holds no train/val/test split to add to")
+    listed = {os.path.normpath(f) for names in load_split(data_dir).values() for f in names}
+    added = [name for name in dict.fromkeys(files) if os.path.normpath(name) not in listed]
     index_path = os.path.join(data_dir, partition)
     with open(index_path) as handle:
         index = [line.strip() for line in handle if line.strip()]
     by_folder: Dict[str, List[str]] = {}
-    for name in files:
+    for name in added:
         by_folder.setdefault(os.path.dirname(name), []).append(name)
     for folder, names in sorted(by_folder.items()):
         csv_rel = os.path.join(folder, partition + ".csv")
@@ -223,3 +227,4 @@ def add_to_partition(data_dir: str, files: Sequence[str], partition: str) -> Non
             index.append(csv_rel)
     with atomic_write(index_path, "w") as handle:
         handle.writelines(line + "\n" for line in index)
+    return added

@@ -78,3 +78,27 @@ def test_the_year_comes_from_a_date_in_the_recordings_name(tmp_path):
     assert year_and_tape(str(tmp_path / "rec_2019_T07.wav")) == ("2019", "T07")          # ANIMAL-SPOT's pair first
     tone(tmp_path / "5216.2023-11-02.wav", 0.1)
     assert year_and_tape(str(tmp_path / "5216.2023-11-02.wav"))[0] == "2023"
+
+
+def test_clips_added_to_a_split_again_are_listed_once(tmp_path, capsys):
+    from data.split import load_split
+    source = tmp_path / "source"
+    for i in range(4):
+        tone(source / "K1" / f"clip{i}.wav", 0.5, seed=i)
+        tone(source / "noise" / f"clip{i}.wav", 0.5, seed=10 + i)
+    out = tmp_path / "data"
+    assert commands.main(["clips", "--folders", str(source), "--out", str(out), "--year", "2024"]) == 0
+    create_split(str(out), find_audio_files(str(out)), random.Random(1))
+    before = load_split(str(out))
+    argv = ["clips", "--folders", str(source), "--out", str(out), "--year", "2024", "--into_partition", "train"]
+    capsys.readouterr()
+    assert commands.main(argv) == 0                                   # the same clips again: nothing to add
+    assert load_split(str(out)) == before
+    said = "".join(capsys.readouterr())
+    assert "0 clip(s) added to the train partition" in said and "(8 listed there already)" in said
+    tone(source / "K1" / "clip9.wav", 0.5, seed=9)                     # one new recording
+    assert commands.main(argv) == 0
+    after = load_split(str(out))
+    new = [f for f in after["train"] if f not in before["train"]]
+    assert len(new) == 1 and after["val"] == before["val"] and after["test"] == before["test"]
+    assert sorted(sum(after.values(), [])) == sorted(find_audio_files(str(out)))    # each clip listed once
