@@ -230,7 +230,7 @@ def train(config, split, class_map, log: logging.Logger, processes: runtime.Proc
     trainer = make_trainer(config, model, data, device, precision, processes, seed, resume, frames, log)
     start_epoch = 0
     if resume is not None:
-        start_epoch = trainer.restore(adapt_checkpoint(resume[1], model, resume[0]))
+        start_epoch = trainer.restore(adapt_checkpoint(resume[1], model, resume[0], trainer.optimizer))
         log.info(f"Resuming with epoch {start_epoch}")
     log.info(f"Start training model {model_prefix(len(class_map))}")
     started = time.time()

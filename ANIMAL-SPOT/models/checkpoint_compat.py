@@ -98,13 +98,19 @@ def reorder_optimizer_state(opt_state: dict, order: List[Optional[str]], model: 
     return {"state": states, "param_groups": groups}
 
 
-def adapt_checkpoint(checkpoint: dict, model: nn.Module, path: str = "checkpoint") -> dict:
+def adapt_checkpoint(checkpoint: dict, model: nn.Module, path: str = "checkpoint",
+                     optimizer: Optional[torch.optim.Optimizer] = None) -> dict:
     """``checkpoint`` (loaded) in this version's layout for ``model``: seed weights
-    renamed, optimizer state in our parameter order. Raises CheckpointError when the
+    renamed, optimizer state in our parameter order. ``optimizer`` (the run's) says the
+    order its groups hold (``--freeze_backbone``: the head's alone; ``--backbone_lr``: the
+    head's, then the encoder's); without it, the model's. Raises CheckpointError when the
     optimizer state fits no known order."""
     train_state = dict(checkpoint["trainState"])
     params = dict(model.named_parameters())
     names = list(params)
+    if optimizer is not None:
+        name_of = {id(parameter): name for name, parameter in params.items()}
+        names = [name_of[id(p)] for group in optimizer.param_groups for p in group["params"]]
     if is_seed_checkpoint(checkpoint["modelState"]):
         saved = [n for n in checkpoint["modelState"] if n.startswith(SEED_PREFIX)]
         saved += [n for n in checkpoint["modelState"] if n.startswith("classifier.")]
@@ -113,7 +119,7 @@ def adapt_checkpoint(checkpoint: dict, model: nn.Module, path: str = "checkpoint
         if isinstance(train_state.get("best_model"), dict) and is_seed_checkpoint(train_state["best_model"]):
             train_state["best_model"] = seed_model_state(train_state["best_model"])
     else:
-        candidates = [names, legacy_order(names)]
+        candidates = [names, legacy_order(list(params))]
     opt_state = train_state.get("optState")
     if opt_state and opt_state.get("param_groups"):
         for order in candidates:

@@ -66,6 +66,16 @@ def test_killed_run_resumed_is_the_uninterrupted_run(tmp_path, call_set, workers
         torch.testing.assert_close(state_b[key], state_a[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("flags", [["--freeze_backbone"], ["--backbone_lr", "1e-5"]])
+def test_a_run_with_its_own_parameter_groups_resumes(tmp_path, call_set, flags):
+    assert train_main.main(run_args(call_set, tmp_path, "0", epochs=1) + flags) == 0
+    assert train_main.main(run_args(call_set, tmp_path, "0", epochs=2) + flags) == 0      # its optimizer state fits
+    log = (tmp_path / "l" / "TRAIN.log").read_text()
+    assert "Resuming with epoch 1" in log and "|train|1|loss" in log
+    saved = torch.load(tmp_path / "c" / "multi_class_4_classifier_epoch_00001.checkpoint", weights_only=True)
+    assert len(saved["trainState"]["optState"]["param_groups"]) == (2 if "--backbone_lr" in flags else 1)
+
+
 def test_corrupt_newest_checkpoint_is_named_and_the_previous_used(tmp_path, call_set):
     args = run_args(call_set, tmp_path, "0", epochs=2)
     assert train_main.main(args) == 0
