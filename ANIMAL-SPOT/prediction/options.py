@@ -22,6 +22,13 @@ def _positive(kind):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Detect / classify calls in recordings with ANIMAL-SPOT models.")
+    for add in (add_original_options, add_fork_options, add_season_options, add_event_options):
+        add(p)
+    return p
+
+
+def add_original_options(p: argparse.ArgumentParser) -> None:
+    """The original's flags (spec §3), with this project's help."""
     a = p.add_argument
     a("-d", "--debug", action="store_true", help="log at DEBUG level (adds per-window extract lines)")
     a("--model_path", type=str, nargs="+", default=None,
@@ -46,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="min-max normalisation (models of this fork record it; needed for older model files)")
     a("--latent_extract", action="store_true", help="save pooled encoder features to animal-spot-classifier.p")
     a("--input_file", type=str, default=None, help="a recording, or a folder searched recursively (.wav, .flac)")
+
+
+def add_fork_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("this fork")
     g.add_argument("--raven", action="store_true", help="also write Raven selection tables (per file and combined)")
     g.add_argument("--format", type=str, nargs="+", default=[], choices=sorted(FORMATS), metavar="FORMAT",
@@ -71,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="echo every log line (each window's record) to the console, as the original did; by default "
                         "a terminal gets a progress bar and a summary (the logs are written either way), and a "
                         "console that is not a terminal (a pipe, a job's output file) gets the original's lines")
+
+
+def add_season_options(p: argparse.ArgumentParser) -> None:
     season = p.add_argument_group("seasons (many processes and machines, journals, time stamps, cloud archives)")
     season.add_argument("--shard", default=None, metavar="I/N",
                         help="predict the I-th of N shares of the recordings (job arrays); no combined table: "
@@ -84,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "%%Y%%m%%d_%%H%%M%%S (default: the common styles are recognised)")
     season.add_argument("--storage_options", default=None, metavar="JSON",
                         help='options of the remote filesystem, e.g. \'{"anon": true}\' for public S3 buckets')
+
+
+def add_event_options(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("events (decisions and tables only; the log keeps the raw probabilities)")
     e.add_argument("--merge_gap", type=_non_negative, default=0.0, metavar="S",
                    help="merge detections of one class separated by at most S seconds (default 0: touching only)")
@@ -93,7 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smooth the probabilities over K windows before deciding (default 1: none)")
     e.add_argument("--smooth_method", type=str, default="median", choices=("median", "mean"),
                    help="how --smooth combines the windows (default median)")
-    return p
 
 
 def _non_negative(text):
