@@ -4,7 +4,7 @@ and where it was not tested. Training stores the card's facts in the model file
 --describe M.pk`` renders the same text from the model file alone. Files without a card
 (the original's, older ones) get what the file itself says."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 PURPOSE = ("Detects or classifies the calls of the classes listed below in recordings made like the training "
            "recordings (same species and call repertoire, similar recorders, sites and noise).")
@@ -68,11 +68,20 @@ def band_lines(bands: Optional[Dict]) -> List[str]:
 def render(spec, title: str = "ANIMAL-SPOT model") -> str:
     """The model card as Markdown, from a ``ModelSpec`` alone."""
     card = spec.card or {}
-    names = spec.class_map.names
-    options = spec.train_opts or {}
     lines = [f"# Model card: {title}", "", "## What it is for", "", card.get("purpose", PURPOSE), "",
              "## Where it was not tested", "", card.get("not_tested", NOT_TESTED), ""]
     lines += ["## Classes", "", ", ".join(f"{n} ({i})" for n, i in spec.classes.items()), ""]
+    lines += data_lines(card) + network_lines(spec) + held_out_lines(card, spec.class_map.names)
+    lines += decision_lines(spec, card) + run_lines(card, spec.provenance or {})
+    if not card:
+        lines += ["This file carries no training record (a model of the original ANIMAL-SPOT or an older "
+                  "version): its data and test figures are unknown.", ""]
+    return "\n".join(lines)
+
+
+def data_lines(card: Dict) -> List[str]:
+    """Clips per class and partition, sample rates, bands, and the split."""
+    lines: List[str] = []
     data = card.get("data")
     if data:
         lines += ["## Data", "", "| class | train | val | test | tapes |", "| --- | --- | --- | --- | --- |"]
@@ -84,7 +93,14 @@ def render(spec, title: str = "ANIMAL-SPOT model") -> str:
     split = card.get("split")
     if split:
         lines += ["## Split", "", f"{split['rule']}; split hash `{split.get('hash')}`.", ""]
+    return lines
+
+
+def network_lines(spec) -> List[str]:
+    """The foundation encoder (its licence), the network, its input and the training options."""
+    lines: List[str] = []
     encoder = dict(spec.encoder_opts)
+    options = spec.train_opts or {}
     if encoder.get("licence"):
         what = "Trained from" if encoder.get("trainable") else "A head on"          # fine-tuned: weights in this file
         lines += ["## Foundation encoder", "", f"{what} {encoder.get('version')} (`{spec.backbone}`"
@@ -100,6 +116,12 @@ def render(spec, title: str = "ANIMAL-SPOT model") -> str:
                                          "mixup", "class_weights", "weighted_sampling", "loss", "label_smoothing",
                                          "scheduler", "monitor", "seed", "precision") if k in options}
         lines += [f"Training options (all in the file's `trainOpts`): `{shown}`.", ""]
+    return lines
+
+
+def held_out_lines(card: Dict, names: Sequence[str]) -> List[str]:
+    """Per-class test figures with intervals, the overall ones, the largest confusions."""
+    lines: List[str] = []
     test = card.get("test")
     if test:
         lines += ["## Test figures (held-out tapes, clip level, 95 % intervals)", "",
@@ -117,7 +139,12 @@ def render(spec, title: str = "ANIMAL-SPOT model") -> str:
             for c in card["confusions"]) + ".", ""]
     elif test:
         lines += ["Largest confusions: none (every test clip was called its own class).", ""]
-    lines += ["## Decisions", ""]
+    return lines
+
+
+def decision_lines(spec, card: Dict) -> List[str]:
+    """Thresholds and temperature, and the unknown answer."""
+    lines = ["## Decisions", ""]
     if spec.thresholds:
         lines.append("Per-class thresholds on calibrated probabilities (chosen on validation): " +
                      ", ".join(f"{k} {v:.3f}" for k, v in spec.thresholds.items()) +
@@ -129,19 +156,19 @@ def render(spec, title: str = "ANIMAL-SPOT model") -> str:
         lines.append(f"Unknown answer (`predict.py --unknown`): {spec.unknown['score']} beyond "
                      f"{spec.unknown['threshold']:.4f} (rejects {_pct(spec.unknown['false_rejection'])} of known "
                      f"validation clips; {_pct(rejected)} of known test clips).")
-    lines.append("")
+    return lines + [""]
+
+
+def run_lines(card: Dict, provenance: Dict) -> List[str]:
+    """When, where and with which versions the model was trained."""
     training = card.get("training")
-    provenance = spec.provenance or {}
-    if training or provenance:
-        lines += ["## Training run", ""]
-        if training:
-            lines.append(f"Finished {training.get('finished')} after {training.get('seconds')} s on "
-                         f"{training.get('machine')}; seed {training.get('seed')}.")
-        if provenance:
-            lines.append(f"Versions: project {provenance.get('version')}, torch {provenance.get('torch')}, "
-                         f"torchvision {provenance.get('torchvision')}, Python {provenance.get('python')}.")
-        lines.append("")
-    if not card:
-        lines += ["This file carries no training record (a model of the original ANIMAL-SPOT or an older "
-                  "version): its data and test figures are unknown.", ""]
-    return "\n".join(lines)
+    if not training and not provenance:
+        return []
+    lines = ["## Training run", ""]
+    if training:
+        lines.append(f"Finished {training.get('finished')} after {training.get('seconds')} s on "
+                     f"{training.get('machine')}; seed {training.get('seed')}.")
+    if provenance:
+        lines.append(f"Versions: project {provenance.get('version')}, torch {provenance.get('torch')}, "
+                     f"torchvision {provenance.get('torchvision')}, Python {provenance.get('python')}.")
+    return lines + [""]
