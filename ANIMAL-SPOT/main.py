@@ -341,10 +341,8 @@ def choose_format(config, model, precision, device, frames, data: TrainingData) 
     if forced == "auto" and config.seed is not None:
         forced = "contiguous"       # reproducible runs: no timing-dependent choice
 
-    if isinstance(data.options, AudioOptions):
-        return "contiguous"                                    # a waveform has no channels-last layout
-    example = torch.rand(max(2, config.batch_size), 1, frames, data.options.input_bins,
-                         generator=torch.Generator().manual_seed(0))
+    shape = (frames,) if isinstance(data.options, AudioOptions) else (frames, data.options.input_bins)
+    example = torch.rand(max(2, config.batch_size), 1, *shape, generator=torch.Generator().manual_seed(0))
     probe = copy.deepcopy(model) if forced == "auto" else model
     return runtime.choose_memory_format(probe, example, precision, device, forced, training=True)
 

@@ -160,13 +160,12 @@ class PredictionModel:
             spec, backend = load_onnx_spec(path), OnnxBackend(path, device)
         else:
             loaded = load_model(path, jit=jit, device=device)
-            audio = AudioOptions.describes(loaded.spec.data_opts)            # raw samples in: one layout
-            spec, backend = loaded.spec, TorchBackend(loaded, device, precision,
-                                                      "contiguous" if audio else memory_format)
+            spec, backend = loaded.spec, TorchBackend(loaded, device, precision, memory_format)
         if spec.num_classes < 2:
             raise ModelFileError(f"{path}: not a valid number of classes! ({spec.num_classes})")
         if AudioOptions.describes(spec.data_opts):
-            log.info(f"{path}: a head on the foundation encoder {spec.encoder_opts.get('version')} (licence "
+            how = "trained from" if spec.encoder_opts.get("trainable") else "a head on"
+            log.info(f"{path}: {how} the foundation encoder {spec.encoder_opts.get('version')} (licence "
                      f"{spec.encoder_opts.get('licence')})")
             return cls(path, spec, AudioOptions.from_data_opts(spec.data_opts), backend)
         if min_max_norm and spec.train_opts and not spec.min_max_norm:

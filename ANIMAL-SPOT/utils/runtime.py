@@ -109,6 +109,12 @@ def machine_description() -> str:
 
 
 # ------------------------------------------------------------------- memory format
+def in_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """``x`` in ``memory_format`` where it has one (a batch of images); a waveform batch
+    stays as it is (a raw-audio network's convolutions follow its weights' layout)."""
+    return x.contiguous(memory_format=memory_format) if x.dim() == 4 else x.contiguous()
+
+
 def choose_memory_format(model: nn.Module, example: torch.Tensor, precision: Precision, device: torch.device,
                          forced: str = "auto", training: bool = False, rounds: int = 2) -> str:
     """``contiguous`` or ``channels_last``: the forced one, or the faster of the two on
@@ -126,7 +132,7 @@ def choose_memory_format(model: nn.Module, example: torch.Tensor, precision: Pre
     def run(name):
         fmt = MEMORY_FORMATS[name]
         model.to(memory_format=fmt)
-        x = sample.contiguous(memory_format=fmt)
+        x = in_layout(sample, fmt)
         start = time.perf_counter()
         with precision.autocast(device), torch.set_grad_enabled(training):
             out = model(x)
@@ -163,7 +169,7 @@ class Forward:
     memory_format: torch.memory_format = torch.contiguous_format
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return in_layout(x.to(self.device, non_blocking=True), self.memory_format)
 
     def __call__(self, network: nn.Module, x: torch.Tensor, fallback: bool = False) -> torch.Tensor:
         x = self.inputs(x)
