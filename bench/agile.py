@@ -118,8 +118,11 @@ def few_shot(vectors, split, shots, draws, names):
 
 
 def interval_text(values):
+    """Mean and Student t interval of proportions, in %, the interval kept within [0, 100]."""
     mean, (low, high) = mean_ci95(values)
-    return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]" if low == low else f"{100 * mean:.1f}"
+    if low != low:
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} [{100 * max(low, 0.0):.1f}, {100 * min(high, 1.0):.1f}]"
 
 
 def run_agile(args) -> dict:
@@ -175,7 +178,11 @@ def run_agile(args) -> dict:
                 print(f"BirdNET fine-tuned ({arm}, k={shots or 'all'}): balanced accuracy "
                       f"{interval_text([r['balanced_accuracy'] for r in runs])} %, macro ROC AUC "
                       f"{interval_text([r['macro_roc_auc'] for r in runs])} %", flush=True)
-    with open(os.path.join(work, "agile.json"), "w") as handle:
+    path = os.path.join(work, "agile.json")             # a later run adds its methods to the earlier runs'
+    if os.path.isfile(path):
+        with open(path) as handle:
+            report["methods"] = {**json.load(handle).get("methods", {}), **report["methods"]}
+    with open(path, "w") as handle:
         json.dump(report, handle, indent=1)
     return report
 
