@@ -3,6 +3,8 @@ model file a normal one (predict.py, --describe with its licence), the backbone 
 its own learning rate, --spec_augment on its front end's image, a head from embed.py fit as
 the start, and spectrogram-only flags refused with their reason."""
 
+import json
+
 import pytest
 import torch
 
@@ -74,8 +76,17 @@ def test_a_head_from_embed_fit_starts_a_fine_tuning_run_and_spectrogram_flags_ar
                        str(tmp_path / "head.pk"), "--epochs", "30"]) == 0
     capsys.readouterr()
     assert train_main.main(argv(clips, tmp_path, "--transfer_from", str(tmp_path / "head.pk"),
-                                "--freeze_backbone")) == 0
+                                "--freeze_backbone", "--jit_save")) == 0
     assert "a head fitted on birdnet's embedding" in (tmp_path / "l" / "TRAIN.log").read_text()
+    extra = {"dataOpts": "", "classes": "", "transforms": ""}                  # a TorchScript file of raw audio in
+    scripted = torch.jit.load(str(tmp_path / "m" / "ANIMAL-SPOT.pk"), _extra_files=extra)
+    data_opts = json.loads(extra["dataOpts"])
+    assert (data_opts["input"], data_opts["sr"], data_opts["window"]) == ("audio", 48000, 1.5)
+    assert json.loads(extra["classes"]) == {"K1": 0, "K2": 1, "noise": 2} and "samples : 72000" in extra["transforms"].decode()
+    assert scripted(torch.zeros(2, 1, 72000)).shape == (2, 3)
+    assert predict.main(["--model_path", str(tmp_path / "m" / "ANIMAL-SPOT.pk"), "--jit_load", "--input_file",
+                         str(clips / "rec"), "--output_dir", str(tmp_path / "jit"), "--hop", "1", "--no_progress"]) == 0
+    assert (tmp_path / "jit" / "rec_predict_output.log").read_text().count("pred=") == 6
     for flag, reason in ((["--background_dir", str(clips / "rec")], "takes raw audio, so these act on nothing"),
                          (["--min_max_norm"], "takes raw audio, so these act on nothing"),
                          (["--audio_window", "0.5"], "too short for its network")):
