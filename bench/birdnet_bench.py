@@ -1,5 +1,6 @@
 """BirdNET's embedding on the CPU: the published LiteRT model against the PyTorch network
-converted from it (float32 and bfloat16), same windows, same run; and training steps of
+converted from it (float32, channels-last, and bfloat16 where the processor has it natively),
+same windows, same run; and training steps of
 the PyTorch network (forward and backward, batch 8). Prints real-time factors.
 
     python bench/birdnet_bench.py [--minutes 10] [--threads 2]
@@ -45,8 +46,9 @@ def main() -> None:
     network, _ = birdnet.pretrained()
     network.eval()
 
-    def torch_run(precision):
+    def torch_run(precision, layout=torch.contiguous_format):
         def run(batch):
+            network.to(memory_format=layout)
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
                 network(batch)
         return run
@@ -56,9 +58,14 @@ def main() -> None:
           f"batch {args.batch}; native bfloat16: {runtime.cpu_has_native_bf16()}")
     base = timed(lite, batches)
     print(f"  LiteRT (published model)      {seconds / base:7.1f}x real time")
-    for precision in ("float32", "bfloat16"):
-        took = timed(torch_run(precision), batches)
-        print(f"  PyTorch {precision:<9}             {seconds / took:7.1f}x real time ({base / took:.2f} of LiteRT's speed)")
+    variants = [("float32", torch.contiguous_format), ("float32", torch.channels_last)]
+    if runtime.cpu_has_native_bf16():                  # emulated bfloat16 is many times slower: not timed
+        variants += [("bfloat16", torch.contiguous_format), ("bfloat16", torch.channels_last)]
+    for precision, layout in variants:
+        took = timed(torch_run(precision, layout), batches)
+        name = f"{precision}{', channels-last' if layout == torch.channels_last else ''}"
+        print(f"  PyTorch {name:<23} {seconds / took:7.1f}x real time ({base / took:.2f} of LiteRT's speed)")
+    network.to(memory_format=torch.contiguous_format)
     network.train()
     optimizer = torch.optim.SGD(network.parameters(), lr=1e-4)
     batch = audio[:8]

@@ -7,10 +7,11 @@ audio, batch ``--batch``, this machine's ``--threads``:
 
 1. the network's arithmetic per second of audio (``torch.utils.flop_counter``: the
    convolutions and matrix products, a multiply-add counted as 2 operations);
-2. this machine's ceiling: a large float32 (and bfloat16) matrix product's operations per
-   second, the fastest kind of arithmetic a network here can hope for;
-3. the time of each part (front end or spectrogram, network in float32, bfloat16 and
-   channels-last), and the real-time factor they give against the ceiling's
+2. this machine's ceiling: a large float32 (and, where the processor has it natively,
+   bfloat16) matrix product's operations per second, the fastest kind of arithmetic a
+   network here can hope for;
+3. the time of each part (front end or spectrogram, network in float32, channels-last and
+   native bfloat16), and the real-time factor they give against the ceiling's
    (operations per second / operations per second of audio).
 
 No network built here runs faster than its ceiling: a target above it needs fewer
@@ -67,10 +68,12 @@ def report(name: str, seconds_of_audio: float, parts, network, image, ceilings, 
         took = per_call(run, repeats)
         print(f"  {label:<34} {1000 * took / seconds_of_audio:7.2f} ms per second of audio "
               f"({seconds_of_audio / took:6.1f}x real time alone)")
+    variants = [("network float32", None, torch.contiguous_format),
+                ("network float32, channels-last", None, torch.channels_last)]
+    if runtime.cpu_has_native_bf16():           # emulated, bfloat16 is many times slower: not worth the wait
+        variants.append(("network bfloat16 (autocast)", torch.bfloat16, torch.contiguous_format))
     with torch.no_grad():
-        for label, dtype, layout in (("network float32", None, torch.contiguous_format),
-                                     ("network bfloat16 (autocast)", torch.bfloat16, torch.contiguous_format),
-                                     ("network float32, channels-last", None, torch.channels_last)):
+        for label, dtype, layout in variants:
             network.to(memory_format=layout)
             x = image.contiguous(memory_format=layout)
 
@@ -93,8 +96,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{runtime.machine_description()}, {args.threads} thread(s), batch {args.batch}; native bfloat16: "
           f"{runtime.cpu_has_native_bf16()}")
-    ceilings = {"float32": matmul_rate(torch.float32, args.repeats),
-                "bfloat16": matmul_rate(torch.bfloat16, args.repeats)}
+    ceilings = {"float32": matmul_rate(torch.float32, args.repeats)}
+    if runtime.cpu_has_native_bf16():
+        ceilings["bfloat16"] = matmul_rate(torch.bfloat16, args.repeats)
     for label, rate in ceilings.items():
         print(f"  {label} 2048 x 2048 matrix product: {rate / 1e9:.0f} GFLOP/s")
 

@@ -82,12 +82,19 @@ class MelBranch(nn.Module):
         alternating = torch.cos(math.pi * torch.arange(n, dtype=torch.float64, device=mel.device))   # bin n/2
         return ((n * torch.fft.irfft(mel, n=n, dim=-1) + mel[:, :1] + mel[:, -1:] * alternating) / 2).t()
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        count = (audio.shape[1] - self.length) // self.step + 1                        # frames without padding
+    def frames(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, frames, length): the frames without padding, windowed (float32). For an ONNX
+        export (``fixed`` set) gathered by index: its exporter has no unfold of a dynamic length."""
+        if self.fixed is None:
+            return audio.unfold(1, self.length, self.step) * self.window
+        count = (audio.shape[1] - self.length) // self.step + 1
         taps = torch.arange(count, device=audio.device).unsqueeze(1) * self.step + \
             torch.arange(self.length, device=audio.device)
-        frames = (audio[:, taps] * self.window).double()    # (B, frames, length), windowed in float32 as LiteRT:
-        power = torch.matmul(frames, self.projection()).square()   # its rounding shows where the spectrum is near
+        return audio[:, taps] * self.window
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = self.frames(audio).double()          # windowed in float32 as LiteRT windows them: its rounding
+        power = torch.matmul(frames, self.projection()).square()   # shows where the spectrum is near
         positive = power > 0                         # zero (a tone, a constant stretch); float64 from here, which
         exponent = self.exponent.double()            # autocast leaves alone (float16 overflowed on clicks; the power
         #                                              of about 0.2 magnifies rounding near zero: float32 was 3.5e-3 off)
