@@ -189,12 +189,17 @@ class BatDetect2Encoder(nn.Module):
         self.spectrogram_params = {k: params[k] for k in SPECTROGRAM_KEYS}
         self.compute_spectrogram = compute_spectrogram
 
+    def _apply(self, fn, recurse=True):
+        self.__dict__["net"]._apply(fn)              # its layout follows the run's choice (channels-last: 1.17x)
+        return super()._apply(fn, recurse)
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         specs = [self.compute_spectrogram(window.float().cpu().numpy(), self.info.sample_rate, self.spectrogram_params,
                                           torch.device("cpu"))[1] for window in audio.reshape(audio.shape[0], -1)]
+        net = self.__dict__["net"]
         with torch.no_grad():
-            features = self.net(torch.cat(specs)).features                     # (B, 32, H, W)
-        return as_map(torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1))
+            features = net(torch.cat(specs).to(next(net.parameters()).device)).features     # (B, 32, H, W)
+        return as_map(torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1).to(audio.device))
 
 
 # ------------------------------------------------------------------------- exported files
