@@ -24,7 +24,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from . import intervals
 from ..utils.classmap import binary_count
@@ -53,6 +52,8 @@ def balanced_accuracy_of(matrix: np.ndarray) -> float:
 def roc_auc_of(scores: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve: the chance that a positive scores above a negative (ties
     count half; the Mann-Whitney statistic over average ranks). NaN without both kinds."""
+    from scipy.stats import rankdata            # here: importing scipy.stats costs every process a second
+
     positive = np.asarray(positive, bool)
     pos, neg = int(positive.sum()), int((~positive).sum())
     if not pos or not neg:

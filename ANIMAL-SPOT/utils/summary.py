@@ -2,11 +2,17 @@
 
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
+def colormap(name: str):
+    """A matplotlib colour map (matplotlib imported here, when a picture is drawn: importing
+    it costs every process that only trains or predicts a third of a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return matplotlib.colormaps[name]
 
 
 def spectrogram_image(spec: torch.Tensor) -> np.ndarray:
@@ -15,7 +21,7 @@ def spectrogram_image(spec: torch.Tensor) -> np.ndarray:
     x = spec.detach().float().cpu()[0].t().flip(0)            # (F, T), high frequencies first
     x = x - x.min()
     x = x / (x.max() + 1e-8)
-    rgb = matplotlib.colormaps["viridis"](x.numpy())[..., :3]
+    rgb = colormap("viridis")(x.numpy())[..., :3]
     return (rgb * 255).astype(np.uint8).transpose(2, 0, 1)
 
 
@@ -40,7 +46,7 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[str], numbered: bo
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     peak = float(matrix.max()) if matrix.size and matrix.max() > 0 else 1.0
-    colours = (matplotlib.colormaps["hot_r"](np.clip(matrix / peak, 0, 1))[..., :3] * 255).astype(np.uint8)
+    colours = (colormap("hot_r")(np.clip(matrix / peak, 0, 1))[..., :3] * 255).astype(np.uint8)
     for i in range(n):
         for j in range(n):
             box = (left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1)
@@ -61,7 +67,7 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[str], numbered: bo
     side = Image.new("RGB", (n * cell, 18), "white")
     ImageDraw.Draw(side).text((n * cell / 2, 9), "true class", anchor="mm", font=label, fill="black")
     image.paste(side.rotate(90, expand=True), (2, top))
-    ramp = (matplotlib.colormaps["hot_r"](np.linspace(1, 0, n * cell))[:, :3] * 255).astype(np.uint8)
+    ramp = (colormap("hot_r")(np.linspace(1, 0, n * cell))[:, :3] * 255).astype(np.uint8)
     image.paste(Image.fromarray(np.repeat(ramp[:, None, :], 14, axis=1)), (bar_x, top))
     for fraction in (0.0, 0.5, 1.0):
         y = top + (1 - fraction) * (n * cell - 1)

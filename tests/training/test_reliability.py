@@ -31,17 +31,18 @@ def epoch_lines(log_file):
     return [m.group(1) for m in map(EPOCH_LINE.search, open(log_file).read().splitlines()) if m]
 
 
-def run_args(data, out, workers, epochs=5):
+def run_args(data, out, workers, epochs=5, *extra):
     return ["--data_dir", str(data), "--model_dir", str(out / "m"), "--checkpoint_dir", str(out / "c"),
             "--log_dir", str(out / "l"), "--summary_dir", str(out / "tb"), "--num_classes", "4", "--augmentation",
-            "--num_workers", workers, "--max_train_epochs", str(epochs)] + SMALL + FAST
+            "--num_workers", workers, "--max_train_epochs", str(epochs)] + SMALL + FAST + list(extra)
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
-def test_killed_run_resumed_is_the_uninterrupted_run(tmp_path, call_set, workers):
-    assert train_main.main(run_args(call_set, tmp_path / "a", workers)) == 0
+@pytest.mark.parametrize("workers, groups", [("0", []), ("2", ["--backbone_lr", "1e-5"])])
+def test_killed_run_resumed_is_the_uninterrupted_run(tmp_path, call_set, workers, groups):
+    """(With --backbone_lr the optimizer holds two parameter groups, the head's first.)"""
+    assert train_main.main(run_args(call_set, tmp_path / "a", workers, 5, *groups)) == 0
     b = tmp_path / "b"
-    process = subprocess.Popen([sys.executable, MAIN] + run_args(call_set, b, workers),
+    process = subprocess.Popen([sys.executable, MAIN] + run_args(call_set, b, workers, 5, *groups),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = b / "c" / "multi_class_4_classifier_epoch_00001.checkpoint"
     deadline = time.time() + 240
@@ -52,7 +53,7 @@ def test_killed_run_resumed_is_the_uninterrupted_run(tmp_path, call_set, workers
     assert process.returncode == -signal.SIGKILL
     done = sorted(os.listdir(b / "c"))
     assert "multi_class_4_classifier_epoch_00004.checkpoint" not in done
-    assert train_main.main(run_args(call_set, b, workers)) == 0          # the same command again
+    assert train_main.main(run_args(call_set, b, workers, 5, *groups)) == 0          # the same command again
     resumed = epoch_lines(b / "l" / "TRAIN.log")
     start = int(re.search(r"Resuming with epoch (\d+)", (b / "l" / "TRAIN.log").read_text()).group(1))
     assert start >= 2
@@ -60,30 +61,21 @@ def test_killed_run_resumed_is_the_uninterrupted_run(tmp_path, call_set, workers
                      if line.startswith("test") or int(line.split("|")[1]) >= start]
     assert resumed == uninterrupted
     last = "multi_class_4_classifier_epoch_00004.checkpoint"
-    state_a = torch.load(tmp_path / "a" / "c" / last, weights_only=True)["modelState"]
-    state_b = torch.load(b / "c" / last, weights_only=True)["modelState"]
+    saved_a = torch.load(tmp_path / "a" / "c" / last, weights_only=True)
+    state_a, state_b = saved_a["modelState"], torch.load(b / "c" / last, weights_only=True)["modelState"]
+    assert len(saved_a["trainState"]["optState"]["param_groups"]) == (2 if groups else 1)
     for key in state_a:
         torch.testing.assert_close(state_b[key], state_a[key], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("flags", [["--freeze_backbone"], ["--backbone_lr", "1e-5"]])
-def test_a_run_with_its_own_parameter_groups_resumes(tmp_path, call_set, flags):
-    assert train_main.main(run_args(call_set, tmp_path, "0", epochs=1) + flags) == 0
-    assert train_main.main(run_args(call_set, tmp_path, "0", epochs=2) + flags) == 0      # its optimizer state fits
-    log = (tmp_path / "l" / "TRAIN.log").read_text()
-    assert "Resuming with epoch 1" in log and "|train|1|loss" in log
-    saved = torch.load(tmp_path / "c" / "multi_class_4_classifier_epoch_00001.checkpoint", weights_only=True)
-    assert len(saved["trainState"]["optState"]["param_groups"]) == (2 if "--backbone_lr" in flags else 1)
-
-
 def test_corrupt_newest_checkpoint_is_named_and_the_previous_used(tmp_path, call_set):
-    args = run_args(call_set, tmp_path, "0", epochs=2)
-    assert train_main.main(args) == 0
+    frozen = ["--freeze_backbone"]                        # its optimizer holds the head's parameters alone
+    assert train_main.main(run_args(call_set, tmp_path, "0", 2, *frozen)) == 0
     newest = tmp_path / "c" / "multi_class_4_classifier_epoch_00001.checkpoint"
     newest.write_bytes(newest.read_bytes()[:1000])                       # truncated
-    assert train_main.main(run_args(call_set, tmp_path, "0", epochs=3)) == 0
+    assert train_main.main(run_args(call_set, tmp_path, "0", 3, *frozen)) == 0
     log = (tmp_path / "l" / "TRAIN.log").read_text()
-    assert f"Checkpoint {newest} cannot be read" in log and "Resuming with epoch 1" in log
+    assert f"Checkpoint {newest} cannot be read" in log and "Resuming with epoch 1" in log and "|train|2|loss" in log
 
 
 def test_a_checkpoint_missing_a_key_is_one_clear_error(tmp_path, call_set, capsys):
