@@ -81,10 +81,21 @@ def clip_bytes(data: np.ndarray, rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def same_sound(path: str, content: bytes) -> bool:
+    """Whether the WAV file ``path`` holds the samples (and rate) of the WAV ``content``. Not
+    its bytes: libsndfile stamps the time into float files (their PEAK chunk)."""
+    try:
+        theirs, their_rate = sf.read(path, dtype="float64", always_2d=True)
+    except (OSError, RuntimeError, sf.LibsndfileError):
+        return False
+    ours, our_rate = sf.read(io.BytesIO(content), dtype="float64", always_2d=True)
+    return their_rate == our_rate and np.array_equal(theirs, ours)
+
+
 class Writer:
     """Writes clips below ``out`` with running numbers (the clip IDs); remembers what it wrote.
     A clip ``out`` holds already (the same class, source, year, tape and times, the same
-    bytes, under any number) keeps its name and is not written again, and new clips number
+    samples, under any number) keeps its name and is not written again, and new clips number
     on after the highest there: a rerun, or one with more recordings, adds only what is new."""
 
     def __init__(self, out: str, source: str):
@@ -108,10 +119,9 @@ class Writer:
     def add(self, cls: str, data: np.ndarray, rate: int, year: str, tape: str, begin: float, end: float) -> None:
         content = clip_bytes(data, rate)
         for name in self.existing(cls).get(clip_rest(year, tape, begin, end), []):
-            with open(os.path.join(self.out, cls, name), "rb") as handle:
-                if handle.read() == content:
-                    self.written.append(os.path.join(cls, name))
-                    return
+            if same_sound(os.path.join(self.out, cls, name), content):
+                self.written.append(os.path.join(cls, name))
+                return
         self.number += 1
         name = clip_name(cls, self.source, self.number, year, tape, begin, end)
         with atomic_write(os.path.join(self.out, cls, name), "wb", durable=False) as handle:

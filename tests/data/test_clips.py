@@ -3,6 +3,7 @@ tables) becomes clips with ANIMAL-SPOT names, nothing changed in place, the tape
 keeping each recording's clips together."""
 
 import random
+import time
 
 import numpy as np
 import pytest
@@ -96,6 +97,7 @@ def test_clips_added_to_a_split_again_are_listed_once(tmp_path, capsys):
     assert load_split(str(out)) == before
     said = "".join(capsys.readouterr())
     assert "0 clip(s) added to the train partition" in said and "(8 listed there already)" in said
+    time.sleep(1.1)                        # another second: libsndfile stamps it into float files (their PEAK chunk)
     tone(source / "K1" / "clip9.wav", 0.5, seed=9)                     # one new recording
     assert commands.main(argv) == 0
     after = load_split(str(out))
